@@ -1,0 +1,236 @@
+//! One browser WebSocket connection as one process: it reads the client's
+//! JSON messages (see docs/protocol.md), starts a monitored `SumTask` per
+//! submission, and turns each task's result or DOWN into exactly one reply.
+//!
+//! It never computes anything itself, and no crash or kill of a task it
+//! started can close it. When it ends, the tasks it started are killed
+//! (they are linked to it, as Elixir's tasks are to their caller).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use warp::ws::{Message, WebSocket};
+
+use crate::node::Node;
+use crate::process::{ExitReason, Pid, ProcessContext, Spec};
+use crate::top::{self, TopRow};
+use crate::{load, sum};
+
+/// Computations one connection may have running at once.
+pub const MAX_SUMS_PER_CONNECTION: usize = 32;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Request {
+    Sum { id: i64, input: String },
+    Subscribe { topic: Topic },
+    Load { jobs: Option<u64>, failure_rate: Option<f64> },
+    Reset,
+    Info { pid: String },
+    Kill { pid: String },
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum Topic {
+    Metrics,
+    Top,
+}
+
+/// Starts the process that owns `socket`.
+pub fn start(node: Arc<Node>, socket: WebSocket, peer: String) -> Pid {
+    let spec = Spec::new("ws_connection", format!("Web.Connection.init(\"{peer}\")"));
+    let tracker = node.connections.clone();
+    node.registry.clone().spawn(spec, move |ctx| tracker.track_future(run(ctx, node, socket)))
+}
+
+struct Connection {
+    ctx: ProcessContext,
+    node: Arc<Node>,
+    /// Pending sum replies; each resolves to exactly one final `sum` message.
+    sums: FuturesUnordered<BoxFuture<'static, (Pid, Value)>>,
+    /// Other pending replies (info traces).
+    replies: FuturesUnordered<BoxFuture<'static, Value>>,
+    /// The sum processes still running, killed if the connection ends.
+    running: HashSet<Pid>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for pid in &self.running {
+            self.node.registry.kill(*pid);
+        }
+    }
+}
+
+async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
+    ctx.enter("Web.Connection.loop/1");
+    let (mut outgoing, mut incoming) = socket.split();
+    let mut connection = Connection {
+        ctx,
+        node: node.clone(),
+        sums: FuturesUnordered::new(),
+        replies: FuturesUnordered::new(),
+        running: HashSet::new(),
+    };
+    let hello = json!({"type": "hello", "node": node.name, "version": node.version, "schedulers": node.schedulers});
+    let mut pending = vec![hello];
+    let mut top_feed: Option<BoxFuture<'static, Vec<TopRow>>> = None;
+    let mut metrics_feed = None;
+    loop {
+        for message in pending.drain(..) {
+            if outgoing.send(Message::text(message.to_string())).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = node.shutdown.cancelled() => {
+                let _ = outgoing.send(Message::close_with(1001u16, "server stopping")).await;
+                return;
+            }
+            received = incoming.next() => match received {
+                Some(Ok(message)) if message.is_text() => {
+                    let text = message.to_str().unwrap_or_default();
+                    connection.ctx.enter("Web.Connection.handle_in/2");
+                    match serde_json::from_str::<Request>(text) {
+                        Ok(Request::Subscribe { topic: Topic::Top }) => {
+                            top_feed = Some(next_top(&node));
+                        }
+                        Ok(Request::Subscribe { topic: Topic::Metrics }) => {
+                            let (history, feed) = load::subscribe(&node);
+                            pending.push(json!({"type": "history", "samples": history}));
+                            metrics_feed = Some(feed);
+                        }
+                        Ok(request) => pending.extend(connection.handle(request)),
+                        Err(error) => pending.push(error_reply(format!("malformed message: {error}"))),
+                    }
+                    connection.ctx.enter("Web.Connection.loop/1");
+                }
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(message)) if message.is_ping() || message.is_pong() => {}
+                Some(Ok(_)) => pending.push(error_reply("binary messages are not understood".into())),
+                Some(Err(_)) | None => return,
+            },
+            Some((pid, reply)) = connection.sums.next() => {
+                connection.running.remove(&pid);
+                pending.push(reply);
+            }
+            Some(reply) = connection.replies.next() => pending.push(reply),
+            rows = async { top_feed.as_mut().expect("guarded").await }, if top_feed.is_some() => {
+                pending.push(json!({"type": "top", "rows": rows}));
+                top_feed = Some(next_top(&node));
+            }
+            sample = load::next_sample(&mut metrics_feed), if metrics_feed.is_some() => {
+                if let Some(sample) = sample {
+                    pending.push(json!({"type": "metrics", "sample": sample}));
+                }
+            }
+        }
+    }
+}
+
+fn next_top(node: &Arc<Node>) -> BoxFuture<'static, Vec<TopRow>> {
+    let node = node.clone();
+    async move { top::top(&node, Duration::from_secs(1), 10).await }.boxed()
+}
+
+fn error_reply(message: String) -> Value {
+    json!({"type": "error", "message": message})
+}
+
+impl Connection {
+    /// Handles one request; returns the replies to send at once.
+    fn handle(&mut self, request: Request) -> Vec<Value> {
+        match request {
+            Request::Sum { id, input } => self.sum(id, input),
+            Request::Load { jobs, failure_rate } => vec![load::set(&self.node, jobs, failure_rate)],
+            Request::Reset => vec![load::reset(&self.node)],
+            Request::Info { pid } => match pid.parse::<Pid>() {
+                Ok(pid) => {
+                    let node = self.node.clone();
+                    self.replies.push(info(node, pid).boxed());
+                    vec![]
+                }
+                Err(error) => vec![error_reply(error.to_string())],
+            },
+            Request::Kill { pid } => match pid.parse::<Pid>() {
+                Ok(pid) => {
+                    let killed = self.node.registry.kill(pid);
+                    vec![json!({"type": "kill", "pid": pid.to_string(), "killed": killed})]
+                }
+                Err(error) => vec![error_reply(error.to_string())],
+            },
+            Request::Subscribe { .. } => vec![],
+        }
+    }
+
+    fn sum(&mut self, id: i64, input: String) -> Vec<Value> {
+        let reply = |status: &str, extra: Value| {
+            let mut message = json!({"type": "sum", "id": id, "input": input, "status": status});
+            if let (Some(message), Value::Object(extra)) = (message.as_object_mut(), extra) {
+                message.extend(extra);
+            }
+            message
+        };
+        let n = match sum::parse_input(&input) {
+            Ok(n) => n,
+            Err(invalid) => return vec![reply("invalid", json!({"reason": invalid.to_string()}))],
+        };
+        if self.running.len() >= MAX_SUMS_PER_CONNECTION {
+            let reason = format!(
+                "too many computations running on this connection (at most {MAX_SUMS_PER_CONNECTION})"
+            );
+            return vec![reply("error", json!({ "reason": reason }))];
+        }
+        let Some(version) = self.node.code.current() else {
+            return vec![reply("error", json!({"reason": "no math plugin loaded"}))];
+        };
+        if let Err(reason) = version.validate(n) {
+            return vec![reply("invalid", json!({ "reason": reason }))];
+        }
+        let (result_tx, result_rx) = oneshot::channel();
+        let monitor = sum::spawn(&self.node, version, n, result_tx);
+        let pid = monitor.pid();
+        self.running.insert(pid);
+        let done = reply("done", json!({}));
+        let failed = reply("error", json!({}));
+        self.sums.push(
+            async move {
+                let down = monitor.await;
+                let message = match (down.reason, result_rx.await) {
+                    (ExitReason::Normal, Ok(result)) => with(done, "result", result.to_string()),
+                    (ExitReason::Normal, Err(_)) => with(failed, "reason", "no result".into()),
+                    (reason, _) => with(failed, "reason", reason.to_string()),
+                };
+                (pid, message)
+            }
+            .boxed(),
+        );
+        vec![reply("calculating", json!({"pid": pid.to_string()}))]
+    }
+}
+
+fn with(mut message: Value, key: &str, value: String) -> Value {
+    if let Some(object) = message.as_object_mut() {
+        object.insert(key.to_owned(), Value::String(value));
+    }
+    message
+}
+
+async fn info(node: Arc<Node>, pid: Pid) -> Value {
+    let info = node.registry.info(pid);
+    let stacktrace = node.registry.stacktrace(pid).unwrap_or_default();
+    let trace = node
+        .registry
+        .trace(pid, 50, Duration::from_secs(1))
+        .await
+        .unwrap_or_default();
+    json!({"type": "info", "pid": pid.to_string(), "info": info, "stacktrace": stacktrace, "trace": trace})
+}

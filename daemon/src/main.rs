@@ -1,0 +1,84 @@
+//! The `system` command: starts, stops and inspects the daemon, and opens
+//! its remote console. Errors end here, printed once, with a non-zero exit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use system::home::Home;
+use system::lifecycle;
+use system::server::Config;
+
+#[derive(Parser)]
+#[command(name = "system", version, about = "A Rust daemon with the soul of Erlang")]
+struct Cli {
+    /// The daemon's home: pid file, admin socket, logs, plugin copies.
+    #[arg(long, global = true, env = "SYSTEM_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the daemon in the background; returns once it serves.
+    Start(ServerArgs),
+    /// Run the daemon in this terminal, logging to stdout.
+    Foreground(ServerArgs),
+    /// Stop the running daemon gracefully.
+    Stop,
+    /// Say whether the daemon runs, with its pid, URL and uptime.
+    Status,
+    /// Print the daemon's OS pid.
+    Pid,
+    /// Print the daemon's log.
+    Log {
+        /// Keep printing what is appended.
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Address for the web UI and HTTP API.
+    #[arg(long, default_value = "127.0.0.1:4000")]
+    http: SocketAddr,
+    /// Scheduler (worker) threads; 1 shows a single-core machine.
+    #[arg(long, default_value_t = 1)]
+    schedulers: usize,
+    /// The math plugin library to load (default: next to this binary).
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("system: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = cli.home.unwrap_or_else(Home::default_dir);
+    let home = Home::open(&dir).with_context(|| format!("opening home {}", dir.display()))?;
+    let config = |args: ServerArgs| Config {
+        home: home.clone(),
+        http: args.http,
+        schedulers: args.schedulers,
+        plugin: args.plugin,
+    };
+    match cli.command {
+        Command::Start(args) => lifecycle::start(config(args)),
+        Command::Foreground(args) => lifecycle::foreground(config(args)),
+        Command::Stop => lifecycle::stop(&home),
+        Command::Status => lifecycle::status(&home),
+        Command::Pid => lifecycle::pid(&home),
+        Command::Log { follow } => lifecycle::log(&home, follow),
+    }
+}

@@ -1,0 +1,52 @@
+//! The node: the one value every part of the running daemon shares — the
+//! process registry, the loaded code, the shutdown signal, and the facts a
+//! console reports about the node itself.
+//!
+//! It holds state; it runs nothing by itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::code::CodeServer;
+use crate::home::Home;
+use crate::process::ProcessRegistry;
+
+/// The running daemon.
+pub struct Node {
+    /// `system@<hostname>`, shown in the console's prompt.
+    pub name: String,
+    pub version: &'static str,
+    pub home: Home,
+    pub schedulers: usize,
+    pub started: Instant,
+    pub registry: Arc<ProcessRegistry>,
+    pub code: CodeServer,
+    /// Cancelled once, when the daemon starts to stop.
+    pub shutdown: CancellationToken,
+    /// Client connections (WebSocket, console sessions) that must be closed
+    /// properly before the daemon exits.
+    pub connections: TaskTracker,
+}
+
+impl Node {
+    pub fn new(home: Home, schedulers: usize) -> Arc<Node> {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_owned());
+        Arc::new(Node {
+            name: format!("system@{host}"),
+            version: env!("CARGO_PKG_VERSION"),
+            code: CodeServer::new(home.plugins_dir()),
+            home,
+            schedulers,
+            started: Instant::now(),
+            registry: ProcessRegistry::new(),
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        })
+    }
+}

@@ -1,0 +1,41 @@
+//! Why a process ended, and the DOWN message its monitors receive.
+//!
+//! Plain data only: delivering DOWN messages is the registry's job.
+
+use std::fmt;
+
+use super::Pid;
+
+/// The reason a process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Its code returned.
+    Normal,
+    /// Somebody called `kill` on it.
+    Killed,
+    /// Its code panicked; the panic message.
+    Panic(String),
+    /// The daemon is stopping.
+    Shutdown,
+    /// A monitor was asked for a process that does not exist.
+    NoProc,
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("normal"),
+            ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Panic(message) => f.write_str(message),
+            ExitReason::Shutdown => f.write_str("shutdown"),
+            ExitReason::NoProc => f.write_str("noproc"),
+        }
+    }
+}
+
+/// Sent exactly once to each monitor of a process when it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Down {
+    pub pid: Pid,
+    pub reason: ExitReason,
+}

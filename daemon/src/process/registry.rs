@@ -1,0 +1,326 @@
+//! The process registry: spawns processes as tokio tasks, keeps one entry per
+//! live process, and delivers kills and DOWN messages.
+//!
+//! The table is sharded (no global lock); the poll path touches only the
+//! process's own entry. Nothing here may await while holding a lock.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use pin_project_lite::pin_project;
+use tokio::sync::{mpsc, oneshot};
+
+use super::entry::{ProcessEntry, ProcessInfo, Spec, Status};
+use super::{Down, ExitReason, Pid, ProcessContext};
+
+/// Every live process of the daemon.
+pub struct ProcessRegistry {
+    next_pid: AtomicU64,
+    table: DashMap<u64, Arc<ProcessEntry>>,
+}
+
+/// Resolves to the DOWN message of the monitored process.
+pub struct Monitor {
+    pid: Pid,
+    down: oneshot::Receiver<Down>,
+}
+
+impl Future for Monitor {
+    type Output = Down;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Down> {
+        let pid = self.pid;
+        Pin::new(&mut self.down).poll(cx).map(|down| {
+            // The sender is only dropped unsent if the runtime is going away.
+            down.unwrap_or(Down {
+                pid,
+                reason: ExitReason::Shutdown,
+            })
+        })
+    }
+}
+
+impl Monitor {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+}
+
+impl ProcessRegistry {
+    pub fn new() -> Arc<ProcessRegistry> {
+        Arc::new(ProcessRegistry {
+            // Low pids are the BEAM's own; start where a fresh node's user processes do.
+            next_pid: AtomicU64::new(100),
+            table: DashMap::new(),
+        })
+    }
+
+    /// Starts `body` as a new process on the current runtime.
+    pub fn spawn<F, Fut>(self: &Arc<Self>, spec: Spec, body: F) -> Pid
+    where
+        F: FnOnce(ProcessContext) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.start(spec, None, body)
+    }
+
+    /// Starts `body` and monitors it, with no window in which it could end unobserved.
+    pub fn spawn_monitor<F, Fut>(self: &Arc<Self>, spec: Spec, body: F) -> Monitor
+    where
+        F: FnOnce(ProcessContext) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, down) = oneshot::channel();
+        let pid = self.start(spec, Some(tx), body);
+        Monitor { pid, down }
+    }
+
+    fn start<F, Fut>(
+        self: &Arc<Self>,
+        spec: Spec,
+        monitor: Option<oneshot::Sender<Down>>,
+        body: F,
+    ) -> Pid
+    where
+        F: FnOnce(ProcessContext) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let pid = Pid(self.next_pid.fetch_add(1, Relaxed));
+        let entry = Arc::new(ProcessEntry::new(pid, spec));
+        if let Some(monitor) = monitor {
+            let _ = entry.add_monitor(monitor);
+        }
+        self.table.insert(pid.0, entry.clone());
+        let inner = body(ProcessContext {
+            entry: entry.clone(),
+        });
+        let task = Instrumented {
+            inner,
+            exit: ExitGuard {
+                entry: entry.clone(),
+                registry: self.clone(),
+                reason: None,
+            },
+        };
+        let handle = tokio::spawn(task);
+        let _ = entry.abort.set(handle.abort_handle());
+        pid
+    }
+
+    /// Monitors `pid`: the result resolves once, with its exit reason
+    /// (`noproc` at once if no such process is alive).
+    pub fn monitor(&self, pid: Pid) -> Monitor {
+        let (tx, down) = oneshot::channel();
+        let refused = match self.table.get(&pid.0) {
+            Some(entry) => entry.add_monitor(tx).err(),
+            None => Some(tx),
+        };
+        if let Some(tx) = refused {
+            let _ = tx.send(Down {
+                pid,
+                reason: ExitReason::NoProc,
+            });
+        }
+        Monitor { pid, down }
+    }
+
+    /// Kills `pid` unconditionally; it ends at its next yield. True if it was alive.
+    pub fn kill(&self, pid: Pid) -> bool {
+        let Some(entry) = self.lookup(pid) else {
+            return false;
+        };
+        if entry.killed.swap(true, Relaxed) {
+            return false;
+        }
+        if let Some(abort) = entry.abort.get() {
+            abort.abort();
+        }
+        true
+    }
+
+    pub(crate) fn lookup(&self, pid: Pid) -> Option<Arc<ProcessEntry>> {
+        self.table.get(&pid.0).map(|entry| entry.clone())
+    }
+
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.table.contains_key(&pid.0)
+    }
+
+    /// Every live pid, in ascending order.
+    pub fn list(&self) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self.table.iter().map(|entry| Pid(*entry.key())).collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    pub fn count(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn info(&self, pid: Pid) -> Option<ProcessInfo> {
+        self.lookup(pid).map(|entry| entry.info())
+    }
+
+    pub fn stacktrace(&self, pid: Pid) -> Option<Vec<String>> {
+        self.lookup(pid).map(|entry| entry.stacktrace())
+    }
+
+    /// Reductions of every live process, for `Runtime.top()`.
+    pub fn reductions(&self) -> Vec<(Pid, u64)> {
+        self.table
+            .iter()
+            .map(|entry| (Pid(*entry.key()), entry.reductions()))
+            .collect()
+    }
+
+    /// The process's name, e.g. `sum`.
+    pub fn name(&self, pid: Pid) -> Option<String> {
+        self.lookup(pid).map(|entry| entry.spec.name.to_string())
+    }
+
+    /// Records the calls `pid` makes for `window` or `max_calls`, whichever
+    /// comes first. `None` if it is not alive.
+    pub async fn trace(&self, pid: Pid, max_calls: usize, window: Duration) -> Option<Vec<String>> {
+        let entry = self.lookup(pid)?;
+        let (tx, mut rx) = mpsc::channel(max_calls.max(1));
+        entry.start_trace(tx);
+        let deadline = tokio::time::sleep(window);
+        tokio::pin!(deadline);
+        let mut calls = Vec::new();
+        while calls.len() < max_calls {
+            tokio::select! {
+                call = rx.recv() => match call {
+                    Some(call) => calls.push(call),
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        entry.stop_trace();
+        Some(calls)
+    }
+
+    fn exit(&self, entry: &ProcessEntry, reason: ExitReason) {
+        entry.set_status(Status::Exiting);
+        self.table.remove(&entry.pid.0);
+        if let ExitReason::Panic(message) = &reason
+            && !entry.spec.quiet
+        {
+            let at = PANIC_AT.take().unwrap_or_default();
+            tracing::error!(
+                "crash report: process {} {} started as {} crashed: {message} {at}",
+                entry.spec.name,
+                entry.pid,
+                entry.spec.initial_call,
+            );
+        }
+        for monitor in entry.take_monitors() {
+            let _ = monitor.send(Down {
+                pid: entry.pid,
+                reason: reason.clone(),
+            });
+        }
+    }
+}
+
+/// Ends the process exactly once, however its task ends (return, panic, abort, runtime drop).
+struct ExitGuard {
+    entry: Arc<ProcessEntry>,
+    registry: Arc<ProcessRegistry>,
+    reason: Option<ExitReason>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let reason = self.reason.take().unwrap_or_else(|| {
+            if self.entry.killed.load(Relaxed) {
+                ExitReason::Killed
+            } else {
+                ExitReason::Shutdown
+            }
+        });
+        self.registry.exit(&self.entry, reason);
+    }
+}
+
+pin_project! {
+    /// A process's future: measures every poll and turns a panic into an exit reason.
+    struct Instrumented<F> {
+        #[pin]
+        inner: F,
+        exit: ExitGuard,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Instrumented<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let entry = &this.exit.entry;
+        if this.exit.reason.is_some() {
+            return Poll::Ready(());
+        }
+        if entry.killed.load(Relaxed) {
+            this.exit.reason = Some(ExitReason::Killed);
+            return Poll::Ready(());
+        }
+        entry.set_status(Status::Running);
+        let started = Instant::now();
+        let inner = this.inner;
+        IN_PROCESS.set(true);
+        let polled = catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
+        IN_PROCESS.set(false);
+        entry.account_poll(started.elapsed());
+        let reason = match polled {
+            Ok(Poll::Pending) => {
+                entry.park();
+                return Poll::Pending;
+            }
+            Ok(Poll::Ready(())) => ExitReason::Normal,
+            Err(payload) => ExitReason::Panic(panic_message(payload.as_ref())),
+        };
+        this.exit.reason = Some(reason);
+        Poll::Ready(())
+    }
+}
+
+thread_local! {
+    /// True while this thread polls a process: its panics become crash reports.
+    static IN_PROCESS: Cell<bool> = const { Cell::new(false) };
+    /// Where the last panic on this thread happened, for the crash report.
+    static PANIC_AT: Cell<Option<String>> = const { Cell::new(None) };
+}
+
+/// Keeps panics inside processes out of stderr (the crash report says it
+/// all, once); other panics go to the default hook.
+pub fn install_panic_hook() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if IN_PROCESS.get() {
+            let at = info.location().map(|l| format!("at {}:{}", l.file(), l.line()));
+            PANIC_AT.set(at);
+        } else {
+            default_hook(info);
+        }
+    }));
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic with a non-text payload".to_owned()
+    }
+}

@@ -1,0 +1,152 @@
+//! One-for-one supervision: a supervisor process starts its children,
+//! monitors them, restarts the one that ended, and gives up (ending itself
+//! with a reason) when restarts come faster than its intensity allows.
+//!
+//! It restarts; it does not decide what a child does or how it shuts down.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio_util::sync::CancellationToken;
+
+use super::{Monitor, Pid, ProcessContext, ProcessRegistry, Spec};
+
+type Start = Arc<dyn Fn(ProcessContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A child the supervisor keeps alive.
+#[derive(Clone)]
+pub struct Child {
+    pub spec: Spec,
+    start: Start,
+}
+
+impl Child {
+    pub fn new<F, Fut>(spec: Spec, start: F) -> Child
+    where
+        F: Fn(ProcessContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Child {
+            spec,
+            start: Arc::new(move |ctx| Box::pin(start(ctx))),
+        }
+    }
+}
+
+/// At most `max_restarts` within `within`; one more and the supervisor ends.
+#[derive(Clone, Copy, Debug)]
+pub struct Intensity {
+    pub max_restarts: usize,
+    pub within: Duration,
+}
+
+impl Default for Intensity {
+    fn default() -> Self {
+        Intensity {
+            max_restarts: 10,
+            within: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Starts a supervisor process for `children`. Children are not restarted
+/// once `shutdown` is cancelled; when the supervisor ends, it kills them.
+pub fn start(
+    registry: &Arc<ProcessRegistry>,
+    spec: Spec,
+    children: Vec<Child>,
+    intensity: Intensity,
+    shutdown: CancellationToken,
+) -> Monitor {
+    let registry_for_body = registry.clone();
+    registry.spawn_monitor(spec, move |ctx| {
+        supervise(ctx, registry_for_body, children, intensity, shutdown)
+    })
+}
+
+async fn supervise(
+    ctx: ProcessContext,
+    registry: Arc<ProcessRegistry>,
+    children: Vec<Child>,
+    intensity: Intensity,
+    shutdown: CancellationToken,
+) {
+    ctx.enter("supervisor:loop/1");
+    let mut started = KillOnExit {
+        registry: registry.clone(),
+        pids: Vec::with_capacity(children.len()),
+    };
+    let mut running = FuturesUnordered::new();
+    for (index, child) in children.iter().enumerate() {
+        let monitor = start_child(&registry, child);
+        started.pids.push(monitor.pid());
+        running.push(tagged(index, monitor));
+    }
+    let mut restarts: VecDeque<Instant> = VecDeque::new();
+    loop {
+        let (index, down) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some(ended) = running.next() => ended,
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let child = &children[index];
+        let now = Instant::now();
+        restarts.push_back(now);
+        while restarts
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > intensity.within)
+        {
+            restarts.pop_front();
+        }
+        if restarts.len() > intensity.max_restarts {
+            tracing::error!(
+                "supervisor {}: {} restarts within {:?}; giving up",
+                ctx.pid(),
+                restarts.len(),
+                intensity.within
+            );
+            std::panic::panic_any(String::from("reached maximum restart intensity"));
+        }
+        let monitor = start_child(&registry, child);
+        tracing::warn!(
+            "supervisor {}: child {} {} exited ({}); restarted as {}",
+            ctx.pid(),
+            child.spec.name,
+            down.pid,
+            down.reason,
+            monitor.pid()
+        );
+        started.pids[index] = monitor.pid();
+        running.push(tagged(index, monitor));
+    }
+}
+
+fn start_child(registry: &Arc<ProcessRegistry>, child: &Child) -> Monitor {
+    let start = child.start.clone();
+    registry.spawn_monitor(child.spec.clone(), move |ctx| start(ctx))
+}
+
+async fn tagged(index: usize, monitor: Monitor) -> (usize, super::Down) {
+    (index, monitor.await)
+}
+
+/// Kills the supervisor's children when the supervisor ends, however it ends.
+struct KillOnExit {
+    registry: Arc<ProcessRegistry>,
+    pids: Vec<Pid>,
+}
+
+impl Drop for KillOnExit {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            self.registry.kill(*pid);
+        }
+    }
+}

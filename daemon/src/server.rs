@@ -1,0 +1,160 @@
+//! Runs the daemon: builds the runtime with N schedulers, binds the
+//! listening socket, loads the plugin, starts the supervision tree, reports
+//! readiness, and waits for a stop (signal, admin request or a dead tree).
+//!
+//! It wires parts together; each part's behaviour lives in its own module.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::home::{DaemonState, Home};
+use crate::node::Node;
+use crate::process::supervisor::{self, Child, Intensity};
+use crate::process::{Spec, install_panic_hook};
+
+/// How long `stop` waits for open connections to close before exiting anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `start` and `foreground` are given.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub home: Home,
+    pub http: SocketAddr,
+    pub schedulers: usize,
+    /// The math plugin to load at start; by default the one next to the binary.
+    pub plugin: Option<PathBuf>,
+}
+
+/// Runs the daemon until it is told to stop. `ready` is called once: with
+/// the daemon's state when it serves, or with the reason it cannot start.
+pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> anyhow::Result<()> {
+    install_panic_hook();
+    let lock = match config.home.lock() {
+        Ok(lock) => lock,
+        Err(_) => {
+            let message = format!("already running in {}", config.home.dir().display());
+            ready(Err(message.clone()));
+            anyhow::bail!(message);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.schedulers.max(1))
+        .thread_name("scheduler")
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    let result = runtime.block_on(serve(config.clone(), ready));
+    config.home.remove_runtime_files();
+    drop(lock);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("stopped");
+    result
+}
+
+async fn serve(
+    config: Config,
+    ready: impl FnOnce(Result<&DaemonState, String>),
+) -> anyhow::Result<()> {
+    let started = match start(&config).await {
+        Ok(started) => started,
+        Err(error) => {
+            let message = format!("{error:#}");
+            ready(Err(message.clone()));
+            anyhow::bail!(message);
+        }
+    };
+    let (node, state, root) = started;
+    ready(Ok(&state));
+    tracing::info!("serving {} with {} scheduler(s)", state.url, node.schedulers);
+
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+        _ = node.shutdown.cancelled() => tracing::info!("stop requested"),
+        down = root => tracing::error!("the supervision tree ended ({}): stopping", down.reason),
+    }
+    node.shutdown.cancel();
+    node.connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, node.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+    }
+    Ok(())
+}
+
+async fn start(
+    config: &Config,
+) -> anyhow::Result<(Arc<Node>, DaemonState, crate::process::Monitor)> {
+    let listener = TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    if !address.ip().is_loopback() {
+        tracing::warn!("listening on {address}, which is reachable from other machines");
+    }
+    let node = Node::new(config.home.clone(), config.schedulers);
+    let plugin = match &config.plugin {
+        Some(path) => path.clone(),
+        None => default_plugin_path()?,
+    };
+    let version = node
+        .code
+        .load(&plugin)
+        .with_context(|| format!("cannot load the math plugin {}", plugin.display()))?;
+    tracing::info!("math plugin {} loaded from {}", version.version(), plugin.display());
+
+    let listener = Arc::new(listener);
+    let root = supervisor::start(
+        &node.registry,
+        Spec::new("supervisor", "System.Supervisor.start_link()"),
+        children(&node, &listener),
+        Intensity::default(),
+        node.shutdown.clone(),
+    );
+    let state = DaemonState {
+        pid: std::process::id(),
+        url: format!("http://{address}"),
+        started_at_unix: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        schedulers: config.schedulers,
+        version: node.version.to_owned(),
+    };
+    config
+        .home
+        .write_runtime_files(&state)
+        .context("writing the pid and state files")?;
+    Ok((node, state, root))
+}
+
+/// The system processes, each restarted by the root supervisor if it ends.
+fn children(node: &Arc<Node>, listener: &Arc<TcpListener>) -> Vec<Child> {
+    let http = {
+        let (node, listener) = (node.clone(), listener.clone());
+        Child::new(Spec::new("http_listener", "Http.Listener.start_link()"), move |ctx| {
+            crate::http::serve(ctx, node.clone(), listener.clone())
+        })
+    };
+    vec![http]
+}
+
+/// `libmath_plugin.so` next to the `system` binary (where cargo puts both).
+fn default_plugin_path() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the system binary")?;
+    let dir = exe.parent().context("the system binary has no directory")?;
+    Ok(dir.join(format!(
+        "{}math_plugin{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )))
+}

@@ -1,0 +1,68 @@
+//! `Runtime.top()`: the busiest processes over a window, by reductions, with
+//! CPU as the BEAM reports it (scheduler usage × the process's share of all
+//! reductions in the window).
+//!
+//! Snapshots of the whole registry are taken off the scheduler (on the
+//! blocking pool), so a registry of a million processes does not stall it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::node::Node;
+use crate::process::{Pid, ProcessRegistry};
+use crate::scheduler::UsageMeter;
+
+/// One line of `Runtime.top()`.
+#[derive(Clone, Debug, Serialize)]
+pub struct TopRow {
+    pub pid: String,
+    pub name: String,
+    /// Percent of all schedulers.
+    pub cpu: f64,
+    /// Reductions in the window.
+    pub reductions: u64,
+}
+
+async fn snapshot(registry: &Arc<ProcessRegistry>) -> Vec<(Pid, u64)> {
+    let registry = registry.clone();
+    tokio::task::spawn_blocking(move || registry.reductions())
+        .await
+        .unwrap_or_default()
+}
+
+/// The `count` processes with the most reductions over `window`.
+pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow> {
+    let mut usage = UsageMeter::new(tokio::runtime::Handle::current());
+    let before: HashMap<Pid, u64> = snapshot(&node.registry).await.into_iter().collect();
+    tokio::time::sleep(window).await;
+    let after = snapshot(&node.registry).await;
+    let scheduler_usage = usage.sample();
+    let mut deltas: Vec<(Pid, u64)> = after
+        .into_iter()
+        .map(|(pid, now)| (pid, now.saturating_sub(before.get(&pid).copied().unwrap_or(0))))
+        .collect();
+    let total: u64 = deltas.iter().map(|(_, delta)| delta).sum();
+    let count = count.min(deltas.len());
+    if count == 0 {
+        return Vec::new();
+    }
+    deltas.select_nth_unstable_by(count - 1, |a, b| b.1.cmp(&a.1));
+    deltas.truncate(count);
+    deltas.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    deltas
+        .into_iter()
+        .filter_map(|(pid, reductions)| {
+            let name = node.registry.name(pid)?;
+            let share = reductions as f64 / total.max(1) as f64;
+            Some(TopRow {
+                pid: pid.to_string(),
+                name,
+                cpu: (scheduler_usage * share * 1000.0).round() / 10.0,
+                reductions,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,175 @@
+//! The process runtime in a real tokio runtime: spawn, monitor, DOWN
+//! reasons, kill of a busy process, panics, supervision, tracing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use system::process::supervisor::{self, Child, Intensity};
+use system::process::{ExitReason, Pid, ProcessRegistry, Spec, install_panic_hook};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+fn spec(name: &'static str) -> Spec {
+    Spec::new(name, format!("Test.{name}()"))
+}
+
+/// A process that works forever in small slices, yielding between them.
+async fn busy(ctx: system::process::ProcessContext) {
+    loop {
+        ctx.enter("Test.busy/0");
+        ctx.add_reductions(100);
+        ctx.yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn normal_exit_gives_one_normal_down_and_removes_the_entry() {
+    let registry = ProcessRegistry::new();
+    let monitor = registry.spawn_monitor(spec("short"), |_| async {});
+    let pid = monitor.pid();
+    let down = monitor.await;
+    assert_eq!(down.pid, pid);
+    assert_eq!(down.reason, ExitReason::Normal);
+    assert!(!registry.is_alive(pid));
+    assert!(registry.info(pid).is_none());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_panic_becomes_a_down_with_its_message_and_others_keep_running() {
+    install_panic_hook();
+    let registry = ProcessRegistry::new();
+    let survivor = registry.spawn(spec("survivor"), busy);
+    let monitor = registry.spawn_monitor(spec("crasher"), |_| async {
+        panic!("error");
+    });
+    assert_eq!(monitor.await.reason, ExitReason::Panic("error".into()));
+    assert!(registry.is_alive(survivor));
+    let extra = registry.monitor(survivor);
+    assert!(registry.kill(survivor));
+    assert_eq!(extra.await.reason, ExitReason::Killed);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn kill_stops_a_busy_process_at_its_next_yield() {
+    let registry = ProcessRegistry::new();
+    let pid = registry.spawn(spec("busy"), busy);
+    let first = registry.monitor(pid);
+    let second = registry.monitor(pid);
+    // Let it run a little so it has reductions.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let info = registry.info(pid).expect("alive");
+    assert!(info.reductions > 0, "{info:?}");
+    assert_eq!(info.current_function, "Test.busy/0");
+    assert!(registry.kill(pid));
+    assert!(!registry.kill(pid), "a second kill finds it already dying");
+    assert_eq!(first.await.reason, ExitReason::Killed);
+    assert_eq!(second.await.reason, ExitReason::Killed);
+    assert!(!registry.is_alive(pid));
+    assert!(!registry.kill(pid));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn monitoring_a_dead_or_unknown_pid_gives_noproc() {
+    let registry = ProcessRegistry::new();
+    assert_eq!(registry.monitor(Pid(42)).await.reason, ExitReason::NoProc);
+    let monitor = registry.spawn_monitor(spec("short"), |_| async {});
+    let pid = monitor.pid();
+    monitor.await;
+    assert_eq!(registry.monitor(pid).await.reason, ExitReason::NoProc);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pids_are_unique_and_listed() {
+    let registry = ProcessRegistry::new();
+    let pids: Vec<Pid> = (0..1000).map(|_| registry.spawn(spec("idle"), busy)).collect();
+    let listed = registry.list();
+    assert_eq!(listed, pids, "every pid listed once, in order");
+    for pid in pids {
+        registry.kill(pid);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_supervisor_restarts_a_killed_child_and_logs_nothing_else() {
+    let registry = ProcessRegistry::new();
+    let shutdown = CancellationToken::new();
+    let supervisor = supervisor::start(
+        &registry,
+        spec("supervisor"),
+        vec![Child::new(spec("worker"), busy)],
+        Intensity::default(),
+        shutdown.clone(),
+    );
+    let find_worker = |registry: &Arc<ProcessRegistry>| {
+        registry
+            .list()
+            .into_iter()
+            .find(|pid| registry.name(*pid).as_deref() == Some("worker"))
+    };
+    let first = loop {
+        if let Some(pid) = find_worker(&registry) {
+            break pid;
+        }
+        tokio::task::yield_now().await;
+    };
+    let down = registry.monitor(first);
+    registry.kill(first);
+    down.await;
+    let second = loop {
+        match find_worker(&registry) {
+            Some(pid) if pid != first => break pid,
+            _ => tokio::task::yield_now().await,
+        }
+    };
+    assert!(second > first);
+    shutdown.cancel();
+    supervisor.await;
+    // The supervisor kills its children when it ends.
+    assert_eq!(registry.monitor(second).await.reason, ExitReason::NoProc);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_supervisor_gives_up_beyond_its_restart_intensity() {
+    install_panic_hook();
+    let registry = ProcessRegistry::new();
+    let supervisor = supervisor::start(
+        &registry,
+        spec("supervisor"),
+        vec![Child::new(spec("crasher"), |_| async { panic!("boom") })],
+        Intensity {
+            max_restarts: 3,
+            within: Duration::from_secs(60),
+        },
+        CancellationToken::new(),
+    );
+    let down = supervisor.await;
+    assert_eq!(
+        down.reason,
+        ExitReason::Panic("reached maximum restart intensity".into())
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn trace_records_calls_and_stacktrace_names_the_current_function() {
+    let registry = ProcessRegistry::new();
+    let pid = registry.spawn(spec("busy"), busy);
+    let calls = registry
+        .trace(pid, 50, Duration::from_secs(1))
+        .await
+        .expect("alive");
+    assert_eq!(calls.len(), 50);
+    assert!(calls.iter().all(|call| call == "Test.busy/0"), "{calls:?}");
+    let stack = registry.stacktrace(pid).expect("alive");
+    assert_eq!(stack, vec!["Test.busy/0".to_owned(), "Test.busy()".to_owned()]);
+    registry.kill(pid);
+
+    let idle = registry.spawn(spec("idle"), |_| async {
+        let (_keep, never) = oneshot::channel::<()>();
+        let _ = never.await;
+    });
+    let calls = registry.trace(idle, 50, Duration::from_millis(200)).await;
+    assert_eq!(calls, Some(vec![]));
+    assert_eq!(registry.trace(Pid(7), 50, Duration::from_millis(10)).await, None);
+}

@@ -1,0 +1,136 @@
+//! Test support: starts the real `system` binary in a temporary home on an
+//! ephemeral port, and stops it (and removes the home) when dropped.
+//!
+//! No mocks: everything goes through the binary, its sockets and its files.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `system` binary cargo built for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_system"))
+}
+
+/// Runs `system --home HOME args…` and returns its output.
+pub fn system(home: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("SYSTEM_HOME")
+        .output()
+        .expect("the system binary runs")
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A daemon started with `system start` in its own temporary home.
+pub struct Daemon {
+    pub home: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub pid: i32,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts with extra `start` arguments (e.g. `--schedulers 2`).
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        let home = tempfile::tempdir().expect("a temporary home");
+        let mut args = vec!["start", "--http", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let output = system(home.path(), &args);
+        let said = text(&output);
+        assert!(output.status.success(), "start failed: {said}");
+        // "system started (pid 123), serving http://127.0.0.1:4567"
+        let pid = said
+            .split("(pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {said:?}"));
+        let url = said
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no url in {said:?}"))
+            .to_owned();
+        Daemon { home, url, pid }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    pub fn system(&self, args: &[&str]) -> Output {
+        system(self.home(), args)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.url.replacen("http://", "ws://", 1))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home().join("log/system.log")).unwrap_or_default()
+    }
+
+    /// A plain HTTP/1.1 GET; returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        is_alive(self.pid)
+    }
+}
+
+/// True while the OS process exists and is not a zombie.
+pub fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.is_alive() {
+            let _ = self.system(&["stop"]);
+        }
+        if self.is_alive() {
+            let _ = Command::new("kill").arg("-9").arg(self.pid.to_string()).status();
+        }
+    }
+}
