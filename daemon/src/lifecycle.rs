@@ -23,7 +23,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Daemonizes the server; returns once it serves (or could not start).
 pub fn start(config: Config) -> anyhow::Result<()> {
     if let Some(state) = config.home.running() {
-        bail!("system is already running (pid {}, {})", state.pid, state.url);
+        bail!(
+            "system is already running (pid {}, {})",
+            state.pid,
+            state.url
+        );
     }
     let log = OpenOptions::new()
         .create(true)
@@ -102,7 +106,10 @@ pub fn stop(home: &Home) -> anyhow::Result<()> {
     let deadline = Instant::now() + STOP_TIMEOUT;
     while home.is_locked() {
         if Instant::now() > deadline {
-            bail!("system (pid {}) did not stop within {STOP_TIMEOUT:?}", state.pid);
+            bail!(
+                "system (pid {}) did not stop within {STOP_TIMEOUT:?}",
+                state.pid
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -142,11 +149,13 @@ pub fn pid(home: &Home) -> anyhow::Result<()> {
 /// Prints the log; with `follow`, keeps printing what is appended.
 pub fn log(home: &Home, follow: bool) -> anyhow::Result<()> {
     let path = home.log_file();
-    let mut file =
-        File::open(&path).with_context(|| format!("no log at {}", path.display()))?;
+    let mut file = File::open(&path).with_context(|| format!("no log at {}", path.display()))?;
     let mut stdout = std::io::stdout().lock();
     let mut position = std::io::copy(&mut file, &mut stdout)?;
-    while follow {
+    if !follow {
+        return Ok(());
+    }
+    loop {
         stdout.flush()?;
         std::thread::sleep(Duration::from_millis(200));
         let length = std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -159,5 +168,4 @@ pub fn log(home: &Home, follow: bool) -> anyhow::Result<()> {
             position += std::io::copy(&mut file, &mut stdout)?;
         }
     }
-    Ok(())
 }

@@ -42,7 +42,12 @@ pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow
     let scheduler_usage = usage.sample();
     let mut deltas: Vec<(Pid, u64)> = after
         .into_iter()
-        .map(|(pid, now)| (pid, now.saturating_sub(before.get(&pid).copied().unwrap_or(0))))
+        .map(|(pid, now)| {
+            (
+                pid,
+                now.saturating_sub(before.get(&pid).copied().unwrap_or(0)),
+            )
+        })
         .collect();
     let total: u64 = deltas.iter().map(|(_, delta)| delta).sum();
     let count = count.min(deltas.len());
@@ -51,7 +56,7 @@ pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow
     }
     deltas.select_nth_unstable_by(count - 1, |a, b| b.1.cmp(&a.1));
     deltas.truncate(count);
-    deltas.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    deltas.sort_unstable_by_key(|(_, delta)| std::cmp::Reverse(*delta));
     deltas
         .into_iter()
         .filter_map(|(pid, reductions)| {

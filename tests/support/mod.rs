@@ -130,7 +130,116 @@ impl Drop for Daemon {
             let _ = self.system(&["stop"]);
         }
         if self.is_alive() {
-            let _ = Command::new("kill").arg("-9").arg(self.pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(self.pid.to_string())
+                .status();
         }
+    }
+}
+
+/// A WebSocket client speaking docs/protocol.md to a running daemon.
+pub struct Client {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Messages read while waiting for something else, oldest first.
+    pub seen: Vec<serde_json::Value>,
+}
+
+/// How long a test waits for an expected message before failing.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl Client {
+    pub async fn connect(daemon: &Daemon) -> Client {
+        let (socket, _) = tokio_tungstenite::connect_async(daemon.ws_url())
+            .await
+            .expect("WebSocket connects");
+        let mut client = Client {
+            socket,
+            seen: Vec::new(),
+        };
+        client.expect(|m| m["type"] == "hello").await;
+        client
+    }
+
+    pub async fn send(&mut self, message: serde_json::Value) {
+        self.send_text(message.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        use futures::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .expect("send");
+    }
+
+    /// Submits a sum; returns its id.
+    pub async fn sum(&mut self, id: i64, input: &str) {
+        self.send(serde_json::json!({"type": "sum", "id": id, "input": input}))
+            .await;
+    }
+
+    /// The next message, or None if the connection closed.
+    pub async fn next(&mut self) -> Option<serde_json::Value> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.socket.next().await? {
+                Ok(Message::Text(text)) => {
+                    return Some(serde_json::from_str(&text).expect("server sends JSON"));
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads until the server closes; the close frame's code, if it sent one.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.socket.next().await? {
+                Ok(Message::Close(frame)) => return frame.map(|f| f.code.into()),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Reads until a message matches (within [`PATIENCE`]); returns it.
+    pub async fn expect(
+        &mut self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        if let Some(index) = self.seen.iter().position(&matches) {
+            return self.seen.remove(index);
+        }
+        let wait = async {
+            loop {
+                let message = self.next().await.expect("the connection stays open");
+                if matches(&message) {
+                    return message;
+                }
+                self.seen.push(message);
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .expect("the expected message arrives in time")
+    }
+
+    /// The final answer (done, error or invalid) to sum `id`.
+    pub async fn answer(&mut self, id: i64) -> serde_json::Value {
+        self.expect(|m| m["type"] == "sum" && m["id"] == id && m["status"] != "calculating")
+            .await
+    }
+
+    /// The `calculating` message of sum `id` (it carries the task's pid).
+    pub async fn calculating(&mut self, id: i64) -> serde_json::Value {
+        self.expect(|m| m["type"] == "sum" && m["id"] == id && m["status"] == "calculating")
+            .await
     }
 }

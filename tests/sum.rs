@@ -1,0 +1,147 @@
+//! The sum page's WebSocket against the real daemon: results, let it crash,
+//! invalid input, long and endless computations, kill, and a connection
+//! that never closes through any of it.
+
+mod support;
+
+use std::time::Instant;
+
+use serde_json::json;
+use support::{Client, Daemon};
+
+#[tokio::test]
+async fn sums_crashes_and_invalid_input_on_one_connection() {
+    let daemon = Daemon::start();
+    let mut client = Client::connect(&daemon).await;
+
+    client.sum(1, "5").await;
+    let calculating = client.calculating(1).await;
+    assert!(calculating["pid"].as_str().unwrap().starts_with("#PID<0."));
+    let answer = client.answer(1).await;
+    assert_eq!(answer["status"], "done");
+    assert_eq!(answer["result"], "15");
+
+    client.sum(2, "13").await;
+    let answer = client.answer(2).await;
+    assert_eq!(answer["status"], "error", "{answer}");
+    assert_eq!(answer["reason"], "error", "{answer}");
+
+    client.sum(3, "100").await;
+    assert_eq!(client.answer(3).await["result"], "5050");
+
+    for (id, input) in [
+        (4, "abc"),
+        (5, "12abc"),
+        (6, "1.5"),
+        (7, ""),
+        (8, "99999999999999999999"),
+    ] {
+        client.sum(id, input).await;
+        let answer = client.answer(id).await;
+        assert_eq!(answer["status"], "invalid", "{input:?}: {answer}");
+    }
+
+    // Malformed and unknown messages get an error and the connection lives on.
+    client.send_text("{not json".into()).await;
+    client.expect(|m| m["type"] == "error").await;
+    client.send(json!({"type": "launch_rockets"})).await;
+    client.expect(|m| m["type"] == "error").await;
+    client.sum(9, "3").await;
+    assert_eq!(client.answer(9).await["result"], "6");
+
+    let log = daemon.log();
+    assert!(log.contains("crash report"), "{log}");
+    assert!(log.contains("Math.sum(13)"), "{log}");
+}
+
+#[tokio::test]
+async fn a_long_sum_does_not_stop_other_connections() {
+    let daemon = Daemon::start();
+    let mut long = Client::connect(&daemon).await;
+    let mut other = Client::connect(&daemon).await;
+
+    long.sum(1, "999999999").await;
+    long.calculating(1).await;
+    // Read the long answer concurrently, noting when it arrives.
+    let long_answer = tokio::spawn(async move {
+        let answer = long.answer(1).await;
+        (answer, Instant::now())
+    });
+    let mut last_other = Instant::now();
+    for id in 1..=20 {
+        other.sum(id, "5").await;
+        assert_eq!(other.answer(id).await["result"], "15");
+        last_other = Instant::now();
+    }
+    let (answer, long_done) = long_answer.await.unwrap();
+    assert_eq!(answer["result"], "499999999500000000", "{answer}");
+    assert!(
+        last_other < long_done,
+        "the other connection waited for the long sum"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_sum_runs_until_killed_and_its_line_becomes_error() {
+    let daemon = Daemon::start();
+    let mut client = Client::connect(&daemon).await;
+    let mut other = Client::connect(&daemon).await;
+
+    client.sum(1, "-1").await;
+    let pid = client.calculating(1).await["pid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client.sum(2, "0").await;
+    client.calculating(2).await;
+    for id in 1..=20 {
+        other.sum(id, "10").await;
+        assert_eq!(other.answer(id).await["result"], "55");
+    }
+    client.sum(3, "4").await;
+    assert_eq!(client.answer(3).await["result"], "10");
+
+    // Kill through the runtime's kill, as the top page does.
+    other.send(json!({"type": "kill", "pid": pid})).await;
+    let killed = other.expect(|m| m["type"] == "kill").await;
+    assert_eq!(killed["killed"], true, "{killed}");
+    let answer = client.answer(1).await;
+    assert_eq!(answer["status"], "error");
+    assert_eq!(answer["reason"], "killed");
+
+    // The connection is still open and serving.
+    client.sum(4, "6").await;
+    assert_eq!(client.answer(4).await["result"], "21");
+}
+
+#[tokio::test]
+async fn a_websocket_from_a_foreign_origin_is_refused() {
+    let daemon = Daemon::start();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = daemon.ws_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_err());
+    assert!(
+        daemon.log().contains("refused a WebSocket"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test]
+async fn stop_closes_websockets_with_a_close_frame() {
+    let daemon = Daemon::start();
+    let mut client = Client::connect(&daemon).await;
+    client.sum(1, "-1").await;
+    client.calculating(1).await;
+    let home = daemon.home().to_owned();
+    let stop = tokio::task::spawn_blocking(move || support::system(&home, &["stop"]));
+    let code = tokio::time::timeout(support::PATIENCE, client.close_code())
+        .await
+        .expect("closed in time");
+    assert_eq!(code, Some(1001), "a going-away close frame");
+    assert!(stop.await.unwrap().status.success());
+    assert!(!daemon.is_alive());
+}
