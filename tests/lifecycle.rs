@@ -25,7 +25,10 @@ fn start_serves_then_stop_stops() {
     let stop = daemon.system(&["stop"]);
     assert!(stop.status.success(), "{}", text(&stop));
     assert!(!is_alive(daemon.pid), "the daemon still runs after stop");
-    assert!(!daemon.home().join("system.pid").exists(), "pid file left behind");
+    assert!(
+        !daemon.home().join("system.pid").exists(),
+        "pid file left behind"
+    );
 
     let stopped = daemon.system(&["status"]);
     assert!(!stopped.status.success());
@@ -92,7 +95,10 @@ fn sigterm_stops_gracefully() {
     // to stop it must say so, which proves the daemon is gone.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while is_alive(daemon.pid) {
-        assert!(std::time::Instant::now() < deadline, "still alive after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still alive after SIGTERM"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(daemon.log().contains("SIGTERM"), "{}", daemon.log());

@@ -83,7 +83,9 @@ async fn monitoring_a_dead_or_unknown_pid_gives_noproc() {
 #[tokio::test(flavor = "current_thread")]
 async fn pids_are_unique_and_listed() {
     let registry = ProcessRegistry::new();
-    let pids: Vec<Pid> = (0..1000).map(|_| registry.spawn(spec("idle"), busy)).collect();
+    let pids: Vec<Pid> = (0..1000)
+        .map(|_| registry.spawn(spec("idle"), busy))
+        .collect();
     let listed = registry.list();
     assert_eq!(listed, pids, "every pid listed once, in order");
     for pid in pids {
@@ -162,7 +164,10 @@ async fn trace_records_calls_and_stacktrace_names_the_current_function() {
     assert_eq!(calls.len(), 50);
     assert!(calls.iter().all(|call| call == "Test.busy/0"), "{calls:?}");
     let stack = registry.stacktrace(pid).expect("alive");
-    assert_eq!(stack, vec!["Test.busy/0".to_owned(), "Test.busy()".to_owned()]);
+    assert_eq!(
+        stack,
+        vec!["Test.busy/0".to_owned(), "Test.busy()".to_owned()]
+    );
     registry.kill(pid);
 
     let idle = registry.spawn(spec("idle"), |_| async {
@@ -171,5 +176,8 @@ async fn trace_records_calls_and_stacktrace_names_the_current_function() {
     });
     let calls = registry.trace(idle, 50, Duration::from_millis(200)).await;
     assert_eq!(calls, Some(vec![]));
-    assert_eq!(registry.trace(Pid(7), 50, Duration::from_millis(10)).await, None);
+    assert_eq!(
+        registry.trace(Pid(7), 50, Duration::from_millis(10)).await,
+        None
+    );
 }

@@ -29,12 +29,24 @@ pub const MAX_SUMS_PER_CONNECTION: usize = 32;
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Request {
-    Sum { id: i64, input: String },
-    Subscribe { topic: Topic },
-    Load { jobs: Option<u64>, failure_rate: Option<f64> },
+    Sum {
+        id: i64,
+        input: String,
+    },
+    Subscribe {
+        topic: Topic,
+    },
+    Load {
+        jobs: Option<u64>,
+        failure_rate: Option<f64>,
+    },
     Reset,
-    Info { pid: String },
-    Kill { pid: String },
+    Info {
+        pid: String,
+    },
+    Kill {
+        pid: String,
+    },
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq)]
@@ -48,7 +60,9 @@ enum Topic {
 pub fn start(node: Arc<Node>, socket: WebSocket, peer: String) -> Pid {
     let spec = Spec::new("ws_connection", format!("Web.Connection.init(\"{peer}\")"));
     let tracker = node.connections.clone();
-    node.registry.clone().spawn(spec, move |ctx| tracker.track_future(run(ctx, node, socket)))
+    node.registry.clone().spawn(spec, move |ctx| {
+        tracker.track_future(run(ctx, node, socket))
+    })
 }
 
 struct Connection {
@@ -86,7 +100,11 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
     let mut metrics_feed = None;
     loop {
         for message in pending.drain(..) {
-            if outgoing.send(Message::text(message.to_string())).await.is_err() {
+            if outgoing
+                .send(Message::text(message.to_string()))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -45,9 +45,9 @@ fn incoming(
 fn routes(
     node: Arc<Node>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
-    let health = warp::path!("health").and(warp::get()).map(|| {
-        warp::reply::json(&serde_json::json!({"status": "ok"}))
-    });
+    let health = warp::path!("health")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
     let websocket = warp::path!("ws")
         .and(warp::ws())
         .and(warp::addr::remote())
@@ -66,18 +66,19 @@ fn routes(
                 }))
             }
         });
-    let assets = warp::get()
-        .and(warp::path::full())
-        .and_then(|path: warp::path::FullPath| async move {
-            match web::asset(path.as_str()) {
-                Some(asset) => Ok(Response::builder()
-                    .status(StatusCode::OK)
-                    .header("content-type", asset.content_type)
-                    .header("cache-control", "no-cache")
-                    .body(asset.body)),
-                None => Err(warp::reject::not_found()),
-            }
-        });
+    let assets =
+        warp::get()
+            .and(warp::path::full())
+            .and_then(|path: warp::path::FullPath| async move {
+                match web::asset(path.as_str()) {
+                    Some(asset) => Ok(Response::builder()
+                        .status(StatusCode::OK)
+                        .header("content-type", asset.content_type)
+                        .header("cache-control", "no-cache")
+                        .body(asset.body)),
+                    None => Err(warp::reject::not_found()),
+                }
+            });
     health.or(websocket).or(assets).recover(refusal)
 }
 

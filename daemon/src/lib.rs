@@ -23,6 +23,9 @@ pub fn init_logging(to_stdout: bool) {
     let _ = if to_stdout {
         builder.with_writer(std::io::stdout).try_init()
     } else {
-        builder.with_ansi(false).with_writer(std::io::stderr).try_init()
+        builder
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init()
     };
 }

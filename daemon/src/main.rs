@@ -12,7 +12,11 @@ use system::lifecycle;
 use system::server::Config;
 
 #[derive(Parser)]
-#[command(name = "system", version, about = "A Rust daemon with the soul of Erlang")]
+#[command(
+    name = "system",
+    version,
+    about = "A Rust daemon with the soul of Erlang"
+)]
 struct Cli {
     /// The daemon's home: pid file, admin socket, logs, plugin copies.
     #[arg(long, global = true, env = "SYSTEM_HOME")]

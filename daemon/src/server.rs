@@ -71,7 +71,11 @@ async fn serve(
     };
     let (node, state, root) = started;
     ready(Ok(&state));
-    tracing::info!("serving {} with {} scheduler(s)", state.url, node.schedulers);
+    tracing::info!(
+        "serving {} with {} scheduler(s)",
+        state.url,
+        node.schedulers
+    );
 
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
@@ -111,7 +115,11 @@ async fn start(
         .code
         .load(&plugin)
         .with_context(|| format!("cannot load the math plugin {}", plugin.display()))?;
-    tracing::info!("math plugin {} loaded from {}", version.version(), plugin.display());
+    tracing::info!(
+        "math plugin {} loaded from {}",
+        version.version(),
+        plugin.display()
+    );
 
     let listener = Arc::new(listener);
     let root = supervisor::start(
@@ -141,9 +149,10 @@ async fn start(
 fn children(node: &Arc<Node>, listener: &Arc<TcpListener>) -> Vec<Child> {
     let http = {
         let (node, listener) = (node.clone(), listener.clone());
-        Child::new(Spec::new("http_listener", "Http.Listener.start_link()"), move |ctx| {
-            crate::http::serve(ctx, node.clone(), listener.clone())
-        })
+        Child::new(
+            Spec::new("http_listener", "Http.Listener.start_link()"),
+            move |ctx| crate::http::serve(ctx, node.clone(), listener.clone()),
+        )
     };
     vec![http]
 }

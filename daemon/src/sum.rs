@@ -59,7 +59,12 @@ pub fn spawn(
         })
 }
 
-async fn run(ctx: ProcessContext, version: Arc<PluginVersion>, n: i64, result: oneshot::Sender<i128>) {
+async fn run(
+    ctx: ProcessContext,
+    version: Arc<PluginVersion>,
+    n: i64,
+    result: oneshot::Sender<i128>,
+) {
     ctx.set_plugin_version(version.id());
     ctx.enter("system::sum::SumTask::run/2");
     let mut computation = version.start_sum(n);
@@ -71,13 +76,19 @@ async fn run(ctx: ProcessContext, version: Arc<PluginVersion>, n: i64, result: o
                 ctx.enter_plugin(frame);
                 ctx.yield_now().await;
             }
-            SumStep::Done { result: sum, reductions } => {
+            SumStep::Done {
+                result: sum,
+                reductions,
+            } => {
                 ctx.add_reductions(reductions);
                 ctx.enter("system::sum::SumTask::reply/2");
                 let _ = result.send(sum);
                 return;
             }
-            SumStep::Crashed { message, reductions } => {
+            SumStep::Crashed {
+                message,
+                reductions,
+            } => {
                 ctx.add_reductions(reductions);
                 // Ends the process with the plugin's reason, as a crash report.
                 std::panic::panic_any(message);
@@ -96,10 +107,15 @@ mod tests {
         assert_eq!(parse_input(" 999999999 "), Ok(999_999_999));
         assert_eq!(parse_input("-1"), Ok(-1));
         assert_eq!(parse_input("+7"), Ok(7));
-        for bad in ["", " ", "abc", "12abc", "1.5", "1e5", "--1", "-", "0x10", "١٢"] {
+        for bad in [
+            "", " ", "abc", "12abc", "1.5", "1e5", "--1", "-", "0x10", "١٢",
+        ] {
             assert_eq!(parse_input(bad), Err(InvalidInput::NotAnInteger), "{bad:?}");
         }
-        assert_eq!(parse_input("99999999999999999999"), Err(InvalidInput::TooLarge));
+        assert_eq!(
+            parse_input("99999999999999999999"),
+            Err(InvalidInput::TooLarge)
+        );
         assert_eq!(parse_input(&"9".repeat(101)), Err(InvalidInput::TooLong));
     }
 }

@@ -154,8 +154,17 @@ mod tests {
         assert!(text("/").contains("inputmode=\"numeric\""));
         let load = ids(text("/load"));
         for id in [
-            "jobs", "failure-rate", "apply", "reset", "schedulers", "memory", "workers",
-            "jobs-chart", "usage-chart", "jobs-latest", "usage-latest",
+            "jobs",
+            "failure-rate",
+            "apply",
+            "reset",
+            "schedulers",
+            "memory",
+            "workers",
+            "jobs-chart",
+            "usage-chart",
+            "jobs-latest",
+            "usage-latest",
         ] {
             assert!(load.contains(&id), "/load lacks #{id}");
         }
@@ -217,8 +226,17 @@ mod tests {
     #[test]
     fn unknown_paths_are_none() {
         for p in [
-            "", "/nope", "/static/", "/static/nope.js", "/static/../Cargo.toml", "/ws",
-            "/LOAD", "/load.html", "/static/index.html", "static/app.js", "/favicon.ico",
+            "",
+            "/nope",
+            "/static/",
+            "/static/nope.js",
+            "/static/../Cargo.toml",
+            "/ws",
+            "/LOAD",
+            "/load.html",
+            "/static/index.html",
+            "static/app.js",
+            "/favicon.ico",
         ] {
             assert!(asset(p).is_none(), "{p:?}");
         }
@@ -235,7 +253,11 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
         for p in paths().filter(|p| p.ends_with(".js")) {
             let file = dir.join(p.trim_start_matches("/static/"));
-            let out = Command::new("node").arg("--check").arg(&file).output().unwrap();
+            let out = Command::new("node")
+                .arg("--check")
+                .arg(&file)
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "{p}: {}",

@@ -53,7 +53,10 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn new(name: impl Into<Cow<'static, str>>, initial_call: impl Into<Cow<'static, str>>) -> Spec {
+    pub fn new(
+        name: impl Into<Cow<'static, str>>,
+        initial_call: impl Into<Cow<'static, str>>,
+    ) -> Spec {
         Spec {
             name: name.into(),
             initial_call: initial_call.into(),

@@ -306,7 +306,9 @@ pub fn install_panic_hook() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if IN_PROCESS.get() {
-            let at = info.location().map(|l| format!("at {}:{}", l.file(), l.line()));
+            let at = info
+                .location()
+                .map(|l| format!("at {}:{}", l.file(), l.line()));
             PANIC_AT.set(at);
         } else {
             default_hook(info);
