@@ -16,16 +16,26 @@ pub mod top;
 
 /// Sends `tracing` output to stdout (foreground) or stderr (which a daemon
 /// has redirected to its log file). Level from `SYSTEM_LOG` (default `info`).
-pub fn init_logging(to_stdout: bool) {
-    use tracing_subscriber::EnvFilter;
+/// With `console`, also serves tokio-console's gRPC API on that address.
+pub fn init_logging(to_stdout: bool, console: Option<std::net::SocketAddr>) {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_env("SYSTEM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if to_stdout {
-        builder.with_writer(std::io::stdout).try_init()
+    let log = if to_stdout {
+        fmt::layer().with_writer(std::io::stdout).boxed()
     } else {
-        builder
+        fmt::layer()
             .with_ansi(false)
             .with_writer(std::io::stderr)
-            .try_init()
+            .boxed()
     };
+    let console = console.map(|address| {
+        console_subscriber::ConsoleLayer::builder()
+            .server_addr(address)
+            .spawn()
+    });
+    let _ = tracing_subscriber::registry()
+        .with(console)
+        .with(log.with_filter(filter))
+        .try_init();
 }

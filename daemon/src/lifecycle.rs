@@ -48,7 +48,7 @@ pub fn start(config: Config) -> anyhow::Result<()> {
         Outcome::Parent(Err(error)) => bail!("cannot daemonize: {error}"),
         Outcome::Child(Ok(_)) => {
             drop(read_end);
-            crate::init_logging(false);
+            crate::init_logging(false, config.tokio_console);
             let mut pipe = File::from(write_end);
             let result = server::run(config, |ready| {
                 let line = match ready {
@@ -89,7 +89,7 @@ fn wait_until_ready(read_end: OwnedFd) -> anyhow::Result<()> {
 
 /// Runs the server in this process, logging to stdout.
 pub fn foreground(config: Config) -> anyhow::Result<()> {
-    crate::init_logging(true);
+    crate::init_logging(true, config.tokio_console);
     server::run(config, |ready| match ready {
         Ok(state) => println!("system running (pid {}), serving {}", state.pid, state.url),
         Err(reason) => eprintln!("system could not start: {reason}"),

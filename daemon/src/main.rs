@@ -56,6 +56,9 @@ struct ServerArgs {
     /// The math plugin library to load (default: next to this binary).
     #[arg(long)]
     plugin: Option<PathBuf>,
+    /// Serve tokio-console's API (default address 127.0.0.1:6669).
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:6669")]
+    tokio_console: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         http: args.http,
         schedulers: args.schedulers,
         plugin: args.plugin,
+        tokio_console: args.tokio_console,
     };
     match cli.command {
         Command::Start(args) => lifecycle::start(config(args)),

@@ -29,6 +29,8 @@ pub struct Config {
     pub schedulers: usize,
     /// The math plugin to load at start; by default the one next to the binary.
     pub plugin: Option<PathBuf>,
+    /// Serve tokio-console's API on this address (and name every task).
+    pub tokio_console: Option<SocketAddr>,
 }
 
 /// Runs the daemon until it is told to stop. `ready` is called once: with
@@ -107,6 +109,7 @@ async fn start(
         tracing::warn!("listening on {address}, which is reachable from other machines");
     }
     let node = Node::new(config.home.clone(), config.schedulers);
+    node.registry.set_task_names(config.tokio_console.is_some());
     let plugin = match &config.plugin {
         Some(path) => path.clone(),
         None => default_plugin_path()?,

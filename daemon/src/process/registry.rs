@@ -10,7 +10,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ use super::{Down, ExitReason, Pid, ProcessContext};
 pub struct ProcessRegistry {
     next_pid: AtomicU64,
     table: DashMap<u64, Arc<ProcessEntry>>,
+    /// Name each task `kind #PID<…>` for tokio-console (costs a format per spawn).
+    task_names: AtomicBool,
 }
 
 /// Resolves to the DOWN message of the monitored process.
@@ -60,7 +62,14 @@ impl ProcessRegistry {
             // Low pids are the BEAM's own; start where a fresh node's user processes do.
             next_pid: AtomicU64::new(100),
             table: DashMap::new(),
+            task_names: AtomicBool::new(false),
         })
+    }
+
+    /// Names every task spawned from now on after its process, so that
+    /// tokio-console's task list reads like `Process.list()`.
+    pub fn set_task_names(&self, on: bool) {
+        self.task_names.store(on, Relaxed);
     }
 
     /// Starts `body` as a new process on the current runtime.
@@ -110,7 +119,16 @@ impl ProcessRegistry {
                 reason: None,
             },
         };
-        let handle = tokio::spawn(task);
+        let handle = if self.task_names.load(Relaxed) {
+            let name = format!("{} {pid}", entry.spec.name);
+            match tokio::task::Builder::new().name(&name).spawn(task) {
+                Ok(handle) => handle,
+                // The runtime is shutting down; the task was dropped and has exited.
+                Err(_) => return pid,
+            }
+        } else {
+            tokio::spawn(task)
+        };
         let _ = entry.abort.set(handle.abort_handle());
         pid
     }
