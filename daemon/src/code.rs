@@ -59,6 +59,8 @@ pub enum CodeError {
     BadVersionString { path: PathBuf, reason: String },
     #[error("{} failed its self-test: {reason}", path.display())]
     SelfTest { path: PathBuf, reason: String },
+    #[error("there is no previous version to roll back to")]
+    NoPrevious,
 }
 
 /// Loads plugin versions and knows which one is current.
@@ -77,6 +79,10 @@ struct Loaded {
     versions: Vec<Weak<PluginVersion>>,
     /// Successful loads so far; the next version gets `loaded + 1` as its id.
     loaded: u32,
+    /// The bytes of the last two successful loads (previous, current), so a
+    /// rollback works even after the previous library was unloaded and its
+    /// source file rebuilt.
+    recent: Vec<(PathBuf, Arc<[u8]>)>,
 }
 
 /// One loaded version, as shown by [`CodeServer::versions`].
@@ -104,7 +110,6 @@ impl CodeServer {
     /// Loads the library at `path` as a new version and makes it current,
     /// once it has passed the ABI, symbol and self-test checks.
     pub fn load(&self, path: &Path) -> Result<Arc<PluginVersion>, CodeError> {
-        let _one_load_at_a_time = lock(&self.loading);
         let bytes = fs::read(path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => CodeError::MissingFile {
                 path: path.to_path_buf(),
@@ -114,6 +119,22 @@ impl CodeServer {
                 source,
             },
         })?;
+        self.load_bytes(path, bytes.into())
+    }
+
+    /// Loads again the version that was current before the current one.
+    pub fn rollback(&self) -> Result<Arc<PluginVersion>, CodeError> {
+        let previous = {
+            let state = lock(&self.state);
+            let count = state.recent.len();
+            (count >= 2).then(|| state.recent[count - 2].clone())
+        };
+        let (path, bytes) = previous.ok_or(CodeError::NoPrevious)?;
+        self.load_bytes(&path, bytes)
+    }
+
+    fn load_bytes(&self, path: &Path, bytes: Arc<[u8]>) -> Result<Arc<PluginVersion>, CodeError> {
+        let _one_load_at_a_time = lock(&self.loading);
         let sha256 = hex(&Sha256::digest(&bytes));
         let id = lock(&self.state).loaded + 1;
         let versioned = self
@@ -139,6 +160,10 @@ impl CodeServer {
             state.loaded = id;
             state.versions.retain(|weak| weak.strong_count() > 0);
             state.versions.push(Arc::downgrade(&version));
+            state.recent.push((path.to_path_buf(), bytes));
+            if state.recent.len() > 2 {
+                state.recent.remove(0);
+            }
             state.current.replace(Arc::clone(&version))
         };
         match &old {
@@ -635,6 +660,23 @@ mod tests {
         );
         let last = run_to_end(&mut computation, 2);
         assert!(matches!(last, SumStep::Done { result: 15, .. }), "{last:?}");
+    }
+
+    #[test]
+    fn rollback_returns_to_the_previous_version_even_after_it_was_unloaded() {
+        let dir = TestDir::new("rollback");
+        let server = CodeServer::new(dir.0.clone());
+        assert!(matches!(server.rollback(), Err(CodeError::NoPrevious)));
+        let first = server.load(&built_plugin()).expect("v1 loads");
+        let first_sha = first.sha256().to_owned();
+        drop(first);
+        let second = server.load(&built_plugin()).expect("v2 loads");
+        assert_eq!(server.versions().len(), 1, "v1 unloaded: nothing ran on it");
+        drop(second);
+        let back = server.rollback().expect("rollback loads v1's bytes again");
+        assert_eq!(back.id(), 3);
+        assert_eq!(back.sha256(), first_sha);
+        assert_eq!(server.current().map(|v| v.id()), Some(3));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod scheduler;
 pub mod server;
 pub mod sum;
 pub mod top;
+pub mod upgrade;
 
 /// Sends `tracing` output to stdout (foreground) or stderr (which a daemon
 /// has redirected to its log file). Level from `SYSTEM_LOG` (default `info`).

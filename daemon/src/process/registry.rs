@@ -199,6 +199,14 @@ impl ProcessRegistry {
             .collect()
     }
 
+    /// Processes running plugin code, with the plugin version each runs.
+    pub fn plugin_users(&self) -> Vec<(Pid, u32)> {
+        self.table
+            .iter()
+            .filter_map(|entry| Some((Pid(*entry.key()), entry.plugin_version()?)))
+            .collect()
+    }
+
     /// The process's name, e.g. `sum`.
     pub fn name(&self, pid: Pid) -> Option<String> {
         self.lookup(pid).map(|entry| entry.spec.name.to_string())
