@@ -1,5 +1,6 @@
-//! The HTTP listener process: serves the pages, `/health` and the WebSocket
-//! endpoint on the listening socket the server bound at start.
+//! The HTTP listener process: serves the pages, `/health`, the load API and
+//! `/metrics` (see `load::api`) and the WebSocket endpoint on the listening
+//! socket the server bound at start.
 //!
 //! A restart of this process reuses the same socket; existing connections
 //! are their own processes and are not affected by it.
@@ -48,6 +49,7 @@ fn routes(
     let health = warp::path!("health")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
+    let load_api = crate::load::api::routes(node.clone());
     let websocket = warp::path!("ws")
         .and(warp::ws())
         .and(warp::addr::remote())
@@ -79,7 +81,11 @@ fn routes(
                     None => Err(warp::reject::not_found()),
                 }
             });
-    health.or(websocket).or(assets).recover(refusal)
+    health
+        .or(load_api)
+        .or(websocket)
+        .or(assets)
+        .recover(refusal)
 }
 
 /// Largest WebSocket message accepted from a client.

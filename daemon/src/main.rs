@@ -43,6 +43,17 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Open a shell (Rhai) attached to the running daemon.
+    #[command(name = "remote_console")]
+    RemoteConsole,
+    /// Evaluate one script on the running daemon and print its result.
+    Rpc {
+        /// The Rhai script, e.g. 'Process.list()'.
+        script: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -59,6 +70,10 @@ struct ServerArgs {
     /// Serve tokio-console's API (default address 127.0.0.1:6669).
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:6669")]
     tokio_console: Option<SocketAddr>,
+    /// The most load workers a client may ask for (at most 4294967295).
+    #[arg(long, default_value_t = system::load::DEFAULT_MAX_LOAD,
+          value_parser = clap::value_parser!(u64).range(0..=system::load::HIGHEST_CAP))]
+    max_load: u64,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         schedulers: args.schedulers,
         plugin: args.plugin,
         tokio_console: args.tokio_console,
+        max_load: args.max_load,
     };
     match cli.command {
         Command::Start(args) => lifecycle::start(config(args)),
@@ -88,5 +104,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => lifecycle::status(&home),
         Command::Pid => lifecycle::pid(&home),
         Command::Log { follow } => lifecycle::log(&home, follow),
+        Command::RemoteConsole => {
+            let history = home.dir().join("console_history");
+            Ok(shell::console::run(&home.admin_socket(), &history)?)
+        }
+        Command::Rpc { script, json } => Ok(shell::rpc::run(&home.admin_socket(), &script, json)?),
     }
 }

@@ -12,6 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::code::CodeServer;
 use crate::home::Home;
+use crate::load::Load;
+use crate::metrics::Metrics;
 use crate::process::ProcessRegistry;
 
 /// The running daemon.
@@ -29,6 +31,10 @@ pub struct Node {
     /// Client connections (WebSocket, console sessions) that must be closed
     /// properly before the daemon exits.
     pub connections: TaskTracker,
+    /// The synthetic load's setting and counters.
+    pub load: Arc<Load>,
+    /// The metrics history and feed.
+    pub metrics: Metrics,
 }
 
 impl Node {
@@ -47,6 +53,8 @@ impl Node {
             registry: ProcessRegistry::new(),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
+            load: Arc::new(Load::new()),
+            metrics: Metrics::new(),
         })
     }
 }

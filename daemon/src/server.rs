@@ -31,6 +31,8 @@ pub struct Config {
     pub plugin: Option<PathBuf>,
     /// Serve tokio-console's API on this address (and name every task).
     pub tokio_console: Option<SocketAddr>,
+    /// The most load workers a client may ask for.
+    pub max_load: u64,
 }
 
 /// Runs the daemon until it is told to stop. `ready` is called once: with
@@ -110,6 +112,7 @@ async fn start(
     }
     let node = Node::new(config.home.clone(), config.schedulers);
     node.registry.set_task_names(config.tokio_console.is_some());
+    node.load.set_cap(config.max_load);
     let plugin = match &config.plugin {
         Some(path) => path.clone(),
         None => default_plugin_path()?,
@@ -125,10 +128,11 @@ async fn start(
     );
 
     let listener = Arc::new(listener);
+    let admin = Arc::new(crate::admin::bind(&config.home.admin_socket())?);
     let root = supervisor::start(
         &node.registry,
         Spec::new("supervisor", "System.Supervisor.start_link()"),
-        children(&node, &listener),
+        children(&node, &listener, &admin),
         Intensity::default(),
         node.shutdown.clone(),
     );
@@ -149,7 +153,11 @@ async fn start(
 }
 
 /// The system processes, each restarted by the root supervisor if it ends.
-fn children(node: &Arc<Node>, listener: &Arc<TcpListener>) -> Vec<Child> {
+fn children(
+    node: &Arc<Node>,
+    listener: &Arc<TcpListener>,
+    admin: &Arc<tokio::net::UnixListener>,
+) -> Vec<Child> {
     let http = {
         let (node, listener) = (node.clone(), listener.clone());
         Child::new(
@@ -157,7 +165,28 @@ fn children(node: &Arc<Node>, listener: &Arc<TcpListener>) -> Vec<Child> {
             move |ctx| crate::http::serve(ctx, node.clone(), listener.clone()),
         )
     };
-    vec![http]
+    let admin = {
+        let (node, admin) = (node.clone(), admin.clone());
+        Child::new(
+            Spec::new("admin_server", "Admin.Server.start_link()"),
+            move |ctx| crate::admin::serve(ctx, node.clone(), admin.clone()),
+        )
+    };
+    let load = {
+        let node = node.clone();
+        Child::new(
+            Spec::new("load_supervisor", "Load.Supervisor.start_link()"),
+            move |ctx| crate::load::supervise(ctx, node.clone()),
+        )
+    };
+    let metrics = {
+        let node = node.clone();
+        Child::new(
+            Spec::new("metrics_sampler", "Metrics.Sampler.start_link()"),
+            move |ctx| crate::metrics::sample_forever(ctx, node.clone()),
+        )
+    };
+    vec![http, admin, load, metrics]
 }
 
 /// `libmath_plugin.so` next to the `system` binary (where cargo puts both).

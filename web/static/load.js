@@ -96,8 +96,10 @@
   });
 
   App.on('metrics', (msg) => {
-    addSample(msg);
-    seedInputs(msg);
+    const s = msg.sample;
+    if (!s || typeof s !== 'object') return;
+    addSample(s);
+    seedInputs(s);
     redraw();
   });
 

@@ -1,0 +1,414 @@
+//! The console's Rhai API: the constants `Process`, `Runtime`, `System` and `Load`
+//! (custom types with methods, so `Process.list()` reads as in the talk),
+//! the `Pid` type, and the short forms `info`, `trace`, `kill`, `top`,
+//! `pid`, `hd`, `whereis`.
+//!
+//! It only observes and kills processes through the registry; it must not
+//! give scripts file, network or module access, and it must not run on a
+//! scheduler thread (calls that wait use `Handle::block_on`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, Scope};
+use tokio::runtime::Handle;
+
+use crate::node::Node;
+use crate::process::{Pid, ProcessInfo};
+
+/// `Runtime.top()`: the window and the number of rows.
+pub const TOP_WINDOW: Duration = Duration::from_secs(1);
+pub const TOP_COUNT: usize = 10;
+/// `Runtime.trace(pid)`: at most this many calls, for at most the window.
+pub const TRACE_CALLS: usize = 50;
+pub const TRACE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The value of the `Process` constant.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessModule;
+/// The value of the `Runtime` constant.
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeModule;
+/// The value of the `System` constant.
+#[derive(Clone, Copy, Debug)]
+pub struct SystemModule;
+/// The value of the `Load` constant.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadModule;
+
+type Fallible<T> = Result<T, Box<EvalAltResult>>;
+
+/// What the API functions reach: the node, the runtime to wait on, and the
+/// session's interrupt flag (so a wait ends early on Ctrl-C).
+#[derive(Clone)]
+pub struct Api {
+    node: Arc<Node>,
+    handle: Handle,
+    interrupt: Arc<AtomicBool>,
+}
+
+/// The error a script gets when it is interrupted.
+pub fn interrupted() -> Box<EvalAltResult> {
+    EvalAltResult::ErrorTerminated(Dynamic::from("interrupted"), Position::NONE).into()
+}
+
+impl Api {
+    pub fn new(node: Arc<Node>, handle: Handle, interrupt: Arc<AtomicBool>) -> Api {
+        Api {
+            node,
+            handle,
+            interrupt,
+        }
+    }
+
+    /// Puts the API's constants into a session's scope.
+    pub fn push_constants(scope: &mut Scope) {
+        scope.push_constant("Process", ProcessModule);
+        scope.push_constant("Runtime", RuntimeModule);
+        scope.push_constant("System", SystemModule);
+        scope.push_constant("Load", LoadModule);
+    }
+
+    /// Registers the types and functions on `engine`.
+    pub fn register(&self, engine: &mut Engine) {
+        engine
+            .register_type_with_name::<Pid>("Pid")
+            .register_fn("to_string", |pid: &mut Pid| pid.to_string())
+            .register_fn("to_debug", |pid: &mut Pid| pid.to_string())
+            .register_fn("==", |a: Pid, b: Pid| a == b)
+            .register_fn("!=", |a: Pid, b: Pid| a != b)
+            .register_fn("pid", |text: &str| parse_pid(text))
+            .register_fn("hd", |list: Array| {
+                list.into_iter().next().unwrap_or(Dynamic::UNIT)
+            });
+        engine
+            .register_type_with_name::<ProcessModule>("Process")
+            .register_fn("to_string", |_: &mut ProcessModule| "Process".to_owned())
+            .register_type_with_name::<RuntimeModule>("Runtime")
+            .register_fn("to_string", |_: &mut RuntimeModule| "Runtime".to_owned())
+            .register_type_with_name::<SystemModule>("System")
+            .register_fn("to_string", |_: &mut SystemModule| "System".to_owned())
+            .register_type_with_name::<LoadModule>("Load")
+            .register_fn("to_string", |_: &mut LoadModule| "Load".to_owned());
+
+        self.register_process(engine);
+        self.register_runtime(engine);
+        self.register_load(engine);
+        let api = self.clone();
+        engine.register_fn("info", move |_: SystemModule| api.system_info());
+    }
+
+    fn register_process(&self, engine: &mut Engine) {
+        let api = self.clone();
+        engine.register_fn("list", move |_: ProcessModule| -> Array {
+            api.node
+                .registry
+                .list()
+                .into_iter()
+                .map(Dynamic::from)
+                .collect()
+        });
+        let api = self.clone();
+        engine.register_fn("count", move |_: ProcessModule| {
+            api.node.registry.count() as i64
+        });
+        let api = self.clone();
+        engine.register_fn("alive", move |_: ProcessModule, pid: Pid| {
+            api.node.registry.is_alive(pid)
+        });
+        let api = self.clone();
+        engine.register_fn("whereis", move |_: ProcessModule, name: &str| {
+            api.whereis(name)
+        });
+        let api = self.clone();
+        engine.register_fn("whereis", move |name: &str| api.whereis(name));
+
+        let api = self.clone();
+        engine.register_fn("info", move |_: ProcessModule, pid: Pid| api.info(pid));
+        let api = self.clone();
+        engine.register_fn("info", move |pid: Pid| api.info(pid));
+        let api = self.clone();
+        engine.register_fn("info", move |_: ProcessModule, pid: Pid, key: &str| {
+            api.info_item(pid, key)
+        });
+        let api = self.clone();
+        engine.register_fn("info", move |pid: Pid, key: &str| api.info_item(pid, key));
+
+        let api = self.clone();
+        engine.register_fn("kill", move |_: ProcessModule, pid: Pid| {
+            api.node.registry.kill(pid)
+        });
+        let api = self.clone();
+        engine.register_fn("kill", move |_: ProcessModule, pid: Pid, _reason: &str| {
+            api.node.registry.kill(pid)
+        });
+        let api = self.clone();
+        engine.register_fn("kill", move |pid: Pid| api.node.registry.kill(pid));
+    }
+
+    fn register_runtime(&self, engine: &mut Engine) {
+        let api = self.clone();
+        engine.register_fn("top", move |_: RuntimeModule| api.top());
+        let api = self.clone();
+        engine.register_fn("top", move || api.top());
+        let api = self.clone();
+        engine.register_fn("trace", move |_: RuntimeModule, pid: Pid| api.trace(pid));
+        let api = self.clone();
+        engine.register_fn("trace", move |pid: Pid| api.trace(pid));
+    }
+
+    fn register_load(&self, engine: &mut Engine) {
+        let api = self.clone();
+        engine.register_fn("get", move |_: LoadModule| api.load_state());
+        let api = self.clone();
+        engine.register_fn("set", move |_: LoadModule, jobs: i64| {
+            api.set_load(jobs, None)
+        });
+        let api = self.clone();
+        engine.register_fn("set", move |_: LoadModule, jobs: i64, failure_rate: f64| {
+            api.set_load(jobs, Some(failure_rate))
+        });
+        let api = self.clone();
+        engine.register_fn("set", move |_: LoadModule, jobs: i64, failure_rate: i64| {
+            api.set_load(jobs, Some(failure_rate as f64))
+        });
+    }
+
+    /// `Load.set(n)` / `Load.set(n, failure_rate)`: the new load, as `Load.get()` shows it.
+    fn set_load(&self, jobs: i64, failure_rate: Option<f64>) -> Fallible<Map> {
+        let jobs = u64::try_from(jobs)
+            .map_err(|_| format!("the load must be 0 or more jobs, not {jobs}"))?;
+        self.node
+            .load
+            .apply(Some(jobs), failure_rate)
+            .map_err(|error| error.to_string())?;
+        Ok(self.load_state())
+    }
+
+    /// `Load.get()`: the setting and the counters.
+    fn load_state(&self) -> Map {
+        let load = &self.node.load;
+        let mut map = Map::new();
+        map.insert("jobs".into(), Dynamic::from_int(to_int(load.target())));
+        map.insert(
+            "failure_rate".into(),
+            Dynamic::from_float(load.failure_rate()),
+        );
+        map.insert("workers".into(), Dynamic::from_int(to_int(load.workers())));
+        map.insert(
+            "succeeded".into(),
+            Dynamic::from_int(to_int(load.succeeded())),
+        );
+        map.insert("failed".into(), Dynamic::from_int(to_int(load.failed())));
+        map.insert(
+            "restarts".into(),
+            Dynamic::from_int(to_int(load.restarts())),
+        );
+        map
+    }
+
+    /// Waits for `future` on the daemon's runtime; ends early with an
+    /// `interrupted` error if the client interrupts.
+    fn wait<T>(&self, future: impl Future<Output = T>) -> Fallible<T> {
+        let interrupt = self.interrupt.clone();
+        self.handle.block_on(async move {
+            let watch = async {
+                while !interrupt.load(Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                out = future => Ok(out),
+                _ = watch => Err(interrupted()),
+            }
+        })
+    }
+
+    fn info(&self, pid: Pid) -> Dynamic {
+        match self.node.registry.info(pid) {
+            Some(info) => Dynamic::from(info_map(pid, info)),
+            None => Dynamic::UNIT,
+        }
+    }
+
+    /// `Process.info(pid, "current_stacktrace")` or one key of the info map;
+    /// `()` if the process is not alive.
+    fn info_item(&self, pid: Pid, key: &str) -> Fallible<Dynamic> {
+        let key = key.trim_start_matches(':');
+        if key == "current_stacktrace" {
+            return Ok(match self.node.registry.stacktrace(pid) {
+                Some(frames) => Dynamic::from(strings(frames)),
+                None => Dynamic::UNIT,
+            });
+        }
+        let Some(info) = self.node.registry.info(pid) else {
+            return Ok(Dynamic::UNIT);
+        };
+        let map = info_map(pid, info);
+        match map.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => {
+                let mut keys: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+                keys.push("current_stacktrace");
+                Err(format!("unknown info key {key:?}; known: {}", keys.join(", ")).into())
+            }
+        }
+    }
+
+    fn whereis(&self, name: &str) -> Dynamic {
+        let registry = &self.node.registry;
+        registry
+            .list()
+            .into_iter()
+            .find(|pid| registry.name(*pid).as_deref() == Some(name))
+            .map_or(Dynamic::UNIT, Dynamic::from)
+    }
+
+    fn top(&self) -> Fallible<Array> {
+        let rows = self.wait(crate::top::top(&self.node, TOP_WINDOW, TOP_COUNT))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mut map = Map::new();
+                let pid = row
+                    .pid
+                    .parse::<Pid>()
+                    .map_or(Dynamic::from(row.pid.clone()), Dynamic::from);
+                map.insert("pid".into(), pid);
+                map.insert("name".into(), row.name.into());
+                map.insert("cpu".into(), Dynamic::from_float(row.cpu));
+                map.insert(
+                    "reductions".into(),
+                    Dynamic::from_int(to_int(row.reductions)),
+                );
+                Dynamic::from(map)
+            })
+            .collect())
+    }
+
+    /// The calls `pid` makes in the next second (at most 50); `()` if it is not alive.
+    fn trace(&self, pid: Pid) -> Fallible<Dynamic> {
+        let registry = self.node.registry.clone();
+        let calls =
+            self.wait(async move { registry.trace(pid, TRACE_CALLS, TRACE_WINDOW).await })?;
+        Ok(calls.map_or(Dynamic::UNIT, |calls| Dynamic::from(strings(calls))))
+    }
+
+    fn system_info(&self) -> Map {
+        let node = &self.node;
+        let mut map = Map::new();
+        map.insert("node".into(), node.name.clone().into());
+        map.insert("version".into(), node.version.into());
+        map.insert(
+            "uptime_s".into(),
+            Dynamic::from_float(node.started.elapsed().as_secs_f64()),
+        );
+        map.insert(
+            "schedulers".into(),
+            Dynamic::from_int(node.schedulers as i64),
+        );
+        map.insert(
+            "processes".into(),
+            Dynamic::from_int(node.registry.count() as i64),
+        );
+        let plugin = node.code.current();
+        map.insert(
+            "plugin_version".into(),
+            plugin
+                .as_ref()
+                .map_or(Dynamic::UNIT, |p| p.version().to_owned().into()),
+        );
+        map.insert(
+            "plugin_id".into(),
+            plugin
+                .as_ref()
+                .map_or(Dynamic::UNIT, |p| Dynamic::from_int(i64::from(p.id()))),
+        );
+        map
+    }
+}
+
+fn parse_pid(text: &str) -> Fallible<Pid> {
+    text.parse::<Pid>()
+        .map_err(|error| error.to_string().into())
+}
+
+fn to_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn strings(items: Vec<String>) -> Array {
+    items
+        .into_iter()
+        .map(|s| Dynamic::from(ImmutableString::from(s)))
+        .collect()
+}
+
+/// `Process.info(pid)` as a Rhai map.
+fn info_map(pid: Pid, info: ProcessInfo) -> Map {
+    let mut map = Map::new();
+    map.insert("pid".into(), Dynamic::from(pid));
+    map.insert("name".into(), info.name.into());
+    map.insert("initial_call".into(), info.initial_call.into());
+    let status = serde_json::to_value(info.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    map.insert("status".into(), status.into());
+    map.insert(
+        "reductions".into(),
+        Dynamic::from_int(to_int(info.reductions)),
+    );
+    map.insert(
+        "cpu_time_us".into(),
+        Dynamic::from_int(to_int(info.cpu_time_us)),
+    );
+    map.insert("current_function".into(), info.current_function.into());
+    map.insert("monitors".into(), Dynamic::from_int(info.monitors as i64));
+    map.insert(
+        "spawned_at".into(),
+        utc_timestamp(info.spawned_at_ms).into(),
+    );
+    map.insert(
+        "plugin_version".into(),
+        info.plugin_version
+            .map_or(Dynamic::UNIT, |v| Dynamic::from_int(i64::from(v))),
+    );
+    map
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn utc_timestamp(ms: u64) -> String {
+    let days = (ms / 86_400_000) as i64;
+    let in_day = ms % 86_400_000;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1_000 % 60,
+        in_day % 1_000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_timestamps() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_timestamp(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
+    }
+}

@@ -1,0 +1,141 @@
+//! The admin endpoint: a Unix socket in the daemon's home (mode 0600 in the
+//! 0700 home), bound at start and served by the `admin_server` process, which checks each
+//! peer's credentials and starts one `console_session` process per client.
+//! The protocol is in docs/admin-protocol.md.
+//!
+//! It accepts and authorises; it must not evaluate anything itself (that is
+//! the session's thread) nor trust a client the kernel did not vouch for.
+
+pub mod api;
+pub mod frame;
+pub mod render;
+pub mod session;
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::node::Node;
+use crate::process::ProcessContext;
+
+/// Why the admin socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot bind the admin socket {path}: {source}")]
+    Bind { path: String, source: io::Error },
+    #[error("cannot restrict the admin socket {path} to its owner: {source}")]
+    Permissions { path: String, source: io::Error },
+}
+
+/// True if a peer with `peer_uid` may use a daemon running as `daemon_uid`:
+/// the same user, or root.
+pub fn peer_allowed(peer_uid: u32, daemon_uid: u32) -> bool {
+    peer_uid == daemon_uid || peer_uid == 0
+}
+
+/// The `admin_server` process: accepts on the admin socket (bound once, at
+/// start, by [`bind`]) until the daemon stops. A restart reuses the same
+/// socket, so clients that connect meanwhile wait in its backlog.
+pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<UnixListener>) {
+    ctx.enter("Admin.Server.accept_loop/1");
+    let daemon_uid = nix::unistd::geteuid().as_raw();
+    loop {
+        let accepted = tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => admit(&node, stream, daemon_uid),
+            Err(error) => {
+                tracing::warn!("admin socket: accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Starts a session for an authorised peer; refuses any other with an error frame.
+fn admit(node: &Arc<Node>, stream: UnixStream, daemon_uid: u32) {
+    let credentials = match stream.peer_cred() {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            tracing::warn!("admin socket: cannot read the peer's credentials: {error}; refused");
+            refuse(&stream, "cannot verify your credentials");
+            return;
+        }
+    };
+    let peer = format!(
+        "uid {} pid {}",
+        credentials.uid(),
+        credentials
+            .pid()
+            .map_or_else(|| "?".to_owned(), |pid| pid.to_string())
+    );
+    if !peer_allowed(credentials.uid(), daemon_uid) {
+        tracing::warn!(
+            "admin socket: refused {peer}: not the daemon's user (uid {daemon_uid}) or root"
+        );
+        refuse(
+            &stream,
+            "permission denied: only the daemon's user or root may use this console",
+        );
+        return;
+    }
+    let pid = session::start(node.clone(), stream, peer.clone());
+    tracing::info!("console session {pid} opened by {peer}");
+}
+
+/// Best effort, never waits: the refusal fits in the socket's buffer.
+fn refuse(stream: &UnixStream, message: &str) {
+    let frame = json!({"type": "error", "kind": "refused", "message": message});
+    let mut bytes = frame.to_string().into_bytes();
+    bytes.push(b'\n');
+    let _ = stream.try_write(&bytes);
+}
+
+/// Binds the admin socket, replacing a stale file (the home lock guarantees
+/// no other daemon owns it), and restricts it to the owner (mode 0600).
+pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+    let shown = path.display().to_string();
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::debug!("removed a stale admin socket {shown}"),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(AdminError::Bind {
+                path: shown,
+                source,
+            });
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(|source| AdminError::Bind {
+        path: shown.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        AdminError::Permissions {
+            path: shown.clone(),
+            source,
+        }
+    })?;
+    tracing::info!("admin socket at {shown}");
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_user_or_root_is_allowed() {
+        assert!(peer_allowed(1000, 1000));
+        assert!(peer_allowed(0, 1000));
+        assert!(peer_allowed(0, 0));
+        assert!(!peer_allowed(65534, 1000));
+        assert!(!peer_allowed(1000, 0));
+    }
+}

@@ -1,0 +1,330 @@
+//! One console session: a `console_session` process that speaks the admin
+//! protocol on its socket, and a dedicated OS thread that owns the session's
+//! Rhai engine and scope, so variables and functions persist between lines
+//! and no script ever runs on a scheduler thread.
+//!
+//! The process only moves frames; the thread only evaluates. A script is
+//! stopped by the interrupt flag (checked on every Rhai operation), never
+//! by killing the thread. When the process ends, the thread is interrupted
+//! and ends after its current script.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc as std_mpsc;
+
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::UnixStream;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::api::Api;
+use super::frame::{FrameError, FrameReader, write_frame};
+use super::render;
+use crate::node::Node;
+use crate::process::{Pid, ProcessContext, Spec};
+
+/// Stack of a session's evaluation thread (Rhai recursion is bounded below).
+const THREAD_STACK: usize = 16 * 1024 * 1024;
+/// Frames the evaluation thread may queue before it waits for the client.
+const REPLY_QUEUE: usize = 256;
+
+/// Engine limits: a script cannot exhaust the daemon's memory or stack.
+/// Operations are not limited: endless loops are interrupted, not forbidden.
+pub const MAX_STRING_SIZE: usize = 1024 * 1024;
+pub const MAX_ARRAY_SIZE: usize = 100_000;
+pub const MAX_MAP_SIZE: usize = 100_000;
+pub const MAX_CALL_LEVELS: usize = 64;
+pub const MAX_EXPR_DEPTH: usize = 64;
+pub const MAX_FN_EXPR_DEPTH: usize = 32;
+pub const MAX_VARIABLES: usize = 10_000;
+pub const MAX_FUNCTIONS: usize = 1_000;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Request {
+    Eval {
+        #[serde(default)]
+        id: u64,
+        script: String,
+    },
+    Interrupt,
+}
+
+/// A frame from the evaluation thread; `done` ends the current evaluation.
+struct Reply {
+    frame: Value,
+    done: bool,
+}
+
+/// Starts the process that serves one accepted, authorised connection.
+pub fn start(node: Arc<Node>, stream: UnixStream, peer: String) -> Pid {
+    let spec = Spec::new("console_session", format!("Admin.Session.init(\"{peer}\")"));
+    let tracker = node.connections.clone();
+    node.registry.clone().spawn(spec, move |ctx| {
+        tracker.track_future(run(ctx, node, stream))
+    })
+}
+
+async fn run(ctx: ProcessContext, node: Arc<Node>, stream: UnixStream) {
+    ctx.enter("Admin.Session.loop/1");
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = FrameReader::new(reader);
+    let (replies_tx, mut replies) = mpsc::channel(REPLY_QUEUE);
+    let worker = match Worker::spawn(node.clone(), Handle::current(), replies_tx) {
+        Ok(worker) => worker,
+        Err(error) => {
+            tracing::error!(
+                "console session {}: cannot start its thread: {error}",
+                ctx.pid()
+            );
+            let frame = json!({"type": "error", "kind": "internal", "message": format!("cannot start a session: {error}")});
+            let _ = write_frame(&mut writer, &frame).await;
+            return;
+        }
+    };
+    let hello = json!({
+        "type": "hello",
+        "node": node.name,
+        "version": node.version,
+        "session": ctx.pid().to_string(),
+    });
+    if write_frame(&mut writer, &hello).await.is_err() {
+        return;
+    }
+    let mut running: Option<u64> = None;
+    loop {
+        let answer = tokio::select! {
+            _ = node.shutdown.cancelled() => {
+                let _ = write_frame(&mut writer, &json!({"type": "error", "kind": "shutdown", "message": "the daemon is stopping"})).await;
+                return;
+            }
+            reply = replies.recv() => match reply {
+                Some(reply) => {
+                    if reply.done {
+                        running = None;
+                    }
+                    Some(reply.frame)
+                }
+                None => return,
+            },
+            frame = reader.next_frame() => match frame {
+                Ok(Some(bytes)) => handle(&worker, &mut running, &bytes),
+                Ok(None) => return,
+                Err(FrameError::TooLarge) => Some(protocol_error("too_large", FrameError::TooLarge.to_string())),
+                Err(FrameError::Io(error)) => {
+                    tracing::debug!("console session {}: {error}", ctx.pid());
+                    return;
+                }
+            },
+        };
+        if let Some(frame) = answer
+            && write_frame(&mut writer, &frame).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Acts on one client frame; returns the immediate answer, if any.
+fn handle(worker: &Worker, running: &mut Option<u64>, bytes: &[u8]) -> Option<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    match serde_json::from_slice::<Request>(bytes) {
+        Err(error) => Some(protocol_error(
+            "malformed",
+            format!("malformed frame: {error}"),
+        )),
+        Ok(Request::Interrupt) => {
+            if running.is_some() {
+                worker.interrupt.store(true, Relaxed);
+            }
+            None
+        }
+        Ok(Request::Eval { id, script }) => {
+            if let Some(busy) = running {
+                return Some(json!({"type": "error", "id": id, "kind": "busy",
+                    "message": format!("evaluation {busy} is still running; interrupt it first")}));
+            }
+            worker.interrupt.store(false, Relaxed);
+            match worker.jobs.send(Job { id, script }) {
+                Ok(()) => {
+                    *running = Some(id);
+                    None
+                }
+                Err(_) => Some(json!({"type": "error", "id": id, "kind": "internal",
+                    "message": "the session's evaluation thread has ended"})),
+            }
+        }
+    }
+}
+
+fn protocol_error(kind: &str, message: String) -> Value {
+    json!({"type": "error", "kind": kind, "message": message})
+}
+
+struct Job {
+    id: u64,
+    script: String,
+}
+
+/// The handle the process keeps on its evaluation thread.
+struct Worker {
+    jobs: std_mpsc::Sender<Job>,
+    interrupt: Arc<AtomicBool>,
+}
+
+impl Drop for Worker {
+    /// Stops a running script; the thread ends once its job queue is closed.
+    fn drop(&mut self) {
+        self.interrupt.store(true, Relaxed);
+    }
+}
+
+impl Worker {
+    fn spawn(
+        node: Arc<Node>,
+        handle: Handle,
+        replies: mpsc::Sender<Reply>,
+    ) -> std::io::Result<Worker> {
+        let (jobs, queue) = std_mpsc::channel::<Job>();
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let flag = interrupt.clone();
+        std::thread::Builder::new()
+            .name("console-session".to_owned())
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                let mut evaluator = Evaluator::new(node, handle, flag, replies.clone());
+                while let Ok(job) = queue.recv() {
+                    let frame = evaluator.run(&job);
+                    if replies.blocking_send(Reply { frame, done: true }).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Worker { jobs, interrupt })
+    }
+}
+
+/// The session's Rhai state: engine, scope and the functions defined so far.
+struct Evaluator {
+    engine: Engine,
+    scope: Scope<'static>,
+    functions: AST,
+    current: Arc<AtomicU64>,
+}
+
+impl Evaluator {
+    fn new(
+        node: Arc<Node>,
+        handle: Handle,
+        interrupt: Arc<AtomicBool>,
+        replies: mpsc::Sender<Reply>,
+    ) -> Evaluator {
+        let current = Arc::new(AtomicU64::new(0));
+        let engine = engine(
+            Api::new(node, handle, interrupt.clone()),
+            interrupt,
+            replies,
+            current.clone(),
+        );
+        let mut scope = Scope::new();
+        Api::push_constants(&mut scope);
+        Evaluator {
+            engine,
+            scope,
+            functions: AST::empty(),
+            current,
+        }
+    }
+
+    /// Evaluates one script; returns its `result` or `error` frame.
+    fn run(&mut self, job: &Job) -> Value {
+        self.current.store(job.id, Relaxed);
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.evaluate(&job.script)));
+        match outcome {
+            Ok(Ok(value)) => json!({
+                "type": "result",
+                "id": job.id,
+                "text": render::text(&value),
+                "value": render::json(&value),
+            }),
+            Ok(Err(error)) => script_error(job.id, &error),
+            Err(_) => json!({"type": "error", "id": job.id, "kind": "internal",
+                "message": "the evaluation panicked; the session is still usable"}),
+        }
+    }
+
+    fn evaluate(&mut self, script: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        let ast = self.engine.compile_with_scope(&self.scope, script)?;
+        let program = self.functions.merge(&ast);
+        let result = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+        let mut functions = program;
+        functions.clear_statements();
+        self.functions = functions;
+        result
+    }
+}
+
+/// The error frame of a failed script: its message and, if known, position.
+fn script_error(id: u64, error: &EvalAltResult) -> Value {
+    if let EvalAltResult::ErrorTerminated(..) = error {
+        return json!({"type": "error", "id": id, "kind": "interrupted", "message": "interrupted"});
+    }
+    let position = error.position();
+    json!({
+        "type": "error",
+        "id": id,
+        "kind": "script",
+        "message": error.to_string(),
+        "line": position.line(),
+        "column": position.position(),
+    })
+}
+
+/// A sandboxed engine: no modules from files, bounded sizes and depths,
+/// interruptible, `print`/`debug` sent to the client.
+fn engine(
+    api: Api,
+    interrupt: Arc<AtomicBool>,
+    replies: mpsc::Sender<Reply>,
+    current: Arc<AtomicU64>,
+) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
+        .set_max_operations(0)
+        .set_max_string_size(MAX_STRING_SIZE)
+        .set_max_array_size(MAX_ARRAY_SIZE)
+        .set_max_map_size(MAX_MAP_SIZE)
+        .set_max_call_levels(MAX_CALL_LEVELS)
+        .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH)
+        .set_max_variables(MAX_VARIABLES)
+        .set_max_functions(MAX_FUNCTIONS)
+        .set_max_modules(0);
+    engine.on_progress(move |_| {
+        interrupt
+            .load(Relaxed)
+            .then(|| Dynamic::from("interrupted"))
+    });
+    let output = move |text: String| {
+        let frame = json!({"type": "output", "id": current.load(Relaxed), "text": text});
+        let _ = replies.blocking_send(Reply { frame, done: false });
+    };
+    let print = output.clone();
+    engine.on_print(move |text| print(text.to_owned()));
+    engine.on_debug(move |text, _source, position| {
+        output(if position.is_none() {
+            text.to_owned()
+        } else {
+            format!("{text} @ {position}")
+        })
+    });
+    api.register(&mut engine);
+    engine
+}

@@ -1,0 +1,199 @@
+//! Synthetic load: the setting (how many workers, how often a job fails),
+//! the counters the workers bump, and the calls the WebSocket connection,
+//! the HTTP API and (later) the console use to read and change them.
+//!
+//! Changing the setting only records what is wanted and wakes the load
+//! supervisor; it never starts or stops a worker itself (that is
+//! `supervisor`'s job, in batches, inside its own process).
+
+pub mod api;
+mod memory;
+mod supervisor;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+pub use crate::metrics::{Feed, Sample};
+use crate::node::Node;
+pub use supervisor::run as supervise;
+
+/// The most workers one may ask for unless the daemon is started with `--max-load`.
+pub const DEFAULT_MAX_LOAD: u64 = 2_000_000;
+
+/// The largest cap `--max-load` accepts (a worker's index is a `u32`).
+pub const HIGHEST_CAP: u64 = u32::MAX as u64;
+
+/// Why a load setting was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LoadError {
+    #[error(
+        "a load of {jobs} jobs is above the cap of {cap} (start the daemon with --max-load N to change the cap)"
+    )]
+    AboveCap { jobs: u64, cap: u64 },
+    #[error("the failure rate must be a number from 0 to 100 (percent), not {0}")]
+    FailureRate(f64),
+}
+
+/// What the load is set to.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Setting {
+    /// Workers wanted (each does one job per second).
+    pub jobs: u64,
+    /// Percent of jobs that fail (0–100).
+    pub failure_rate: f64,
+}
+
+/// The load setting and its counters; one per node.
+pub struct Load {
+    target: AtomicU64,
+    /// The failure rate in percent, as the bits of an `f64`.
+    failure_rate: AtomicU64,
+    cap: AtomicU64,
+    /// Workers the load supervisor has running (a crashed one counts until
+    /// its restart, as in an OTP supervisor's `count_children`).
+    workers: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    restarts: AtomicU64,
+    /// Wakes the load supervisor when the setting changes.
+    changed: Notify,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load::new()
+    }
+}
+
+impl Load {
+    pub fn new() -> Load {
+        Load {
+            target: AtomicU64::new(0),
+            failure_rate: AtomicU64::new(0f64.to_bits()),
+            cap: AtomicU64::new(DEFAULT_MAX_LOAD),
+            workers: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Sets the cap on the number of workers (clamped to [`HIGHEST_CAP`]).
+    pub fn set_cap(&self, cap: u64) {
+        self.cap.store(cap.min(HIGHEST_CAP), Relaxed);
+    }
+
+    pub fn cap(&self) -> u64 {
+        self.cap.load(Relaxed)
+    }
+
+    /// Changes the jobs and/or the failure rate; what is not given is kept.
+    pub fn apply(
+        &self,
+        jobs: Option<u64>,
+        failure_rate: Option<f64>,
+    ) -> Result<Setting, LoadError> {
+        if let Some(jobs) = jobs
+            && jobs > self.cap()
+        {
+            return Err(LoadError::AboveCap {
+                jobs,
+                cap: self.cap(),
+            });
+        }
+        if let Some(rate) = failure_rate
+            && !(0.0..=100.0).contains(&rate)
+        {
+            return Err(LoadError::FailureRate(rate));
+        }
+        if let Some(rate) = failure_rate {
+            self.failure_rate.store(rate.to_bits(), Relaxed);
+        }
+        if let Some(jobs) = jobs {
+            self.target.store(jobs, Relaxed);
+            self.changed.notify_one();
+        }
+        Ok(self.setting())
+    }
+
+    pub fn setting(&self) -> Setting {
+        Setting {
+            jobs: self.target(),
+            failure_rate: self.failure_rate(),
+        }
+    }
+
+    pub fn target(&self) -> u64 {
+        self.target.load(Relaxed)
+    }
+
+    pub fn failure_rate(&self) -> f64 {
+        f64::from_bits(self.failure_rate.load(Relaxed))
+    }
+
+    pub fn workers(&self) -> u64 {
+        self.workers.load(Relaxed)
+    }
+
+    /// Jobs that succeeded since the daemon started.
+    pub fn succeeded(&self) -> u64 {
+        self.succeeded.load(Relaxed)
+    }
+
+    /// Jobs that failed (panicked) since the daemon started.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Relaxed)
+    }
+
+    /// Workers restarted after a crash since the daemon started.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Relaxed)
+    }
+}
+
+/// The metrics history so far and a feed of the samples to come.
+pub fn subscribe(node: &Arc<Node>) -> (Vec<Sample>, Feed) {
+    node.metrics.subscribe()
+}
+
+/// The next sample of `feed`; `None` if this subscriber fell behind (the
+/// samples it missed are skipped) or the feed closed.
+pub async fn next_sample(feed: &mut Option<Feed>) -> Option<Sample> {
+    crate::metrics::next_sample(feed).await
+}
+
+/// Sets the load; the reply for the client (`load` or `error`).
+pub fn set(node: &Arc<Node>, jobs: Option<u64>, failure_rate: Option<f64>) -> Value {
+    match node.load.apply(jobs, failure_rate) {
+        Ok(setting) => {
+            tracing::info!(
+                "load set to {} jobs, {} % failures",
+                setting.jobs,
+                setting.failure_rate
+            );
+            load_reply(setting)
+        }
+        Err(error) => json!({"type": "error", "message": error.to_string()}),
+    }
+}
+
+/// Load to 0, failure rate 0, metrics history cleared; the `load` reply.
+pub fn reset(node: &Arc<Node>) -> Value {
+    let setting = match node.load.apply(Some(0), Some(0.0)) {
+        Ok(setting) => setting,
+        Err(error) => return json!({"type": "error", "message": error.to_string()}),
+    };
+    node.metrics.clear();
+    tracing::info!("load reset");
+    load_reply(setting)
+}
+
+fn load_reply(setting: Setting) -> Value {
+    json!({"type": "load", "jobs": setting.jobs, "failure_rate": setting.failure_rate})
+}

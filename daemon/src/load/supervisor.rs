@@ -1,0 +1,204 @@
+//! The load supervisor: one process that starts the workers the setting asks
+//! for (in batches, yielding between them), restarts the ones that crash,
+//! and forgets the ones that stopped because the load went down.
+//!
+//! It learns of worker exits from one channel of exit notices instead of a
+//! monitor per worker, so a worker costs only its task and registry entry.
+//! It never runs a job and never waits on one worker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::Load;
+use super::{memory, worker};
+use crate::node::Node;
+use crate::process::{Pid, ProcessContext, ProcessRegistry, Spec};
+
+/// Workers started, or exit notices handled, before the supervisor yields.
+const BATCH: usize = 1_000;
+
+/// Slots looked at per batch when most of them already hold a worker.
+const SCAN: usize = 64 * BATCH;
+
+/// What the workers of one load supervisor share with it.
+pub(super) struct Pool {
+    pub(super) load: Arc<Load>,
+    exits: mpsc::UnboundedSender<Exit>,
+    /// Set when the supervisor ends: its workers stop at their next tick.
+    closed: AtomicBool,
+}
+
+impl Pool {
+    /// True if worker `index` should stop (the load went below it).
+    pub(super) fn is_surplus(&self, index: u32) -> bool {
+        self.closed.load(Relaxed) || u64::from(index) >= self.load.target()
+    }
+
+    /// Tells the supervisor that worker `index` (`pid`) ended.
+    pub(super) fn exited(&self, index: u32, pid: Pid, crashed: bool) {
+        // Fails only if the supervisor is gone; then nobody needs to know.
+        let _ = self.exits.send(Exit {
+            index,
+            pid,
+            crashed,
+        });
+    }
+}
+
+/// A worker's exit notice.
+struct Exit {
+    index: u32,
+    pid: Pid,
+    crashed: bool,
+}
+
+/// Runs the load supervisor until the daemon stops.
+pub async fn run(ctx: ProcessContext, node: Arc<Node>) {
+    ctx.enter("Load.Supervisor.loop/1");
+    let (exits, mut notices) = mpsc::unbounded_channel();
+    let pool = Arc::new(Pool {
+        load: node.load.clone(),
+        exits,
+        closed: AtomicBool::new(false),
+    });
+    let mut workers = Workers {
+        pool,
+        registry: node.registry.clone(),
+        slots: Vec::new(),
+        running: 0,
+        cursor: 0,
+    };
+    workers.publish();
+    let mut received = Vec::with_capacity(BATCH);
+    // When the setting last changed (or this supervisor started), and how
+    // many workers ran then: for one log line once they are all started.
+    let mut ramp: Option<(Instant, u64)> = Some((Instant::now(), 0));
+    loop {
+        let target = node.load.target();
+        let spawning = (workers.cursor as u64) < target;
+        tokio::select! {
+            biased;
+            _ = node.shutdown.cancelled() => return,
+            count = notices.recv_many(&mut received, BATCH) => {
+                if count == 0 {
+                    return;
+                }
+                for exit in received.drain(..) {
+                    workers.handle(exit, target);
+                }
+                workers.compact();
+                workers.publish();
+                ctx.yield_now().await;
+            }
+            _ = node.load.changed.notified() => {
+                workers.cursor = 0;
+                ramp = Some((Instant::now(), workers.running));
+            }
+            _ = std::future::ready(()), if spawning => {
+                workers.start_batch(target);
+                workers.publish();
+                if (workers.cursor as u64) >= target
+                    && let Some((since, before)) = ramp.take()
+                {
+                    tracing::info!(
+                        "load: {} workers running ({} started in {:?})",
+                        workers.running,
+                        workers.running.saturating_sub(before),
+                        since.elapsed()
+                    );
+                }
+                ctx.yield_now().await;
+            }
+        }
+    }
+}
+
+/// The supervisor's view of its workers: slot `i` holds the pid of worker
+/// `i`, or 0 if none runs.
+struct Workers {
+    pool: Arc<Pool>,
+    registry: Arc<ProcessRegistry>,
+    slots: Vec<u64>,
+    running: u64,
+    /// Slots below it have been filled since the setting last changed.
+    cursor: usize,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.pool.closed.store(true, Relaxed);
+    }
+}
+
+impl Workers {
+    /// Starts up to [`BATCH`] missing workers below `target`.
+    fn start_batch(&mut self, target: u64) {
+        let target = usize::try_from(target).unwrap_or(usize::MAX);
+        let end = target.min(self.cursor.saturating_add(SCAN));
+        if self.slots.len() < end {
+            self.slots.resize(end, 0);
+        }
+        let mut started = 0;
+        while self.cursor < end && started < BATCH {
+            if self.slots[self.cursor] == 0 {
+                self.start(self.cursor);
+                self.running += 1;
+                started += 1;
+            }
+            self.cursor += 1;
+        }
+    }
+
+    /// Handles one exit notice: restarts the worker if it is still wanted.
+    fn handle(&mut self, exit: Exit, target: u64) {
+        let index = exit.index as usize;
+        if self.slots.get(index) != Some(&exit.pid.0) {
+            return;
+        }
+        if exit.crashed {
+            self.pool.load.restarts.fetch_add(1, Relaxed);
+        }
+        if u64::from(exit.index) < target {
+            self.start(index);
+        } else {
+            self.slots[index] = 0;
+            self.running -= 1;
+        }
+    }
+
+    fn start(&mut self, index: usize) {
+        let pool = self.pool.clone();
+        // Indices stay below the cap, which is at most u32::MAX.
+        let index_u32 = u32::try_from(index).unwrap_or(u32::MAX);
+        let spec = Spec::new("load_worker", "Load.Worker.start_link()").quiet();
+        let pid = self
+            .registry
+            .spawn(spec, move |ctx| worker::run(ctx, pool, index_u32));
+        self.slots[index] = pid.0;
+    }
+
+    /// Gives back the memory of slots no worker uses any more.
+    fn compact(&mut self) {
+        if self.running == 0 {
+            if self.slots.capacity() > 0 {
+                self.slots = Vec::new();
+                self.cursor = 0;
+                memory::give_back();
+            }
+            return;
+        }
+        while self.slots.last() == Some(&0) {
+            self.slots.pop();
+        }
+        if self.slots.capacity() > 2 * self.slots.len() + 4 * BATCH {
+            self.slots.shrink_to_fit();
+        }
+    }
+
+    fn publish(&self) {
+        self.pool.load.workers.store(self.running, Relaxed);
+    }
+}

@@ -1,0 +1,725 @@
+//! The remote console end to end: the real daemon, its real admin socket,
+//! the Rhai API against a running endless sum, the session's sandbox and
+//! interrupts, peer-credential refusal, supervision of the system
+//! processes, `system rpc`, and the rustyline shell through a real pty.
+//!
+//! No mocks and no sleeps as synchronisation: every step waits for the
+//! event it needs (a frame, a WebSocket message, a prompt).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Client, Daemon, PATIENCE};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// A client of the admin socket, speaking docs/admin-protocol.md.
+struct Console {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    next_id: u64,
+    hello: Value,
+    /// What scripts printed, in order.
+    output: Vec<String>,
+}
+
+impl Console {
+    async fn open(daemon: &Daemon) -> Console {
+        Console::connect(&daemon.home().join("admin.sock"))
+            .await
+            .expect("the admin socket accepts a console")
+    }
+
+    async fn connect(socket: &Path) -> std::io::Result<Console> {
+        let (reader, writer) = UnixStream::connect(socket).await?.into_split();
+        let mut console = Console {
+            reader: BufReader::new(reader),
+            writer,
+            next_id: 1,
+            hello: Value::Null,
+            output: Vec::new(),
+        };
+        console.hello = console.frame().await;
+        assert_eq!(console.hello["type"], "hello", "{}", console.hello);
+        Ok(console)
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer
+            .write_all(bytes)
+            .await
+            .expect("write to the admin socket");
+    }
+
+    async fn send(&mut self, frame: Value) {
+        let mut bytes = frame.to_string().into_bytes();
+        bytes.push(b'\n');
+        self.send_raw(&bytes).await;
+    }
+
+    /// The next frame (within [`PATIENCE`]).
+    async fn frame(&mut self) -> Value {
+        let mut line = String::new();
+        let read = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
+            .await
+            .expect("a frame arrives in time")
+            .expect("read the admin socket");
+        assert!(read > 0, "the daemon closed the console");
+        serde_json::from_str(&line).expect("the daemon sends JSON lines")
+    }
+
+    /// Sends an `eval` without waiting; returns its id.
+    async fn start(&mut self, script: &str) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({"type": "eval", "id": id, "script": script}))
+            .await;
+        id
+    }
+
+    /// The `result` or `error` frame of evaluation `id`, collecting output.
+    async fn reply(&mut self, id: u64) -> Value {
+        loop {
+            let frame = self.frame().await;
+            if frame["type"] == "output" {
+                self.output
+                    .push(frame["text"].as_str().unwrap_or("").to_owned());
+            } else if frame["id"] == id {
+                return frame;
+            }
+        }
+    }
+
+    async fn eval(&mut self, script: &str) -> Value {
+        let id = self.start(script).await;
+        self.reply(id).await
+    }
+
+    /// The JSON value of a script that must succeed.
+    async fn value(&mut self, script: &str) -> Value {
+        let reply = self.eval(script).await;
+        assert_eq!(reply["type"], "result", "{script}: {reply}");
+        reply["value"].clone()
+    }
+
+    /// The printed text of a script that must succeed.
+    async fn text(&mut self, script: &str) -> String {
+        let reply = self.eval(script).await;
+        assert_eq!(reply["type"], "result", "{script}: {reply}");
+        reply["text"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// Starts `sum(-1)` (an endless loop) as sum `id`; returns its pid.
+async fn endless_sum(browser: &mut Client, id: i64) -> String {
+    browser.sum(id, "-1").await;
+    let calculating = browser.calculating(id).await;
+    calculating["pid"].as_str().unwrap_or("").to_owned()
+}
+
+/// The first arguments of the `calc_sum` calls in a trace.
+fn first_arguments(trace: &Value) -> Vec<i64> {
+    trace
+        .as_array()
+        .map(|calls| {
+            calls
+                .iter()
+                .filter_map(|call| {
+                    call.as_str()?
+                        .strip_prefix("math_plugin::calc_sum(")?
+                        .split(',')
+                        .next()?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_three_of_the_talk_against_a_running_endless_sum() {
+    let daemon = Daemon::start();
+    let mut browser = Client::connect(&daemon).await;
+    let sum_pid = endless_sum(&mut browser, 1).await;
+    let mut console = Console::open(&daemon).await;
+
+    let list = console.value("Process.list()").await;
+    let pids: Vec<&str> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(pids.contains(&sum_pid.as_str()), "{sum_pid} in {list}");
+    assert!(
+        pids.iter()
+            .all(|pid| pid.starts_with("#PID<0.") && pid.ends_with(".0>"))
+    );
+    let first = console.value("Process.info(Process.list()[0])").await;
+    assert_eq!(first["pid"], pids[0], "{first}");
+    assert_eq!(
+        console
+            .value("hd(Process.list()) == Process.list()[0]")
+            .await,
+        true
+    );
+
+    // Runtime.top() finds the loop first; its pid is a Pid value.
+    let top = console.eval("Runtime.top()").await;
+    assert_eq!(top["value"][0]["pid"], sum_pid, "{top}");
+    assert_eq!(top["value"][0]["name"], "sum", "{top}");
+    assert!(
+        top["value"][0]["cpu"].as_f64().unwrap_or(0.0) > 50.0,
+        "{top}"
+    );
+    let table = top["text"].as_str().unwrap_or("");
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|h| h.starts_with("pid") && h.contains("cpu")),
+        "{table}"
+    );
+    assert_eq!(
+        console.value("let pid = Runtime.top()[0].pid; pid").await,
+        sum_pid
+    );
+    assert_eq!(console.value("type_of(pid)").await, "Pid");
+
+    let info = console.value("Process.info(pid)").await;
+    for key in [
+        "pid",
+        "name",
+        "initial_call",
+        "status",
+        "reductions",
+        "cpu_time_us",
+        "current_function",
+        "monitors",
+        "spawned_at",
+        "plugin_version",
+    ] {
+        assert!(info.get(key).is_some(), "{key} in {info}");
+    }
+    assert_eq!(info["initial_call"], "Math.sum(-1)");
+    assert_eq!(info["plugin_version"], 1);
+    assert!(
+        info["reductions"].as_i64().unwrap_or(0) > 1_000_000,
+        "{info}"
+    );
+    let info_text = console.text("Process.info(pid)").await;
+    assert!(
+        info_text.starts_with("#{") && info_text.contains("name: \"sum\""),
+        "{info_text}"
+    );
+
+    let stack = console
+        .value("Process.info(pid, \"current_stacktrace\")")
+        .await;
+    let top_frame = stack[0].as_str().unwrap_or("");
+    assert!(top_frame.starts_with("math_plugin::calc_sum("), "{stack}");
+    assert_eq!(
+        stack.as_array().and_then(|s| s.last()),
+        Some(&json!("Math.sum(-1)")),
+        "{stack}"
+    );
+
+    let trace = console.value("Runtime.trace(pid)").await;
+    let arguments = first_arguments(&trace);
+    assert!(arguments.len() >= 2, "{trace}");
+    assert!(
+        arguments.windows(2).all(|w| w[0] < w[1]),
+        "growing: {arguments:?}"
+    );
+    assert!(trace.as_array().is_some_and(|t| t.len() <= 50), "{trace}");
+
+    // The short forms.
+    assert_eq!(console.value("info(pid).name").await, "sum");
+    assert!(
+        console
+            .value("info(pid, \"current_stacktrace\")[0]")
+            .await
+            .as_str()
+            .is_some_and(|f| f.starts_with("math_plugin::calc_sum("))
+    );
+    assert!(!first_arguments(&console.value("trace(pid)").await).is_empty());
+    assert_eq!(console.value("top()[0].pid == pid").await, true);
+    assert_eq!(console.value("pid(\"0.100.0\")").await, "#PID<0.100.0>");
+    assert_eq!(
+        console
+            .value("pid(\"#PID<0.7.0>\") == pid(\"<0.7.0>\")")
+            .await,
+        true
+    );
+    assert_eq!(console.eval("pid(\"nonsense\")").await["kind"], "script");
+
+    // Kill it: true once, its line on the sum page becomes an error, info is ().
+    assert_eq!(console.value("Process.kill(pid)").await, true);
+    let answer = browser.answer(1).await;
+    assert_eq!(answer["status"], "error", "{answer}");
+    assert_eq!(console.value("Process.info(pid)").await, Value::Null);
+    assert_eq!(console.text("Process.info(pid)").await, "()");
+    assert_eq!(console.value("kill(pid)").await, false);
+    assert_eq!(console.value("Runtime.trace(pid)").await, Value::Null);
+
+    let system = console.value("System.info()").await;
+    for key in [
+        "version",
+        "uptime_s",
+        "schedulers",
+        "processes",
+        "plugin_version",
+        "node",
+    ] {
+        assert!(system.get(key).is_some(), "{key} in {system}");
+    }
+    assert_eq!(system["schedulers"], 1);
+    assert_eq!(console.value("Load.set(3).jobs").await, 3);
+    assert_eq!(console.value("Load.get().jobs").await, 3);
+    assert_eq!(console.value("Load.set(0).jobs").await, 0);
+    assert_eq!(console.eval("Load.set(-5)").await["kind"], "script");
+
+    // The browser's connection lived through all of it.
+    browser.sum(2, "10").await;
+    assert_eq!(browser.answer(2).await["result"], "55");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stacktrace_answers_within_50_ms_while_four_endless_loops_run() {
+    let daemon = Daemon::start();
+    let mut browser = Client::connect(&daemon).await;
+    let mut loops = Vec::new();
+    for id in 1..=4 {
+        loops.push(endless_sum(&mut browser, id).await);
+    }
+    let mut console = Console::open(&daemon).await;
+    let script = format!(
+        "Process.info(pid(\"{}\"), \"current_stacktrace\")",
+        loops[0]
+    );
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let stack = console.value(&script).await;
+        samples.push(started.elapsed());
+        assert!(
+            stack[0]
+                .as_str()
+                .is_some_and(|f| f.starts_with("math_plugin::calc_sum(")),
+            "{stack}"
+        );
+    }
+    samples.sort();
+    println!(
+        "stacktrace round trip with 4 endless loops on 1 scheduler: min {:?}, median {:?}, max {:?}",
+        samples[0],
+        samples[samples.len() / 2],
+        samples[samples.len() - 1]
+    );
+    assert!(
+        samples[samples.len() - 1] < Duration::from_millis(50),
+        "{samples:?}"
+    );
+    for pid in &loops {
+        assert_eq!(console.value(&format!("kill(pid(\"{pid}\"))")).await, true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupting_an_endless_loop_keeps_the_session_and_its_variables() {
+    let daemon = Daemon::start();
+    let mut console = Console::open(&daemon).await;
+    assert_eq!(console.value("let x = 41; x").await, 41);
+    let id = console.start("print(\"spinning\"); loop { x += 0 }").await;
+    assert_eq!(
+        console.frame().await,
+        json!({"type": "output", "id": id, "text": "spinning"})
+    );
+    // A second evaluation while one runs is refused, not queued.
+    let busy = console.eval("1").await;
+    assert_eq!(busy["kind"], "busy", "{busy}");
+    let asked = Instant::now();
+    console.send(json!({"type": "interrupt"})).await;
+    let reply = console.reply(id).await;
+    assert_eq!(reply["kind"], "interrupted", "{reply}");
+    println!("interrupt took {:?}", asked.elapsed());
+    assert_eq!(console.value("x + 1").await, 42);
+    // A wait inside the API (top's one-second window) is interruptible too.
+    let id = console.start("top()").await;
+    console.send(json!({"type": "interrupt"})).await;
+    assert_eq!(console.reply(id).await["kind"], "interrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_has_its_own_variables_and_functions() {
+    let daemon = Daemon::start();
+    let mut first = Console::open(&daemon).await;
+    let mut second = Console::open(&daemon).await;
+    assert_ne!(first.hello["session"], second.hello["session"]);
+    first.value("let x = 5;").await;
+    first.value("fn double(n) { n * 2 }").await;
+    assert_eq!(first.value("double(x)").await, 10);
+    assert_eq!(first.value("x = double(x); x").await, 10);
+    assert_eq!(second.eval("x").await["kind"], "script");
+    assert_eq!(second.eval("double(1)").await["kind"], "script");
+    second.value("let x = \"mine\";").await;
+    assert_eq!(first.value("x").await, 10);
+    assert_eq!(second.value("x").await, "mine");
+    // The API constants cannot be replaced; sandbox limits hold.
+    assert_eq!(first.eval("Process = 1").await["kind"], "script");
+    assert_eq!(
+        first.eval("import \"/etc/passwd\" as p;").await["kind"],
+        "script"
+    );
+    assert_eq!(
+        first.eval("let s = \"x\"; loop { s += s }").await["kind"],
+        "script"
+    );
+    assert_eq!(
+        first.eval("fn f(n) { f(n + 1) } f(0)").await["kind"],
+        "script"
+    );
+    assert_eq!(first.value("x").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_and_script_errors_get_error_replies() {
+    let daemon = Daemon::start();
+    let mut console = Console::open(&daemon).await;
+    console.send_raw(b"{nonsense\n").await;
+    assert_eq!(console.frame().await["kind"], "malformed");
+    console.send_raw(b"{\"type\":\"launch_rockets\"}\n").await;
+    assert_eq!(console.frame().await["kind"], "malformed");
+    console.send_raw(b"\xff\xfe\n").await;
+    assert_eq!(console.frame().await["kind"], "malformed");
+    console.send_raw(b"[1,2,3]\n\n").await;
+    assert_eq!(console.frame().await["kind"], "malformed");
+    let mut huge = vec![b'x'; 1024 * 1024 + 100];
+    huge.push(b'\n');
+    console.send_raw(&huge).await;
+    assert_eq!(console.frame().await["kind"], "too_large");
+
+    let syntax = console.eval("let x = ;").await;
+    assert_eq!(
+        (
+            syntax["kind"].clone(),
+            syntax["line"].clone(),
+            syntax["column"].clone()
+        ),
+        (json!("script"), json!(1), json!(9)),
+        "{syntax}"
+    );
+    let runtime = console.eval("let a = 1;\nundefined_thing + a").await;
+    assert_eq!(runtime["line"], 2, "{runtime}");
+    assert!(
+        runtime["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("undefined_thing")),
+        "{runtime}"
+    );
+    assert_eq!(console.value("1 + 1").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_system_processes_are_restarted_by_the_supervisor() {
+    let daemon = Daemon::start();
+    let socket = daemon.home().join("admin.sock");
+    let mut console = Console::open(&daemon).await;
+    assert_eq!(
+        console
+            .value("let old = whereis(\"admin_server\"); kill(old)")
+            .await,
+        true
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let mut fresh = loop {
+        match Console::connect(&socket).await {
+            Ok(console) => break console,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the admin socket did not come back: {error}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    assert_eq!(fresh.value("1 + 2").await, 3);
+    // The session that did it lives on; the server has a new pid.
+    assert_eq!(
+        console.value("whereis(\"admin_server\") != old").await,
+        true
+    );
+
+    assert_eq!(
+        console.value("kill(whereis(\"http_listener\"))").await,
+        true
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = daemon.get("/health");
+        if status == 200 {
+            assert!(body.contains("ok"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/health did not come back");
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        console
+            .value("whereis(\"http_listener\")")
+            .await
+            .is_string()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("child admin_server") && log.contains("child http_listener"),
+        "{log}"
+    );
+}
+
+/// Run as uid 65534 by [`a_peer_of_another_user_is_refused`]: connects to
+/// the socket it is given and prints the first line the daemon sends.
+#[test]
+fn refusal_probe() {
+    let Some(socket) = std::env::var_os("CONSOLE_REFUSAL_PROBE") else {
+        return;
+    };
+    use std::io::{BufRead, BufReader};
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("the probe connects");
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("the probe reads");
+    println!("PROBE {}", line.trim());
+}
+
+#[test]
+fn a_peer_of_another_user_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a probe as another user");
+        return;
+    }
+    let daemon = Daemon::start();
+    let socket = daemon.home().join("admin.sock");
+    // Loosen the file modes so only the credential check stands in the way.
+    std::fs::set_permissions(daemon.home(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod home");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod socket");
+    let output = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "refusal_probe",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CONSOLE_REFUSAL_PROBE", &socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("the probe runs");
+    let said = support::text(&output);
+    let line = said
+        .lines()
+        .find_map(|l| l.split_once("PROBE ").map(|(_, frame)| frame))
+        .unwrap_or_else(|| panic!("no probe line in {said}"));
+    let frame: Value = serde_json::from_str(line).expect("a JSON frame");
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert_eq!(frame["kind"], "refused", "{frame}");
+    assert!(
+        daemon.log().contains("refused uid 65534"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn rpc_prints_once_and_fails_on_errors() {
+    let daemon = Daemon::start();
+    let output = daemon.system(&["rpc", "1 + 2"]);
+    assert!(output.status.success(), "{}", support::text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3");
+
+    let output = daemon.system(&["rpc", "--json", "System.info()"]);
+    assert!(output.status.success(), "{}", support::text(&output));
+    let info: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+
+    let output = daemon.system(&["rpc", "Process.info(Process.list()[0])"]);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("#{"),
+        "{}",
+        support::text(&output)
+    );
+
+    let output = daemon.system(&["rpc", "let x = ;"]);
+    assert!(!output.status.success());
+    assert!(
+        support::text(&output).contains("line 1"),
+        "{}",
+        support::text(&output)
+    );
+
+    let stopped = daemon.system(&["stop"]);
+    assert!(stopped.status.success(), "{}", support::text(&stopped));
+    let output = daemon.system(&["rpc", "1"]);
+    assert!(!output.status.success());
+    assert!(
+        support::text(&output).contains("not running"),
+        "{}",
+        support::text(&output)
+    );
+    let output = daemon.system(&["remote_console"]);
+    assert!(
+        support::text(&output).contains("not running"),
+        "{}",
+        support::text(&output)
+    );
+}
+
+/// `system remote_console` in a real pty.
+fn spawn_shell(daemon: &Daemon) -> rexpect::session::PtySession {
+    let mut command = Command::new(support::binary());
+    command
+        .arg("--home")
+        .arg(daemon.home())
+        .arg("remote_console")
+        .env("TERM", "xterm")
+        .env_remove("SYSTEM_HOME");
+    rexpect::session::spawn_command(command, Some(PATIENCE.as_millis() as u64))
+        .expect("the shell starts in a pty")
+}
+
+/// Types `text` into the pty and flushes it to the shell.
+fn type_in(shell: &mut rexpect::session::PtySession, text: &str) {
+    shell.send(text).expect("write to the pty");
+    shell.flush().expect("flush the pty");
+}
+
+#[test]
+fn the_shell_has_a_prompt_history_completion_and_keys() {
+    let daemon = Daemon::start();
+    let info = daemon.system(&["rpc", "--json", "System.info()"]);
+    let node =
+        serde_json::from_slice::<Value>(&info.stdout).expect("System.info() as JSON")["node"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+    let prompt = format!("{node}> ");
+    let mut shell = spawn_shell(&daemon);
+    shell
+        .exp_string(&prompt)
+        .expect("the prompt names the node");
+
+    type_in(&mut shell, "let x = 20 + 1; x\r");
+    shell.exp_string("21").expect("the result");
+    shell.exp_string(&prompt).expect("the prompt again");
+
+    // Multi-line input while a bracket is open.
+    type_in(&mut shell, "fn add(a, b) {\r");
+    type_in(&mut shell, "a + b }\r");
+    shell
+        .exp_string(&prompt)
+        .expect("the prompt after the definition");
+    type_in(&mut shell, "add(1200, 34)\r");
+    shell.exp_string("1234").expect("the function works");
+    shell.exp_string(&prompt).expect("the prompt");
+
+    // Completion of an API name.
+    type_in(&mut shell, "Runtime.to\t");
+    shell.exp_string("Runtime.top()").expect("completed");
+    type_in(&mut shell, "\r");
+    shell.exp_string("reductions").expect("the top table");
+    shell.exp_string(&prompt).expect("the prompt");
+
+    // Ctrl-C at the prompt clears the line.
+    type_in(&mut shell, "garbage(");
+    shell.exp_string("garbage(").expect("the echo");
+    shell.send_control('c').expect("Ctrl-C");
+    shell.exp_string(&prompt).expect("a fresh prompt");
+    type_in(&mut shell, "1000 + 235\r");
+    shell.exp_string("1235").expect("the line was cleared");
+    shell.exp_string(&prompt).expect("the prompt");
+
+    // Ctrl-C while a script runs interrupts it; the session goes on.
+    type_in(&mut shell, "print(\"spin\" + \"ning\"); loop {}\r");
+    shell.exp_string("spinning").expect("the script runs");
+    shell.send_control('c').expect("Ctrl-C");
+    shell.exp_string("interrupted").expect("interrupted");
+    shell.exp_string(&prompt).expect("the prompt");
+    type_in(&mut shell, "x * 2\r");
+    shell.exp_string("42").expect("the variable survived");
+    shell.exp_string(&prompt).expect("the prompt");
+
+    // Errors print with their position.
+    type_in(&mut shell, "let y = ;\r");
+    shell
+        .exp_string("line 1, position 9")
+        .expect("the error's position");
+    shell.exp_string(&prompt).expect("the prompt");
+    type_in(&mut shell, "6 * 7\r");
+    shell.exp_string("42").expect("the last line");
+    shell.exp_string(&prompt).expect("the prompt");
+
+    // Ctrl-D leaves.
+    shell.send_control('d').expect("Ctrl-D");
+    shell.exp_eof().expect("the shell ends");
+    let history =
+        std::fs::read_to_string(daemon.home().join("console_history")).expect("a history file");
+    assert!(
+        history.contains("let x = 20 + 1; x") && history.contains("6 * 7"),
+        "{history}"
+    );
+
+    // A new shell recalls the history with the Up arrow.
+    let mut again = spawn_shell(&daemon);
+    again.exp_string(&prompt).expect("the prompt");
+    type_in(&mut again, "\x1b[A");
+    again.exp_string("6 * 7").expect("the last line recalled");
+    type_in(&mut again, "\r");
+    again.exp_string("42").expect("evaluated again");
+    again.send_control('d').expect("Ctrl-D");
+    again.exp_eof().expect("the shell ends");
+}
+
+#[test]
+fn a_stale_socket_left_by_a_dead_daemon_is_replaced() {
+    let daemon = Daemon::start();
+    let socket = daemon.home().join("admin.sock");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill -9 the daemon");
+    let deadline = Instant::now() + PATIENCE;
+    while daemon.is_alive() {
+        assert!(Instant::now() < deadline, "the daemon did not die");
+        std::thread::yield_now();
+    }
+    assert!(socket.exists(), "the dead daemon left its socket");
+    let output = daemon.system(&["rpc", "1"]);
+    assert!(
+        support::text(&output).contains("not running"),
+        "{}",
+        support::text(&output)
+    );
+
+    let started = daemon.system(&["start", "--http", "127.0.0.1:0"]);
+    assert!(started.status.success(), "{}", support::text(&started));
+    let output = daemon.system(&["rpc", "40 + 2"]);
+    let said = support::text(&output);
+    let stopped = daemon.system(&["stop"]);
+    assert!(output.status.success(), "{said}");
+    assert_eq!(said.trim(), "42");
+    assert!(stopped.status.success(), "{}", support::text(&stopped));
+}
