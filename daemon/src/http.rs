@@ -46,9 +46,11 @@ fn incoming(
 fn routes(
     node: Arc<Node>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
-    let health = warp::path!("health")
-        .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
+    let health = warp::path!("health").and(warp::get()).map(|| {
+        let log =
+            crate::log::failure().map_or_else(|| "ok".to_owned(), |e| format!("failing: {e}"));
+        warp::reply::json(&serde_json::json!({"status": "ok", "log": log}))
+    });
     let load_api = crate::load::api::routes(node.clone());
     let websocket = warp::path!("ws")
         .and(warp::ws())

@@ -29,11 +29,16 @@ pub fn start(config: Config) -> anyhow::Result<()> {
             state.url
         );
     }
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.home.log_file())
-        .with_context(|| format!("opening {}", config.home.log_file().display()))?;
+    let log_path = config.home.log_file();
+    let (log, log_failure) = match OpenOptions::new().create(true).append(true).open(&log_path) {
+        Ok(log) => (log, None),
+        Err(error) => {
+            let reason = format!("cannot open {}: {error}", log_path.display());
+            eprintln!("warning: {reason}; the daemon will run without a log");
+            let null = File::create("/dev/null").context("opening /dev/null")?;
+            (null, Some(reason))
+        }
+    };
     let (read_end, write_end) = nix::unistd::pipe().context("creating the readiness pipe")?;
     let daemon = Daemonize::new()
         .working_directory(config.home.dir())
@@ -48,7 +53,10 @@ pub fn start(config: Config) -> anyhow::Result<()> {
         Outcome::Parent(Err(error)) => bail!("cannot daemonize: {error}"),
         Outcome::Child(Ok(_)) => {
             drop(read_end);
-            crate::init_logging(false, config.tokio_console);
+            crate::log::init(false, config.tokio_console);
+            if let Some(reason) = log_failure {
+                crate::log::record_failure(reason);
+            }
             let mut pipe = File::from(write_end);
             let result = server::run(config, |ready| {
                 let line = match ready {
@@ -89,7 +97,7 @@ fn wait_until_ready(read_end: OwnedFd) -> anyhow::Result<()> {
 
 /// Runs the server in this process, logging to stdout.
 pub fn foreground(config: Config) -> anyhow::Result<()> {
-    crate::init_logging(true, config.tokio_console);
+    crate::log::init(true, config.tokio_console);
     server::run(config, |ready| match ready {
         Ok(state) => println!("system running (pid {}), serving {}", state.pid, state.url),
         Err(reason) => eprintln!("system could not start: {reason}"),
@@ -104,7 +112,7 @@ pub fn stop(home: &Home) -> anyhow::Result<()> {
     let pid = OsPid::from_raw(state.pid as i32);
     kill(pid, Signal::SIGTERM).with_context(|| format!("signalling pid {}", state.pid))?;
     let deadline = Instant::now() + STOP_TIMEOUT;
-    while home.is_locked() {
+    while home.is_locked() || is_alive(state.pid) {
         if Instant::now() > deadline {
             bail!(
                 "system (pid {}) did not stop within {STOP_TIMEOUT:?}",
@@ -116,6 +124,17 @@ pub fn stop(home: &Home) -> anyhow::Result<()> {
     home.remove_runtime_files();
     println!("system stopped (pid {})", state.pid);
     Ok(())
+}
+
+/// True while the OS process exists and is not a zombie.
+fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 /// Prints whether the daemon runs; an error (exit 1) when it does not.

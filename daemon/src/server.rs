@@ -54,10 +54,10 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         .build()
         .context("building the runtime")?;
     let result = runtime.block_on(serve(config.clone(), ready));
-    config.home.remove_runtime_files();
-    drop(lock);
     runtime.shutdown_timeout(Duration::from_secs(1));
+    config.home.remove_runtime_files();
     tracing::info!("stopped");
+    drop(lock);
     result
 }
 

@@ -54,6 +54,11 @@ impl Daemon {
         let said = text(&output);
         assert!(output.status.success(), "start failed: {said}");
         // "system started (pid 123), serving http://127.0.0.1:4567"
+        Daemon::adopt(home, &said)
+    }
+
+    /// A daemon started by hand in `home`, from what `start` printed.
+    pub fn adopt(home: tempfile::TempDir, said: &str) -> Daemon {
         let pid = said
             .split("(pid ")
             .nth(1)
