@@ -100,6 +100,21 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in any::<String>()) {
+            if let Ok(n) = parse_input(&text) {
+                prop_assert_eq!(text.trim().parse::<i64>().ok(), Some(n));
+            }
+        }
+
+        #[test]
+        fn every_i64_round_trips(n in any::<i64>()) {
+            prop_assert_eq!(parse_input(&n.to_string()), Ok(n));
+        }
+    }
 
     #[test]
     fn parses_whole_integers_only() {
