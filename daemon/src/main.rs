@@ -1,5 +1,5 @@
-//! The `system` command: starts, stops and inspects the daemon, and opens
-//! its remote console. Errors end here, printed once, with a non-zero exit.
+//! The `system` command: starts, stops and inspects the daemon, opens its
+//! remote console and hot-upgrades its code. Errors end here, printed once, with a non-zero exit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +54,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build the math plugin (release) and hot-load it into the running daemon.
+    Upgrade(UpgradeArgs),
+}
+
+#[derive(Args)]
+struct UpgradeArgs {
+    /// The workspace holding math-plugin/ (default: the current directory or above).
+    #[arg(long, conflicts_with_all = ["plugin", "rollback"])]
+    source: Option<PathBuf>,
+    /// Load this prebuilt library instead of building.
+    #[arg(long, conflicts_with = "rollback")]
+    plugin: Option<PathBuf>,
+    /// Return to the version that was current before this one.
+    #[arg(long)]
+    rollback: bool,
 }
 
 #[derive(Args)]
@@ -109,5 +124,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(shell::console::run(&home.admin_socket(), &history)?)
         }
         Command::Rpc { script, json } => Ok(shell::rpc::run(&home.admin_socket(), &script, json)?),
+        Command::Upgrade(args) => system::upgrade::command::run(
+            &home,
+            system::upgrade::command::Options {
+                source: args.source,
+                plugin: args.plugin,
+                rollback: args.rollback,
+            },
+        ),
     }
 }

@@ -122,6 +122,34 @@ impl Client {
         }
     }
 
+    /// Sends a request other than `eval` (e.g. `upgrade`), giving it a fresh
+    /// `id`, and returns the frame that answers it: the first frame with that
+    /// id, or an error frame without one. A `shutdown` error is an error.
+    pub fn request(&mut self, mut frame: Value) -> Result<Value, ShellError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(fields) = frame.as_object_mut() {
+            fields.insert("id".to_owned(), json!(id));
+        }
+        self.send(&frame)?;
+        loop {
+            let Some(frame) = self.poll_frame()? else {
+                continue;
+            };
+            let answers = match frame.get("id") {
+                Some(found) => found.as_u64() == Some(id) && field(&frame, "type") != "output",
+                None => field(&frame, "type") == "error",
+            };
+            if !answers {
+                continue;
+            }
+            if field(&frame, "type") == "error" && field(&frame, "kind") == "shutdown" {
+                return Err(ShellError::Stopping);
+            }
+            return Ok(frame);
+        }
+    }
+
     fn send(&mut self, frame: &Value) -> Result<(), ShellError> {
         let mut bytes = frame.to_string().into_bytes();
         bytes.push(b'\n');

@@ -22,6 +22,8 @@ pub const API_NAMES: &[&str] = &[
     "System.info()",
     "Load.get()",
     "Load.set(",
+    "Code.versions()",
+    "Code.purge()",
     "info(",
     "trace(",
     "kill(",

@@ -1,4 +1,4 @@
-//! The console's Rhai API: the constants `Process`, `Runtime`, `System` and `Load`
+//! The console's Rhai API: the constants `Process`, `Runtime`, `System`, `Load` and `Code`
 //! (custom types with methods, so `Process.list()` reads as in the talk),
 //! the `Pid` type, and the short forms `info`, `trace`, `kill`, `top`,
 //! `pid`, `hd`, `whereis`.
@@ -37,6 +37,12 @@ pub struct SystemModule;
 /// The value of the `Load` constant.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadModule;
+/// The value of the `Code` constant.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeModule;
+
+/// `Code.purge()`: how long it waits for the old libraries to unload.
+pub const PURGE_PATIENCE: Duration = Duration::from_secs(5);
 
 type Fallible<T> = Result<T, Box<EvalAltResult>>;
 
@@ -69,6 +75,7 @@ impl Api {
         scope.push_constant("Runtime", RuntimeModule);
         scope.push_constant("System", SystemModule);
         scope.push_constant("Load", LoadModule);
+        scope.push_constant("Code", CodeModule);
     }
 
     /// Registers the types and functions on `engine`.
@@ -91,11 +98,14 @@ impl Api {
             .register_type_with_name::<SystemModule>("System")
             .register_fn("to_string", |_: &mut SystemModule| "System".to_owned())
             .register_type_with_name::<LoadModule>("Load")
-            .register_fn("to_string", |_: &mut LoadModule| "Load".to_owned());
+            .register_fn("to_string", |_: &mut LoadModule| "Load".to_owned())
+            .register_type_with_name::<CodeModule>("Code")
+            .register_fn("to_string", |_: &mut CodeModule| "Code".to_owned());
 
         self.register_process(engine);
         self.register_runtime(engine);
         self.register_load(engine);
+        self.register_code(engine);
         let api = self.clone();
         engine.register_fn("info", move |_: SystemModule| api.system_info());
     }
@@ -174,6 +184,47 @@ impl Api {
         engine.register_fn("set", move |_: LoadModule, jobs: i64, failure_rate: i64| {
             api.set_load(jobs, Some(failure_rate as f64))
         });
+    }
+
+    fn register_code(&self, engine: &mut Engine) {
+        let api = self.clone();
+        engine.register_fn("versions", move |_: CodeModule| api.code_versions());
+        let api = self.clone();
+        engine.register_fn("purge", move |_: CodeModule| api.code_purge());
+    }
+
+    /// `Code.versions()`: every loaded version, oldest first, as
+    /// `#{id, version, current, computations, sha256, path}`.
+    fn code_versions(&self) -> Array {
+        self.node
+            .code
+            .versions()
+            .into_iter()
+            .map(|version| {
+                let mut map = Map::new();
+                map.insert("id".into(), Dynamic::from_int(i64::from(version.id)));
+                map.insert("version".into(), version.version.into());
+                map.insert("current".into(), Dynamic::from_bool(version.current));
+                map.insert(
+                    "computations".into(),
+                    Dynamic::from_int(to_int(version.computations as u64)),
+                );
+                map.insert("sha256".into(), version.sha256.into());
+                map.insert("path".into(), version.path.display().to_string().into());
+                Dynamic::from(map)
+            })
+            .collect()
+    }
+
+    /// `Code.purge()`: kills the processes running old versions and waits
+    /// (this is the session's thread) until their libraries are unloaded;
+    /// `#{killed, unloaded}`.
+    fn code_purge(&self) -> Map {
+        let (killed, old_left) = crate::upgrade::purge_and_wait(&self.node, PURGE_PATIENCE);
+        let mut map = Map::new();
+        map.insert("killed".into(), Dynamic::from_int(to_int(killed as u64)));
+        map.insert("unloaded".into(), Dynamic::from_bool(!old_left));
+        map
     }
 
     /// `Load.set(n)` / `Load.set(n, failure_rate)`: the new load, as `Load.get()` shows it.

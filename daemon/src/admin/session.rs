@@ -3,7 +3,9 @@
 //! Rhai engine and scope, so variables and functions persist between lines
 //! and no script ever runs on a scheduler thread.
 //!
-//! The process only moves frames; the thread only evaluates. A script is
+//! The process only moves frames; the thread evaluates scripts and performs
+//! `upgrade` requests (loading a plugin version is blocking work, kept off
+//! the schedulers too). A script is
 //! stopped by the interrupt flag (checked on every Rhai operation), never
 //! by killing the thread. When the process ends, the thread is interrupted
 //! and ends after its current script.
@@ -11,6 +13,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
 
 use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
 use serde::Deserialize;
@@ -24,6 +27,7 @@ use super::frame::{FrameError, FrameReader, write_frame};
 use super::render;
 use crate::node::Node;
 use crate::process::{Pid, ProcessContext, Spec};
+use crate::upgrade::{self, Target};
 
 /// Stack of a session's evaluation thread (Rhai recursion is bounded below).
 const THREAD_STACK: usize = 16 * 1024 * 1024;
@@ -50,6 +54,15 @@ enum Request {
         script: String,
     },
     Interrupt,
+    /// Hot upgrade: exactly one of `plugin` (a library path) or `rollback: true`.
+    Upgrade {
+        #[serde(default)]
+        id: u64,
+        #[serde(default)]
+        plugin: Option<std::path::PathBuf>,
+        #[serde(default)]
+        rollback: bool,
+    },
 }
 
 /// A frame from the evaluation thread; `done` ends the current evaluation.
@@ -143,21 +156,40 @@ fn handle(worker: &Worker, running: &mut Option<u64>, bytes: &[u8]) -> Option<Va
             }
             None
         }
-        Ok(Request::Eval { id, script }) => {
-            if let Some(busy) = running {
-                return Some(json!({"type": "error", "id": id, "kind": "busy",
-                    "message": format!("evaluation {busy} is still running; interrupt it first")}));
-            }
-            worker.interrupt.store(false, Relaxed);
-            match worker.jobs.send(Job { id, script }) {
-                Ok(()) => {
-                    *running = Some(id);
-                    None
+        Ok(Request::Eval { id, script }) => submit(worker, running, id, Work::Eval(script)),
+        Ok(Request::Upgrade {
+            id,
+            plugin,
+            rollback,
+        }) => {
+            let received = Instant::now();
+            let target = match (plugin, rollback) {
+                (Some(path), false) => Target::Plugin(path),
+                (None, true) => Target::Rollback,
+                _ => {
+                    return Some(json!({"type": "error", "id": id, "kind": "malformed",
+                        "message": "an upgrade needs exactly one of `plugin` (a path) or `rollback: true`"}));
                 }
-                Err(_) => Some(json!({"type": "error", "id": id, "kind": "internal",
-                    "message": "the session's evaluation thread has ended"})),
-            }
+            };
+            submit(worker, running, id, Work::Upgrade { target, received })
         }
+    }
+}
+
+/// Hands a job to the session's thread unless one is running.
+fn submit(worker: &Worker, running: &mut Option<u64>, id: u64, work: Work) -> Option<Value> {
+    if let Some(busy) = running {
+        return Some(json!({"type": "error", "id": id, "kind": "busy",
+            "message": format!("evaluation {busy} is still running; interrupt it first")}));
+    }
+    worker.interrupt.store(false, Relaxed);
+    match worker.jobs.send(Job { id, work }) {
+        Ok(()) => {
+            *running = Some(id);
+            None
+        }
+        Err(_) => Some(json!({"type": "error", "id": id, "kind": "internal",
+            "message": "the session's evaluation thread has ended"})),
     }
 }
 
@@ -167,7 +199,17 @@ fn protocol_error(kind: &str, message: String) -> Value {
 
 struct Job {
     id: u64,
-    script: String,
+    work: Work,
+}
+
+/// What the session's thread does for one request.
+enum Work {
+    Eval(String),
+    /// `received`: when the session process read the request (the switch time counts from there).
+    Upgrade {
+        target: Target,
+        received: Instant,
+    },
 }
 
 /// The handle the process keeps on its evaluation thread.
@@ -210,6 +252,7 @@ impl Worker {
 
 /// The session's Rhai state: engine, scope and the functions defined so far.
 struct Evaluator {
+    node: Arc<Node>,
     engine: Engine,
     scope: Scope<'static>,
     functions: AST,
@@ -225,7 +268,7 @@ impl Evaluator {
     ) -> Evaluator {
         let current = Arc::new(AtomicU64::new(0));
         let engine = engine(
-            Api::new(node, handle, interrupt.clone()),
+            Api::new(node.clone(), handle, interrupt.clone()),
             interrupt,
             replies,
             current.clone(),
@@ -233,6 +276,7 @@ impl Evaluator {
         let mut scope = Scope::new();
         Api::push_constants(&mut scope);
         Evaluator {
+            node,
             engine,
             scope,
             functions: AST::empty(),
@@ -240,20 +284,62 @@ impl Evaluator {
         }
     }
 
-    /// Evaluates one script; returns its `result` or `error` frame.
+    /// Does one job; returns its final frame.
     fn run(&mut self, job: &Job) -> Value {
-        self.current.store(job.id, Relaxed);
+        match &job.work {
+            Work::Eval(script) => self.eval(job.id, script),
+            Work::Upgrade { target, received } => self.upgrade(job.id, target, *received),
+        }
+    }
+
+    /// Switches the plugin version; returns the `upgraded` or `error` frame.
+    fn upgrade(&self, id: u64, target: &Target, received: Instant) -> Value {
+        let node = &self.node;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            upgrade::switch(node, target, received)
+        }));
+        match outcome {
+            Ok(Ok(report)) => json!({
+                "type": "upgraded",
+                "id": id,
+                "from": report.from,
+                "to": report.to,
+                "version_id": report.id,
+                "sha256": report.sha256,
+                "took_us": report.took_us,
+            }),
+            Ok(Err(error)) => {
+                let serving = node.code.current().map_or_else(
+                    || "no version".to_owned(),
+                    |v| format!("v{} ({})", v.id(), v.version()),
+                );
+                json!({
+                    "type": "error",
+                    "id": id,
+                    "kind": "upgrade",
+                    "reason": upgrade::failure_kind(&error),
+                    "message": format!("upgrade failed: {error}; the daemon still serves {serving}"),
+                })
+            }
+            Err(_) => json!({"type": "error", "id": id, "kind": "internal",
+                "message": "the upgrade panicked; the daemon still serves its current version"}),
+        }
+    }
+
+    /// Evaluates one script; returns its `result` or `error` frame.
+    fn eval(&mut self, id: u64, script: &str) -> Value {
+        self.current.store(id, Relaxed);
         let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.evaluate(&job.script)));
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.evaluate(script)));
         match outcome {
             Ok(Ok(value)) => json!({
                 "type": "result",
-                "id": job.id,
+                "id": id,
                 "text": render::text(&value),
                 "value": render::json(&value),
             }),
-            Ok(Err(error)) => script_error(job.id, &error),
-            Err(_) => json!({"type": "error", "id": job.id, "kind": "internal",
+            Ok(Err(error)) => script_error(id, &error),
+            Err(_) => json!({"type": "error", "id": id, "kind": "internal",
                 "message": "the evaluation panicked; the session is still usable"}),
         }
     }

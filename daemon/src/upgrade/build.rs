@@ -1,84 +1,14 @@
-//! Hot upgrade of the math plugin: the command side builds the plugin from a
-//! source tree; the daemon side loads a new version (or rolls back), reports
-//! what changed and how long the switch took, and purges old versions.
+//! Building the math plugin for an upgrade: finds the source workspace and
+//! runs `cargo build --release` on `math-plugin` in it, returning the built
+//! library, or the compiler's message if the build fails.
 //!
-//! Loading itself (copies, ABI checks, self-test) is the code server's job;
-//! running computations are never touched except by an explicit purge.
+//! It only builds; it must not load anything or talk to the daemon.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
-
-use crate::code::{CodeError, PluginVersion};
-use crate::node::Node;
-
-/// What an upgrade or rollback did.
-#[derive(Clone, Debug, Serialize)]
-pub struct UpgradeReport {
-    pub from: Option<String>,
-    pub to: String,
-    pub id: u32,
-    pub sha256: String,
-    /// From receiving the request to the new version serving.
-    pub took_us: u64,
-}
-
-/// Loads the library at `path` as the new current version.
-pub fn upgrade(node: &Node, path: &Path) -> Result<UpgradeReport, CodeError> {
-    switch(node, |node| node.code.load(path))
-}
-
-/// Returns to the version that was current before this one.
-pub fn rollback(node: &Node) -> Result<UpgradeReport, CodeError> {
-    switch(node, |node| node.code.rollback())
-}
-
-fn switch(
-    node: &Node,
-    load: impl FnOnce(&Node) -> Result<Arc<PluginVersion>, CodeError>,
-) -> Result<UpgradeReport, CodeError> {
-    let started = Instant::now();
-    let from = node
-        .code
-        .current()
-        .map(|v| format!("v{} ({})", v.id(), v.version()));
-    let to = load(node)?;
-    let took_us = started.elapsed().as_micros() as u64;
-    tracing::info!(
-        "upgrade finished in {took_us} µs: {} -> v{} ({})",
-        from.as_deref().unwrap_or("none"),
-        to.id(),
-        to.version()
-    );
-    Ok(UpgradeReport {
-        from,
-        to: format!("v{} ({})", to.id(), to.version()),
-        id: to.id(),
-        sha256: to.sha256().to_owned(),
-        took_us,
-    })
-}
-
-/// Kills every process still running a version other than the current one
-/// (Erlang's code purge); their libraries unload as they end. Returns how
-/// many were killed.
-pub fn purge(node: &Node) -> usize {
-    let current = node.code.current().map(|v| v.id());
-    let killed = node
-        .registry
-        .plugin_users()
-        .into_iter()
-        .filter(|(_, id)| Some(*id) != current)
-        .filter(|(pid, _)| node.registry.kill(*pid))
-        .count();
-    tracing::info!("code purge: killed {killed} process(es) running old code");
-    killed
-}
 
 /// The workspace to build the plugin from: the nearest directory, from the
 /// current one upwards, with a `math-plugin/Cargo.toml`.
