@@ -33,7 +33,13 @@ fn incoming(
     futures::stream::unfold(listener, |listener| async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => return Some((Ok(stream), listener)),
+                Ok((stream, _)) => {
+                    // Without it, a reply sent right after another (a sum's
+                    // `calculating` then `done`) waits for the client's
+                    // delayed ACK: ~40 ms (Nagle's algorithm).
+                    let _ = stream.set_nodelay(true);
+                    return Some((Ok(stream), listener));
+                }
                 Err(error) => {
                     tracing::warn!("accept failed: {error}");
                     tokio::time::sleep(Duration::from_millis(10)).await;

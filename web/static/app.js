@@ -12,6 +12,8 @@
 //   App.subscribe(topic)  subscribe now (if connected) and after every reconnect
 //   App.send(msg)         send a JSON message; returns false when not connected
 //   App.state, App.hello  current state, last `hello` message (or null)
+//
+// Must not: open more than one WebSocket per tab, or know any page's messages.
 'use strict';
 (function () {
   const MIN_DELAY_MS = 250;

@@ -1,5 +1,6 @@
 // A small hand-written canvas line chart plus the fixed-size data structures
 // behind it (a ring of samples and a moving average). Exposed as `Chart`.
+// Must not: grow with time (the rings are fixed-size) or touch the network.
 'use strict';
 (function () {
   // Fixed-capacity ring of (t, v) pairs; the oldest pair is overwritten.
@@ -66,7 +67,7 @@
     return 10 * p;
   }
 
-  const PAD = { left: 64, right: 14, top: 12, bottom: 30 };
+  const PAD = { left: 64, right: 20, top: 16, bottom: 30 };
 
   // Draws the samples of `ring` from the last `windowMs` (ending at the newest
   // sample). opts: { max: fixed y max or undefined for auto, minMax: smallest
@@ -99,7 +100,7 @@
 
     const style = getComputedStyle(canvas);
     const fg = style.color || '#333';
-    const font = `${Math.round(14)}px ${style.fontFamily || 'sans-serif'}`;
+    const font = `16px ${style.fontFamily || 'sans-serif'}`;
     ctx.font = font;
     ctx.lineWidth = 1;
 
@@ -115,11 +116,11 @@
       ctx.fillText(opts.format ? opts.format(v) : short(v), x0 - 8, y);
     }
     // x labels: seconds ago
-    ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
     for (let s = 60; s >= 0; s -= 15) {
       const x = X(tEnd - s * 1000);
-      ctx.fillText(s === 0 ? 'now' : `-${s}s`, x, y1 + 8);
+      ctx.textAlign = s === 0 ? 'right' : 'center'; // keep `now` inside the canvas
+      ctx.fillText(s === 0 ? 'now' : `-${s}s`, s === 0 ? x1 : x, y1 + 8);
     }
 
     // line + area

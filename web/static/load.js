@@ -1,6 +1,7 @@
 // The load page: sets the synthetic load and charts the last 60 s of metrics.
 // Keeps at most 600 smoothed points per chart in fixed-size rings and redraws
 // at most once per animation frame.
+// Must not: let memory grow with time, or redraw more than once per frame.
 'use strict';
 (function () {
   const POINTS = 600;   // 60 s at one sample per 100 ms

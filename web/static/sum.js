@@ -1,5 +1,6 @@
 // The sum page: every submission of #sum-form sends {"type":"sum","id","input"}
 // and puts a line at the top of #results, updated by the server's `sum` messages.
+// Must not: compute or validate the sum itself (the daemon decides `invalid`).
 'use strict';
 (function () {
   const MAX_LINES = 500; // keep the page's memory flat however long it is used

@@ -1,5 +1,9 @@
-// The top page: the ten busiest processes of the last second, with `info`
-// (stack trace + one-second call trace, shown in #info-panel) and `kill`.
+// The top page: the ten busiest processes of the last second (a `top`
+// message every second), with `info` (stack trace + one-second call trace,
+// shown in #info-panel beside the table) and `kill`.
+//
+// Must not: poll or compute anything itself (the daemon measures; this only
+// renders), or keep per-row state across refreshes other than the selection.
 'use strict';
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -7,6 +11,7 @@
   const tbody = table.tBodies[0];
   const panel = $('info-panel');
   const killStatus = $('kill-status');
+  const layout = $('top-layout');
   let selected = null;   // pid shown in the info panel
   let killTimer = null;
 
@@ -45,13 +50,44 @@
     $('top-empty').hidden = rows.length > 0;
   }
 
-  function showPanel(title, ...sections) {
-    panel.replaceChildren(el('h2', null, title), ...sections);
-    panel.hidden = false;
+  // The panel's header: pid and name, its own `kill`, and a close button.
+  function panelHeader(pid, name) {
+    const close = el('button', { type: 'button', className: 'close secondary', title: 'close (Esc)' }, '×');
+    close.setAttribute('aria-label', 'close');
+    close.addEventListener('click', hidePanel);
+    return el('header', { className: 'panel-head' },
+      el('h2', null, pid, name ? el('span', { className: 'name' }, ' ', name) : ''),
+      button('kill', pid), close);
   }
 
-  function listSection(heading, lines, emptyText) {
-    const pre = el('pre', { className: heading.toLowerCase().replace(/\W+/g, '-') });
+  function showPanel(pid, name, ...sections) {
+    panel.replaceChildren(panelHeader(pid, name), ...sections);
+    panel.hidden = false;
+    layout.classList.add('with-panel');
+    // Side by side on wide screens; below the table on narrow ones.
+    if (panel.getBoundingClientRect().top > window.innerHeight * 0.6) {
+      panel.scrollIntoView({ block: 'start', behavior: 'smooth' });
+    }
+  }
+
+  function hidePanel() {
+    panel.hidden = true;
+    panel.replaceChildren();
+    delete panel.dataset.pid;
+    layout.classList.remove('with-panel');
+    selected = null;
+    for (const tr of tbody.rows) tr.classList.remove('selected');
+  }
+
+  function nameOf(pid) {
+    for (const tr of tbody.rows) {
+      if (tr.dataset.pid === pid) return tr.querySelector('.name').textContent;
+    }
+    return '';
+  }
+
+  function listSection(heading, cls, lines, emptyText) {
+    const pre = el('pre', { className: cls });
     pre.textContent = lines.length ? lines.join('\n') : emptyText;
     return el('section', null, el('h3', null, heading), pre);
   }
@@ -61,7 +97,7 @@
     for (const [k, v] of Object.entries(info)) {
       dl.append(el('dt', null, k), el('dd', null, typeof v === 'string' ? v : JSON.stringify(v)));
     }
-    return el('section', null, el('h3', null, 'info'), dl);
+    return el('details', { className: 'info' }, el('summary', null, 'process info'), dl);
   }
 
   function flashKill(text, isError) {
@@ -72,7 +108,7 @@
     killTimer = setTimeout(() => { killStatus.hidden = true; }, 3000);
   }
 
-  table.addEventListener('click', (ev) => {
+  function onAction(ev) {
     const btn = ev.target.closest('button[data-pid]');
     if (!btn) return;
     const pid = btn.dataset.pid;
@@ -81,30 +117,41 @@
       selected = pid;
       for (const tr of tbody.rows) tr.classList.toggle('selected', tr.dataset.pid === pid);
       panel.dataset.pid = pid;
-      showPanel(`${pid}`, el('p', { className: 'pending' }, 'tracing for one second…'));
+      showPanel(pid, nameOf(pid), el('p', { className: 'pending' }, 'tracing for one second…'));
     } else if (btn.classList.contains('kill')) {
       if (!App.send({ type: 'kill', pid })) return flashKill('not connected', true);
       flashKill(`killing ${pid}…`);
     }
+  }
+  table.addEventListener('click', onAction);
+  panel.addEventListener('click', onAction);
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && !panel.hidden) hidePanel();
   });
 
   App.on('top', (msg) => renderRows(Array.isArray(msg.rows) ? msg.rows : []));
 
   App.on('info', (msg) => {
     const pid = String(msg.pid);
+    if (pid !== selected) return; // the panel was closed or shows another process
     panel.dataset.pid = pid;
     const stack = Array.isArray(msg.stacktrace) ? msg.stacktrace.map(String) : [];
     const trace = Array.isArray(msg.trace) ? msg.trace.map(String) : [];
     const sections = [];
     if (msg.info == null) sections.push(el('p', { className: 'dead' }, 'not alive'));
-    else if (typeof msg.info === 'object') sections.push(infoSection(msg.info));
-    sections.push(listSection('stacktrace', stack, '(empty)'));
-    sections.push(listSection('trace', trace, '(no calls traced)'));
-    showPanel(pid, ...sections);
+    sections.push(listSection('current stack trace', 'stacktrace', stack, '(empty)'));
+    sections.push(listSection('calls traced for one second', 'trace', trace, '(no calls traced)'));
+    if (msg.info != null && typeof msg.info === 'object') sections.push(infoSection(msg.info));
+    const name = msg.info && typeof msg.info.name === 'string' ? msg.info.name : nameOf(pid);
+    showPanel(pid, name, ...sections);
   });
 
   App.on('kill', (msg) => {
     flashKill(msg.killed ? `killed ${msg.pid}` : `${msg.pid} was not alive`, !msg.killed);
+    if (String(msg.pid) === selected && !panel.hidden) {
+      const head = panel.querySelector('.panel-head');
+      if (head && !panel.querySelector('.dead')) head.after(el('p', { className: 'dead' }, 'killed'));
+    }
   });
 
   App.on('error', (msg) => flashKill(String(msg.message || 'error'), true));

@@ -1,0 +1,423 @@
+//! The scenario's phases, in order: baseline, naive sum, rogues, kill,
+//! upgrade, scale, console, overhead, bare-scale. Each drives the daemon
+//! over its public interfaces and emits one JSON line.
+//!
+//! A phase measures; it never judges (targets are `report`'s job).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::admin::Admin;
+use crate::bare::Bare;
+use crate::daemon::{self, text};
+use crate::os;
+use crate::run::{Run, merged};
+use crate::stats::{self, Reading, round};
+use crate::ws::is_final_sum;
+
+/// The load of the talk's demo.
+pub const DEMO_LOAD: u64 = 10_000;
+
+pub async fn baseline(run: &mut Run) -> anyhow::Result<()> {
+    run.ensure_load(DEMO_LOAD).await?;
+    run.mark("baseline");
+    let window = run.measure(run.options.window()).await;
+    let result = merged(json!({"phase": "baseline"}), run.load_fields(&window));
+    run.emit(result);
+    Ok(())
+}
+
+pub async fn naive(run: &mut Run) -> anyhow::Result<()> {
+    run.ensure_load(DEMO_LOAD).await?;
+    run.mark("naive sum");
+    run.probe.resume();
+    let from_ms = run.feed.now_ms();
+    let id = run.next_id();
+    let sent = Instant::now();
+    run.control
+        .send(&json!({"type": "sum", "id": id, "input": "999999999"}))
+        .await?;
+    let answer = run
+        .control
+        .wait_for(Duration::from_secs(300), |m| is_final_sum(m, id))
+        .await?;
+    let took = answer.at.duration_since(sent);
+    let window = run.finish(from_ms).await;
+    let result = merged(
+        json!({
+            "phase": "naive",
+            "sum_seconds": round(took.as_secs_f64(), 3),
+            "sum_status": answer.message["status"],
+            "sum_correct": answer.message["result"] == "499999999500000000",
+        }),
+        run.load_fields(&window),
+    );
+    run.emit(result);
+    Ok(())
+}
+
+pub async fn rogues(run: &mut Run) -> anyhow::Result<()> {
+    run.ensure_load(DEMO_LOAD).await?;
+    for count in [1, 4] {
+        while run.rogues.len() < count {
+            run.start_rogue().await?;
+        }
+        run.mark(&format!("{count} endless"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let window = run.measure(run.options.window()).await;
+        let result = merged(
+            json!({"phase": format!("rogues-{count}"), "rogues": count}),
+            run.load_fields(&window),
+        );
+        run.emit(result);
+    }
+    Ok(())
+}
+
+/// Kills each rogue from socket B; the time until socket A (which started
+/// it) gets its `error` line is the kill → DOWN time as a client sees it.
+pub async fn kill(run: &mut Run) -> anyhow::Result<()> {
+    run.ensure_load(DEMO_LOAD).await?;
+    while run.rogues.len() < 4 {
+        run.start_rogue().await?;
+    }
+    run.mark("kill");
+    let mut to_down = Vec::new();
+    let mut to_reply = Vec::new();
+    let mut reasons = Vec::new();
+    for (id, pid) in std::mem::take(&mut run.rogues) {
+        let sent = Instant::now();
+        run.other.send(&json!({"type": "kill", "pid": pid})).await?;
+        let down = run
+            .control
+            .wait_for(Duration::from_secs(10), |m| is_final_sum(m, id))
+            .await
+            .with_context(|| format!("waiting for the DOWN of {pid}"))?;
+        let reply = run
+            .other
+            .wait_for(Duration::from_secs(10), |m| m["type"] == "kill")
+            .await?;
+        if reply.message["killed"] != true {
+            bail!("kill {pid} said {}", reply.message);
+        }
+        to_down.push(stats::ms(down.at.duration_since(sent)));
+        to_reply.push(stats::ms(reply.at.duration_since(sent)));
+        reasons.push(down.message["reason"].clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rounded = |values: &[f64]| values.iter().map(|v| round(*v, 3)).collect::<Vec<_>>();
+    run.emit(json!({
+        "phase": "kill",
+        "workers": run.load,
+        "kill_to_down_ms": rounded(&to_down),
+        "kill_to_down_max_ms": round(stats::max(&to_down), 3),
+        "kill_reply_rtt_ms": rounded(&to_reply),
+        "reasons": reasons,
+    }));
+    Ok(())
+}
+
+pub async fn upgrade(run: &mut Run) -> anyhow::Result<()> {
+    if !run.daemon.has_upgrade() {
+        run.emit(json!({"phase": "upgrade", "skipped": "this system binary has no `upgrade` command yet"}));
+        return Ok(());
+    }
+    let binary = daemon::find_binary(run.options.system.clone())?;
+    let plugin = run
+        .options
+        .plugin
+        .clone()
+        .unwrap_or_else(|| daemon::plugin_beside(&binary));
+    let plugin = plugin.display().to_string();
+    let args: Vec<String> = run
+        .options
+        .upgrade_args
+        .split_whitespace()
+        .map(|arg| arg.replace("{plugin}", &plugin))
+        .collect();
+    run.ensure_load(DEMO_LOAD).await?;
+    run.mark("upgrade");
+    let drops_before = run.feed.disconnects() + run.probe.disconnects();
+    run.probe.resume();
+    let from_ms = run.feed.now_ms();
+    let window = run.options.window();
+    tokio::time::sleep(window / 2).await;
+    let began = Instant::now();
+    let daemon_home_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run.daemon.system(&daemon_home_args)?;
+    let took = began.elapsed();
+    tokio::time::sleep(window / 2).await;
+    let measured = run.finish(from_ms).await;
+    // The control socket must still answer.
+    let id = run.next_id();
+    run.control
+        .send(&json!({"type": "sum", "id": id, "input": "5"}))
+        .await?;
+    let control_alive = run
+        .control
+        .wait_for(Duration::from_secs(5), |m| is_final_sum(m, id))
+        .await
+        .is_ok();
+    let disconnects =
+        run.feed.disconnects() + run.probe.disconnects() - drops_before + u64::from(!control_alive);
+    let said = text(&output);
+    let result = merged(
+        json!({
+            "phase": "upgrade",
+            "command_ok": output.status.success(),
+            "command_seconds": round(took.as_secs_f64(), 3),
+            "command_output": said.trim(),
+            "disconnects": disconnects,
+        }),
+        run.load_fields(&measured),
+    );
+    run.emit(result);
+    Ok(())
+}
+
+pub async fn scale(run: &mut Run) -> anyhow::Result<()> {
+    for jobs in run.options.scale_loads.clone() {
+        let ramp = run.ensure_load(jobs).await?;
+        run.mark(&format!("{}k", jobs / 1000));
+        let window = run.measure(run.options.window()).await;
+        let memory_mb = run.feed.latest().map_or(0.0, |s| s.memory_mb);
+        let per_worker = (memory_mb - run.idle_memory_mb) * 1e6 / jobs.max(1) as f64;
+        let result = merged(
+            json!({
+                "phase": format!("scale-{jobs}"),
+                "ramp_seconds": round(ramp.as_secs_f64(), 2),
+                "memory_mb": round(memory_mb, 1),
+                "idle_memory_mb": round(run.idle_memory_mb, 1),
+                "bytes_per_worker": round(per_worker, 0),
+            }),
+            run.load_fields(&window),
+        );
+        run.emit(result);
+    }
+    Ok(())
+}
+
+pub async fn console(run: &mut Run) -> anyhow::Result<()> {
+    let largest = run
+        .options
+        .scale_loads
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(DEMO_LOAD);
+    let mut sizes = vec![DEMO_LOAD, largest];
+    sizes.dedup();
+    if run.load >= largest {
+        sizes.reverse();
+    }
+    for jobs in sizes {
+        run.ensure_load(jobs).await?;
+        run.mark(&format!("console {}k", jobs / 1000));
+        let result = console_at(run, jobs).await?;
+        run.emit(result);
+    }
+    Ok(())
+}
+
+async fn console_at(run: &mut Run, jobs: u64) -> anyhow::Result<Value> {
+    let mut admin = Admin::connect(&run.daemon.admin_socket()).await?;
+    let times = |label: &'static str| (label, Vec::<f64>::new());
+    let (mut floor, mut list, mut list_len, mut info) =
+        (times("1"), times("list"), times("len"), times("info"));
+    let mut errors = Vec::new();
+    let mut list_bytes = 0;
+    let mut processes = 0;
+    for _ in 0..5 {
+        let one = admin.eval("1").await?;
+        floor.1.push(stats::ms(one.took));
+        let listed = admin.eval("Process.list()").await?;
+        list.1.push(stats::ms(listed.took));
+        list_bytes = listed.bytes;
+        match &listed.value {
+            Ok(value) => processes = value.as_array().map_or(0, Vec::len),
+            Err(error) => errors.push(format!("Process.list(): {error}")),
+        }
+        let counted = admin.eval("Process.list().len()").await?;
+        list_len.1.push(stats::ms(counted.took));
+        if let Err(error) = &counted.value {
+            errors.push(format!("Process.list().len(): {error}"));
+        }
+    }
+    let worker = admin.eval("Process.whereis(\"load_worker\")").await?;
+    let pid = match worker.value {
+        Ok(Value::String(pid)) => pid,
+        other => bail!("no load worker found: {other:?}"),
+    };
+    let script = format!("Process.info(pid(\"{pid}\"))");
+    for _ in 0..20 {
+        let answer = admin.eval(&script).await?;
+        info.1.push(stats::ms(answer.took));
+        if let Err(error) = answer.value {
+            errors.push(format!("Process.info: {error}"));
+        }
+    }
+    errors.sort();
+    errors.dedup();
+    let summary = |values: &[f64]| json!({"median": round(stats::median(values), 3), "max": round(stats::max(values), 3)});
+    Ok(json!({
+        "phase": format!("console-{jobs}"),
+        "workers": jobs,
+        "processes_listed": processes,
+        "list_frame_bytes": list_bytes,
+        "eval_floor_ms": summary(&floor.1),
+        "list_ms": summary(&list.1),
+        "list_len_ms": summary(&list_len.1),
+        "info_ms": summary(&info.1),
+        "info_p99_ms": round(stats::percentile(&info.1, 99.0), 3),
+        "errors": errors,
+    }))
+}
+
+/// CPU per job of the daemon and of a bare tokio runtime under the same load.
+pub async fn overhead(run: &mut Run) -> anyhow::Result<()> {
+    for jobs in run.options.overhead_loads.clone() {
+        run.ensure_load(jobs).await?;
+        run.mark(&format!("overhead {}k", jobs / 1000));
+        run.probe.pause();
+        let daemon = daemon_cost(run).await?;
+        run.ensure_load(0).await?;
+        let bare = bare_cost(run, jobs).await?;
+        let ratio = daemon.ns_per_job / bare.ns_per_job.max(1e-9);
+        run.emit(json!({
+            "phase": format!("overhead-{jobs}"),
+            "workers": jobs,
+            "daemon_ns_per_job": round(daemon.ns_per_job, 0),
+            "daemon_stat_ns_per_job": round(daemon.stat_ns_per_job, 0),
+            "daemon_cpu_pct": round(daemon.cpu_pct, 1),
+            "daemon_min_pct": round(100.0 * stats::min(&daemon.rates) / jobs as f64, 2),
+            "bare_ns_per_job": round(bare.ns_per_job, 0),
+            "bare_cpu_pct": round(bare.cpu_pct, 1),
+            "bare_min_pct": round(100.0 * stats::min(&bare.rates) / jobs as f64, 2),
+            "bare_median_pct": round(100.0 * stats::median(&bare.rates) / jobs as f64, 2),
+            "ratio": round(ratio, 3),
+        }));
+    }
+    Ok(())
+}
+
+/// Runs the bare runtime alone (daemon idle) at each scale load.
+pub async fn bare_scale(run: &mut Run) -> anyhow::Result<()> {
+    run.ensure_load(0).await?;
+    run.probe.pause();
+    for jobs in run.options.scale_loads.clone() {
+        eprintln!(
+            "scenario: bare tokio at {jobs} (load average {})",
+            os::loadavg()
+        );
+        trim_heap();
+        let rss_before = own_rss_bytes();
+        let cost = bare_cost(run, jobs).await?;
+        run.emit(json!({
+            "phase": format!("bare-scale-{jobs}"),
+            "workers": jobs,
+            "jobs_per_sec_min": round(stats::min(&cost.rates), 0),
+            "jobs_per_sec_median": round(stats::median(&cost.rates), 0),
+            "min_pct": round(100.0 * stats::min(&cost.rates) / jobs as f64, 2),
+            "median_pct": round(100.0 * stats::median(&cost.rates) / jobs as f64, 2),
+            "ns_per_job": round(cost.ns_per_job, 0),
+            "cpu_pct": round(cost.cpu_pct, 1),
+            "bytes_per_worker": round(cost.rss_bytes.saturating_sub(rss_before) as f64 / jobs as f64, 0),
+        }));
+    }
+    Ok(())
+}
+
+struct Cost {
+    rates: Vec<f64>,
+    ns_per_job: f64,
+    stat_ns_per_job: f64,
+    cpu_pct: f64,
+    rss_bytes: u64,
+}
+
+/// The daemon's CPU (all its threads) per job over one window.
+async fn daemon_cost(run: &mut Run) -> anyhow::Result<Cost> {
+    let pid = run.daemon.pid;
+    let (at0, cpu0, stat0, jobs0) = on_next_sample(run, pid).await?;
+    tokio::time::sleep(run.options.window()).await;
+    let (at1, cpu1, stat1, jobs1) = on_next_sample(run, pid).await?;
+    let jobs = jobs1.saturating_sub(jobs0).max(1) as f64;
+    let wall = (at1 - at0).max(1.0) * 1e6;
+    Ok(Cost {
+        rates: stats::one_second_rates(&run.feed.readings(), at0, at1),
+        ns_per_job: cpu1.saturating_sub(cpu0) as f64 / jobs,
+        stat_ns_per_job: stat1.saturating_sub(stat0) as f64 / jobs,
+        cpu_pct: 100.0 * cpu1.saturating_sub(cpu0) as f64 / wall,
+        rss_bytes: 0,
+    })
+}
+
+/// Waits for a fresh metrics sample, then reads the daemon's CPU at once:
+/// (daemon ms, schedstat ns, utime+stime ns, jobs_total).
+async fn on_next_sample(run: &Run, pid: i32) -> anyhow::Result<(f64, u64, u64, u64)> {
+    let last = run.feed.now_ms();
+    run.feed
+        .wait_until(Duration::from_secs(5), |s| s.t_ms > last)
+        .await;
+    let cpu = os::process_cpu_ns(pid)?;
+    let stat = os::process_stat_ns(pid)?;
+    let sample = run.feed.latest().unwrap_or_default();
+    Ok((sample.t_ms, cpu, stat, sample.jobs_total))
+}
+
+/// The bare runtime's thread CPU per job over one window, after settling.
+async fn bare_cost(run: &Run, jobs: u64) -> anyhow::Result<Cost> {
+    let mut bare = Bare::start(jobs, run.options.cpu)?;
+    bare.spawned().await?;
+    tokio::time::sleep(run.options.settle()).await;
+    let rss_bytes = own_rss_bytes();
+    let began = Instant::now();
+    let cpu0 = bare.cpu_ns()?;
+    let jobs0 = bare.jobs.load(std::sync::atomic::Ordering::Relaxed);
+    let mut readings = vec![Reading {
+        t_ms: 0.0,
+        total: jobs0,
+    }];
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    ticks.tick().await;
+    while began.elapsed() < run.options.window() {
+        ticks.tick().await;
+        readings.push(Reading {
+            t_ms: stats::ms(began.elapsed()),
+            total: bare.jobs.load(std::sync::atomic::Ordering::Relaxed),
+        });
+    }
+    let cpu1 = bare.cpu_ns()?;
+    let wall = began.elapsed().as_nanos() as f64;
+    let total = readings.last().map_or(jobs0, |r| r.total);
+    let done = total.saturating_sub(jobs0).max(1) as f64;
+    let spent = cpu1.saturating_sub(cpu0) as f64;
+    Ok(Cost {
+        rates: stats::one_second_rates(&readings, 0.0, f64::MAX),
+        ns_per_job: spent / done,
+        stat_ns_per_job: spent / done,
+        cpu_pct: 100.0 * spent / wall,
+        rss_bytes,
+    })
+}
+
+/// Gives freed heap back to the OS, so the next RSS reading starts clean.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory the allocator holds as free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+fn own_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}

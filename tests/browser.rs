@@ -1,0 +1,473 @@
+//! The pages in a real browser: Debian's headless Chromium, driven through
+//! chromedriver (WebDriver, with the `fantoccini` client) against the real
+//! daemon. Each test starts its own daemon, chromedriver (on a free port)
+//! and Chromium (with a fresh profile), and saves a screenshot of its page
+//! under `target/screenshots/` (plus `failed-*.png` when a wait times out).
+//!
+//! What they check: the sum page (5 → 15, 13 → error, abc → invalid
+//! input), the load page (10,000 workers → the jobs chart reads about 10k),
+//! the top page (a running `-1` sum shows up, `info` shows its stack trace,
+//! `kill` turns its line on the sum page into `error`), and that every page
+//! shows its WebSocket as connected.
+//!
+//! What they must not do: sleep for a fixed time (every wait polls against a
+//! deadline), talk to the daemon other than through the browser, or leave a
+//! browser or chromedriver running (dropping [`Browser`] ends both). They
+//! run one at a time: two Chromiums at once would starve a 2-core machine.
+
+mod support;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use support::Daemon;
+
+/// How long a test waits for the page to show what it expects.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// How often a wait looks again.
+const POLL: Duration = Duration::from_millis(100);
+/// The viewport: a common projector resolution (720p).
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 720;
+
+/// One browser test at a time (see the module doc).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `target/screenshots/`, next to the binary under test.
+fn screenshot_dir() -> PathBuf {
+    let binary = support::binary();
+    let target = binary
+        .parent()
+        .and_then(|profile| profile.parent())
+        .expect("the binary lives in target/<profile>/");
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).expect("create target/screenshots");
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// chromedriver plus one Chromium session; both end when this is dropped.
+struct Browser {
+    client: Client,
+    driver: Child,
+    driver_port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let driver_port = free_port();
+        let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {chromedriver} (apt-get install chromium-driver): {e}")
+            });
+        let profile = tempfile::tempdir().expect("a fresh profile directory");
+        let mut options = json!({
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                format!("--window-size={WIDTH},{HEIGHT}"),
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        });
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        if std::path::Path::new(&chromium).exists() {
+            options["binary"] = json!(chromium);
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), json!("chrome"));
+        capabilities.insert("goog:chromeOptions".into(), options);
+        let url = format!("http://127.0.0.1:{driver_port}");
+        let deadline = Instant::now() + PATIENCE;
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => break client,
+                Err(error) if Instant::now() < deadline => {
+                    let _ = error;
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(error) => panic!("no Chromium session from chromedriver: {error}"),
+            }
+        };
+        let session = client
+            .session_id()
+            .await
+            .ok()
+            .flatten()
+            .expect("a session id");
+        let browser = Browser {
+            client,
+            driver,
+            driver_port,
+            session,
+            _profile: profile,
+        };
+        browser.fit_viewport().await;
+        browser
+    }
+
+    /// Makes the page's viewport (not the window, which is taller by the
+    /// size of a toolbar headless Chromium pretends to have) WIDTH × HEIGHT.
+    async fn fit_viewport(&self) {
+        let (width, height) = self.client.get_window_size().await.expect("window size");
+        let inner = self
+            .js("return [window.innerWidth, window.innerHeight]")
+            .await;
+        let extra = |i: usize, outer: u64| outer.saturating_sub(inner[i].as_u64().unwrap_or(outer));
+        self.client
+            .set_window_size(
+                WIDTH + extra(0, width) as u32,
+                HEIGHT + extra(1, height) as u32,
+            )
+            .await
+            .expect("resize the window");
+        let inner = self
+            .js("return [window.innerWidth, window.innerHeight]")
+            .await;
+        assert_eq!(inner, json!([WIDTH, HEIGHT]), "the viewport");
+    }
+
+    async fn open(&self, url: &str) {
+        self.client.goto(url).await.expect("navigate");
+        self.connected().await;
+    }
+
+    /// Waits until the page shows its WebSocket as connected.
+    async fn connected(&self) {
+        self.until("#ws-state reads connected", || async {
+            let state = self.attr("#ws-state", "data-state").await?;
+            let text = self.text("#ws-state").await?;
+            (state == "connected" && text == "connected").then_some(())
+        })
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> Option<String> {
+        let element = self.client.find(Locator::Css(css)).await.ok()?;
+        element.text().await.ok()
+    }
+
+    async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        let element = self.client.find(Locator::Css(css)).await.ok()?;
+        element.attr(name).await.ok().flatten()
+    }
+
+    /// Clicks the element, retrying while the page re-renders it.
+    async fn click(&self, css: &str) {
+        self.until(&format!("a click on {css}"), || async {
+            let element = self.client.find(Locator::Css(css)).await.ok()?;
+            element.click().await.ok()
+        })
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        element.clear().await.expect("clear");
+        element.send_keys(text).await.expect("type");
+    }
+
+    /// Runs a script in the page; returns its value.
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}"))
+    }
+
+    /// Polls `check` until it returns `Some`, within [`PATIENCE`]; on time-out
+    /// saves a screenshot `failed-….png` and fails the test.
+    async fn until<T, F, Fut>(&self, what: &str, check: F) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        self.until_within(PATIENCE, what, check).await
+    }
+
+    async fn until_within<T, F, Fut>(&self, patience: Duration, what: &str, check: F) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                let name: String = what
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect();
+                self.screenshot(&format!("failed-{name}")).await;
+                panic!("timed out after {patience:?} waiting for {what}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Saves the viewport as `target/screenshots/NAME.png`.
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        let path = screenshot_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write the screenshot");
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+}
+
+impl Drop for Browser {
+    /// Ends the session (so chromedriver quits Chromium), then chromedriver.
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let address = format!("127.0.0.1:{}", self.driver_port);
+        if let Ok(mut stream) = std::net::TcpStream::connect(&address) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                stream,
+                "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Submits `input` on the sum page; waits until its line reads `expected`.
+async fn sum(browser: &Browser, input: &str, expected: &str) {
+    browser.type_into("#number", input).await;
+    browser.click("#sum-submit").await;
+    let line = format!("#results li[data-input=\"{input}\"]");
+    let want = format!("∑(1..{input}) = {expected}");
+    browser
+        .until(&format!("{input} to give {expected}"), || async {
+            let text = browser.text(&line).await?;
+            (text.trim() == want).then_some(())
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn sum_page_shows_results_errors_and_invalid_input() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start();
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/", daemon.url)).await;
+
+    sum(&browser, "5", "15").await;
+    sum(&browser, "13", "error").await;
+    sum(&browser, "abc", "invalid input").await;
+    sum(&browser, "100000", "5000050000").await;
+
+    // Newest first, each with its own status.
+    let statuses = browser
+        .js("return [...document.querySelectorAll('#results li')].map(li => li.dataset.status)")
+        .await;
+    assert_eq!(statuses, json!(["done", "invalid", "error", "done"]));
+    browser.screenshot("sum").await;
+}
+
+#[tokio::test]
+async fn load_page_charts_ten_thousand_jobs_per_second() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start();
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/load", daemon.url)).await;
+
+    // The first metrics have arrived (the inputs are seeded from them).
+    browser
+        .until("the first metrics", || async {
+            let workers = browser.text("#workers").await?;
+            (workers != "–").then_some(())
+        })
+        .await;
+    let schedulers = browser.text("#schedulers").await;
+    assert_eq!(schedulers.as_deref(), Some("1"));
+
+    browser.type_into("#jobs", "10000").await;
+    browser.click("#apply").await;
+    browser
+        .until("the load to be accepted", || async {
+            let status = browser.text("#load-status").await?;
+            status.contains("10,000 jobs").then_some(())
+        })
+        .await;
+    browser
+        .until("10,000 workers", || async {
+            (browser.text("#workers").await? == "10,000").then_some(())
+        })
+        .await;
+    // Each worker runs one job a second; the chart smooths over 10 samples.
+    let latest = browser
+        .until_within(
+            Duration::from_secs(60),
+            "the jobs chart to read about 10k",
+            || async {
+                let value: f64 = browser
+                    .attr("#jobs-latest", "data-value")
+                    .await?
+                    .parse()
+                    .ok()?;
+                (9_000.0..=11_000.0).contains(&value).then_some(value)
+            },
+        )
+        .await;
+    let label = browser.text("#jobs-latest").await.unwrap_or_default();
+    assert!(label.ends_with('k'), "{label} (value {latest})");
+    assert!(
+        label.starts_with("9.") || label.starts_with("10."),
+        "{label}"
+    );
+    let memory: f64 = browser
+        .text("#memory")
+        .await
+        .and_then(|m| m.parse().ok())
+        .expect("memory in MB");
+    assert!(memory > 1.0, "{memory}");
+    browser.screenshot("load").await;
+}
+
+#[tokio::test]
+async fn top_page_shows_info_and_kills_an_endless_sum() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start();
+    let browser = Browser::start().await;
+
+    // The sum page, in the first window: an endless sum.
+    browser.open(&format!("{}/", daemon.url)).await;
+    let sum_window = browser.client.window().await.expect("window handle");
+    browser.type_into("#number", "-1").await;
+    browser.click("#sum-submit").await;
+    let line = "#results li[data-input=\"-1\"]";
+    browser
+        .until("the -1 sum to be calculating", || async {
+            (browser.attr(line, "data-status").await? == "calculating").then_some(())
+        })
+        .await;
+
+    // The top page, in a second window.
+    let top_window = browser.client.new_window(false).await.expect("new window");
+    browser
+        .client
+        .switch_to_window(top_window.handle)
+        .await
+        .expect("switch to the top window");
+    browser.fit_viewport().await;
+    browser.open(&format!("{}/top", daemon.url)).await;
+    let rows_js = "[...document.querySelectorAll('#top tbody tr')].map(tr => ({
+        pid: tr.dataset.pid,
+        name: tr.querySelector('.name').textContent,
+        cpu: tr.querySelector('.cpu').textContent }))";
+    let pid = browser
+        .until("the sum to show in the top table", || async {
+            let rows = browser.js(&format!("return {rows_js}")).await;
+            let rows = rows.as_array()?;
+            assert!(rows.len() <= 10, "at most ten rows: {rows:?}");
+            let row = rows.iter().find(|row| row["name"] == "sum")?;
+            Some(row["pid"].as_str()?.to_owned())
+        })
+        .await;
+    assert!(pid.starts_with("#PID<0."), "{pid}");
+    // The busiest process over the last second, with a CPU share.
+    let cpu = browser
+        .until("a CPU figure for the sum", || async {
+            let rows = browser.js(&format!("return {rows_js}")).await;
+            let row = rows
+                .as_array()?
+                .iter()
+                .find(|row| row["pid"] == pid)?
+                .clone();
+            let cpu = row["cpu"]
+                .as_str()?
+                .trim_end_matches(" %")
+                .parse::<f64>()
+                .ok()?;
+            (cpu > 0.0).then_some(cpu)
+        })
+        .await;
+    assert!(cpu <= 100.0, "{cpu}");
+
+    // info: the panel shows the stack trace and the one-second call trace.
+    let row = format!("#top tbody tr[data-pid=\"{pid}\"]");
+    browser.click(&format!("{row} button.info")).await;
+    let stack = browser
+        .until("the stack trace in the info panel", || async {
+            if browser.attr("#info-panel", "data-pid").await? != pid {
+                return None;
+            }
+            let stack = browser.text("#info-panel pre.stacktrace").await?;
+            stack.contains("calc_sum").then_some(stack)
+        })
+        .await;
+    assert!(stack.contains("math_plugin"), "{stack}");
+    let trace = browser
+        .text("#info-panel pre.trace")
+        .await
+        .unwrap_or_default();
+    assert!(trace.contains("calc_sum"), "the call trace: {trace}");
+    browser.screenshot("top").await;
+
+    // kill: the top page confirms, the sum page's line turns into `error`.
+    browser.click(&format!("{row} button.kill")).await;
+    browser
+        .until("the kill to be confirmed", || async {
+            let status = browser.text("#kill-status").await?;
+            (status == format!("killed {pid}")).then_some(())
+        })
+        .await;
+    browser
+        .until("the killed sum to leave the top table", || async {
+            let rows = browser.js(&format!("return {rows_js}")).await;
+            let gone = !rows.as_array()?.iter().any(|row| row["pid"] == pid);
+            gone.then_some(())
+        })
+        .await;
+    browser
+        .client
+        .switch_to_window(sum_window)
+        .await
+        .expect("back to the sum window");
+    browser
+        .until("the -1 line to read error", || async {
+            let text = browser.text(line).await?;
+            (text.trim() == "∑(1..-1) = error").then_some(())
+        })
+        .await;
+    browser.connected().await;
+    browser.screenshot("sum-after-kill").await;
+}
