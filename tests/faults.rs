@@ -79,7 +79,7 @@ async fn a_full_disk_under_the_log_does_not_stop_the_daemon() {
 async fn the_plugin_file_changed_on_disk_after_loading_changes_nothing() {
     let plugin_dir = tempfile::tempdir().unwrap();
     let plugin = plugin_dir.path().join("libmath_plugin.so");
-    let built = support::binary().with_file_name("libmath_plugin.so");
+    let built = support::plugin();
     std::fs::copy(&built, &plugin).unwrap();
     let daemon = Daemon::start_with(&["--plugin", plugin.to_str().unwrap()]);
     let mut client = Client::connect(&daemon).await;

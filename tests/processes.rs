@@ -16,7 +16,7 @@ fn spec(name: &'static str) -> Spec {
 /// A process that works forever in small slices, yielding between them.
 async fn busy(ctx: system::process::ProcessContext) {
     loop {
-        ctx.enter("Test.busy/0");
+        ctx.enter(&"Test.busy/0");
         ctx.add_reductions(100);
         ctx.yield_now().await;
     }

@@ -49,7 +49,7 @@ async fn soak() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     let daemon = Daemon::start();
-    let plugin = support::binary().with_file_name("libmath_plugin.so");
+    let plugin = support::plugin();
     let (status, body) = daemon.post("/api/load", r#"{"jobs":10000}"#);
     assert_eq!(status, 200, "{body}");
     let mut observer = Client::connect(&daemon).await;

@@ -250,7 +250,7 @@ async fn a_plugin_failing_its_self_test_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_upgrades_at_once_are_serialised() {
     let daemon = Daemon::start();
-    let library = support::binary().with_file_name("libmath_plugin.so");
+    let library = support::plugin();
     let runs: Vec<_> = (0..2)
         .map(|_| {
             let home = daemon.home().to_path_buf();

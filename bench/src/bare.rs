@@ -1,7 +1,8 @@
 //! The bare baseline: the same synthetic load (a worker sleeps a random
-//! 0–1000 ms, then once a second sums 1..50 and counts it) on a tokio
-//! current-thread runtime in this process, with no registry and no
-//! instrumentation, so the daemon's cost per job can be compared with it.
+//! 0–1000 ms, then once a second sums 1..50 and counts it) on the same kind
+//! of tokio runtime as the daemon's (multi-thread, one worker) in this
+//! process, with no registry and no instrumentation, so the daemon's cost
+//! per job can be compared with it.
 //!
 //! It runs on its own OS thread (pinned like the daemon when asked) and
 //! shares nothing with the daemon.
@@ -27,33 +28,35 @@ pub struct Bare {
 }
 
 impl Bare {
-    /// Starts `workers` on a new current-thread runtime on a new thread.
+    /// Starts `workers` on a new one-worker runtime on a new thread.
     pub fn start(workers: u64, cpu: Option<usize>) -> anyhow::Result<Bare> {
         let jobs = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(Notify::new());
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let error_tx = tid_tx.clone();
         let (started_tx, started) = oneshot::channel();
         let counter = jobs.clone();
         let stopper = stop.clone();
         let thread = std::thread::Builder::new()
             .name("bare-runtime".into())
             .spawn(move || {
-                let pinned = cpu.map(os::pin_current_thread).transpose();
-                let runtime = tokio::runtime::Builder::new_current_thread()
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("bare-worker")
+                    .on_thread_start(move || {
+                        // The runtime's one worker: pinned like the daemon, measured.
+                        let pinned = cpu.map(os::pin_current_thread).transpose();
+                        let _ = tid_tx.send(match pinned {
+                            Ok(_) => Ok(os::current_tid()),
+                            Err(error) => Err(format!("{error:#}")),
+                        });
+                    })
                     .enable_all()
                     .build();
-                let ready = match (pinned, runtime) {
-                    (Ok(_), Ok(runtime)) => Ok((os::current_tid(), runtime)),
-                    (Err(error), _) => Err(format!("{error:#}")),
-                    (_, Err(error)) => Err(error.to_string()),
-                };
-                let runtime = match ready {
-                    Ok((tid, runtime)) => {
-                        let _ = tid_tx.send(Ok(tid));
-                        runtime
-                    }
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
                     Err(error) => {
-                        let _ = tid_tx.send(Err(error));
+                        let _ = error_tx.send(Err(error.to_string()));
                         return;
                     }
                 };

@@ -599,7 +599,14 @@ mod tests {
             || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
             PathBuf::from,
         );
-        let plugin = target.join("debug/libmath_plugin.so");
+        // `cargo test` builds the dev-dependency's cdylib in `deps/`; only
+        // `cargo build` copies it up a level.
+        let fresh = target.join("debug/deps/libmath_plugin.so");
+        let plugin = if fresh.exists() {
+            fresh
+        } else {
+            target.join("debug/libmath_plugin.so")
+        };
         assert!(
             plugin.exists(),
             "{} is missing: build it first with `cargo build -p math-plugin`",

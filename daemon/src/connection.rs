@@ -85,7 +85,7 @@ impl Drop for Connection {
 }
 
 async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
-    ctx.enter("Web.Connection.loop/1");
+    ctx.enter(&"Web.Connection.loop/1");
     let (mut outgoing, mut incoming) = socket.split();
     let mut connection = Connection {
         ctx,
@@ -116,7 +116,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
             received = incoming.next() => match received {
                 Some(Ok(message)) if message.is_text() => {
                     let text = message.to_str().unwrap_or_default();
-                    connection.ctx.enter("Web.Connection.handle_in/2");
+                    connection.ctx.enter(&"Web.Connection.handle_in/2");
                     match serde_json::from_str::<Request>(text) {
                         Ok(Request::Subscribe { topic: Topic::Top }) => {
                             top_feed = Some(next_top(&node));
@@ -129,7 +129,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                         Ok(request) => pending.extend(connection.handle(request)),
                         Err(error) => pending.push(error_reply(format!("malformed message: {error}"))),
                     }
-                    connection.ctx.enter("Web.Connection.loop/1");
+                    connection.ctx.enter(&"Web.Connection.loop/1");
                 }
                 Some(Ok(message)) if message.is_close() => return,
                 Some(Ok(message)) if message.is_ping() || message.is_pong() => {}

@@ -18,7 +18,7 @@ use crate::process::ProcessContext;
 
 /// Runs the web server until the daemon stops.
 pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<TcpListener>) {
-    ctx.enter("http:accept_loop/1");
+    ctx.enter(&"http:accept_loop/1");
     let shutdown = node.shutdown.clone();
     warp::serve(routes(node))
         .serve_incoming_with_graceful_shutdown(incoming(listener), shutdown.cancelled_owned())

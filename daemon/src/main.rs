@@ -80,7 +80,7 @@ struct ServerArgs {
     #[arg(long, default_value_t = 1)]
     schedulers: usize,
     /// The math plugin library to load (default: next to this binary).
-    #[arg(long)]
+    #[arg(long, env = "SYSTEM_PLUGIN")]
     plugin: Option<PathBuf>,
     /// Serve tokio-console's API (default address 127.0.0.1:6669).
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:6669")]

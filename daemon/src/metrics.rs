@@ -126,7 +126,7 @@ pub async fn next_sample(feed: &mut Option<Feed>) -> Option<Sample> {
 
 /// The `metrics_sampler` process: one sample every [`PERIOD`] until the daemon stops.
 pub async fn sample_forever(ctx: ProcessContext, node: Arc<Node>) {
-    ctx.enter("Metrics.Sampler.loop/1");
+    ctx.enter(&"Metrics.Sampler.loop/1");
     let mut meter = UsageMeter::new(tokio::runtime::Handle::current());
     let mut ticks = tokio::time::interval(PERIOD);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -137,12 +137,12 @@ pub async fn sample_forever(ctx: ProcessContext, node: Arc<Node>) {
             _ = node.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        ctx.enter("Metrics.Sampler.sample/1");
+        ctx.enter(&"Metrics.Sampler.sample/1");
         let totals = Totals::read(&node);
         node.metrics
             .record(sample(&node, &previous, &totals, meter.sample()));
         previous = totals;
-        ctx.enter("Metrics.Sampler.loop/1");
+        ctx.enter(&"Metrics.Sampler.loop/1");
     }
 }
 

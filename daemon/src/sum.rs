@@ -66,7 +66,7 @@ async fn run(
     result: oneshot::Sender<i128>,
 ) {
     ctx.set_plugin_version(version.id());
-    ctx.enter("system::sum::SumTask::run/2");
+    ctx.enter(&"system::sum::SumTask::run/2");
     let mut computation = version.start_sum(n);
     drop(version);
     loop {
@@ -81,7 +81,7 @@ async fn run(
                 reductions,
             } => {
                 ctx.add_reductions(reductions);
-                ctx.enter("system::sum::SumTask::reply/2");
+                ctx.enter(&"system::sum::SumTask::reply/2");
                 let _ = result.send(sum);
                 return;
             }

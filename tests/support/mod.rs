@@ -13,13 +13,32 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_system"))
 }
 
-/// Runs `system --home HOME args…` and returns its output.
+/// The math plugin cargo built for these tests. `cargo test` builds it in
+/// `deps/` (it is a dev-dependency); only `cargo build` copies it next to the
+/// binary, where a stale copy may lie, so `deps/` comes first.
+pub fn plugin() -> PathBuf {
+    let name = format!(
+        "{}math_plugin{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    let fresh = binary().with_file_name("deps").join(&name);
+    if fresh.exists() {
+        fresh
+    } else {
+        binary().with_file_name(name)
+    }
+}
+
+/// Runs `system --home HOME args…` (with `SYSTEM_PLUGIN` set to [`plugin`])
+/// and returns its output.
 pub fn system(home: &Path, args: &[&str]) -> Output {
     Command::new(binary())
         .arg("--home")
         .arg(home)
         .args(args)
         .env_remove("SYSTEM_HOME")
+        .env("SYSTEM_PLUGIN", plugin())
         .output()
         .expect("the system binary runs")
 }

@@ -42,7 +42,7 @@ pub fn peer_allowed(peer_uid: u32, daemon_uid: u32) -> bool {
 /// start, by [`bind`]) until the daemon stops. A restart reuses the same
 /// socket, so clients that connect meanwhile wait in its backlog.
 pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<UnixListener>) {
-    ctx.enter("Admin.Server.accept_loop/1");
+    ctx.enter(&"Admin.Server.accept_loop/1");
     let daemon_uid = nix::unistd::geteuid().as_raw();
     loop {
         let accepted = tokio::select! {

@@ -81,7 +81,7 @@ pub fn start(node: Arc<Node>, stream: UnixStream, peer: String) -> Pid {
 }
 
 async fn run(ctx: ProcessContext, node: Arc<Node>, stream: UnixStream) {
-    ctx.enter("Admin.Session.loop/1");
+    ctx.enter(&"Admin.Session.loop/1");
     let (reader, mut writer) = stream.into_split();
     let mut reader = FrameReader::new(reader);
     let (replies_tx, mut replies) = mpsc::channel(REPLY_QUEUE);

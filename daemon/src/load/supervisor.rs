@@ -57,7 +57,7 @@ struct Exit {
 
 /// Runs the load supervisor until the daemon stops.
 pub async fn run(ctx: ProcessContext, node: Arc<Node>) {
-    ctx.enter("Load.Supervisor.loop/1");
+    ctx.enter(&"Load.Supervisor.loop/1");
     let (exits, mut notices) = mpsc::unbounded_channel();
     let pool = Arc::new(Pool {
         load: node.load.clone(),

@@ -28,7 +28,7 @@ pub(super) async fn run(ctx: ProcessContext, pool: Arc<Pool>, index: u32) {
         index,
         ended_normally: false,
     };
-    life.ctx.enter("Load.Worker.loop/1");
+    life.ctx.enter(&"Load.Worker.loop/1");
     let mut next = Instant::now() + Duration::from_millis(rand::random_range(0..1000));
     loop {
         sleep_until(next).await;
@@ -49,7 +49,7 @@ pub(super) async fn run(ctx: ProcessContext, pool: Arc<Pool>, index: u32) {
 
 /// The tiny job; panics with the failure rate's probability.
 fn job(ctx: &ProcessContext, load: &Load) {
-    ctx.enter("Load.Worker.job/1");
+    ctx.enter(&"Load.Worker.job/1");
     let sum: u64 = (1..=50u64).map(std::hint::black_box).sum();
     std::hint::black_box(sum);
     ctx.add_reductions(50);
@@ -59,7 +59,7 @@ fn job(ctx: &ProcessContext, load: &Load) {
         panic!("synthetic failure in Load.Worker.job/1");
     }
     load.succeeded.fetch_add(1, Relaxed);
-    ctx.enter("Load.Worker.loop/1");
+    ctx.enter(&"Load.Worker.loop/1");
 }
 
 /// Sends the worker's exit notice exactly once, however it ends (return,

@@ -24,8 +24,9 @@ impl ProcessContext {
         self.entry.add_reductions(n);
     }
 
-    /// Records the host function the process is now in (traced if tracing is on).
-    pub fn enter(&self, function: &'static str) {
+    /// Records the host function the process is now in (traced if tracing
+    /// is on): one atomic store. Call it as `ctx.enter(&"Module.function/1")`.
+    pub fn enter(&self, function: &'static &'static str) {
         self.entry.enter(function);
     }
 

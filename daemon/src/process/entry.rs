@@ -5,7 +5,7 @@
 //! nothing here may block or allocate per poll.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -85,20 +85,25 @@ pub struct ProcessInfo {
     pub plugin_version: Option<u32>,
 }
 
+/// Hot fields first, in one cache line with the `Arc`'s counts: a poll
+/// touches only this line (`repr(C)` keeps the order).
+#[repr(C)]
 pub(crate) struct ProcessEntry {
-    pub(crate) pid: Pid,
-    pub(crate) spec: Spec,
-    spawned_at: SystemTime,
+    reductions: AtomicU64,
+    cpu_ns: AtomicU64,
+    /// The host function the process is in: a pointer to a `'static` label
+    /// (null before the first `enter`).
+    location: AtomicPtr<&'static str>,
     status: AtomicU8,
     pub(crate) killed: AtomicBool,
     tracing: AtomicBool,
     plugin_version: AtomicU32,
-    reductions: AtomicU64,
-    cpu_ns: AtomicU64,
-    /// The host function the process is in (a static label).
-    location: Mutex<&'static str>,
     /// The plugin function it is in, for processes that run plugin code.
     plugin_frame: OnceLock<Box<Mutex<Option<plugin_abi::Frame>>>>,
+    // Cold: read by observers, written at spawn and exit.
+    pub(crate) pid: Pid,
+    pub(crate) spec: Spec,
+    spawned_at: SystemTime,
     pub(crate) abort: OnceLock<AbortHandle>,
     /// `None` once the process has ended: no monitor can be added after that.
     monitors: Mutex<Option<Vec<oneshot::Sender<Down>>>>,
@@ -122,7 +127,7 @@ impl ProcessEntry {
             plugin_version: AtomicU32::new(0),
             reductions: AtomicU64::new(0),
             cpu_ns: AtomicU64::new(0),
-            location: Mutex::new(""),
+            location: AtomicPtr::new(std::ptr::null_mut()),
             plugin_frame: OnceLock::new(),
             abort: OnceLock::new(),
             monitors: Mutex::new(Some(Vec::new())),
@@ -170,14 +175,24 @@ impl ProcessEntry {
     }
 
     /// Records that the process entered a host function (and left any plugin code).
-    pub(crate) fn enter(&self, location: &'static str) {
-        *lock(&self.location) = location;
+    pub(crate) fn enter(&self, location: &'static &'static str) {
+        // The pointer comes from a `'static` reference; it is only ever read back as one.
+        self.location
+            .store(std::ptr::from_ref(location).cast_mut(), Relaxed);
         if let Some(frame) = self.plugin_frame.get() {
             *lock(frame) = None;
         }
         if self.tracing.load(Relaxed) {
-            self.trace_call(|| location.to_owned());
+            self.trace_call(|| (*location).to_owned());
         }
+    }
+
+    /// The host function the process is in, if it said.
+    fn location(&self) -> Option<&'static str> {
+        let location = self.location.load(Relaxed);
+        // SAFETY: non-null values are stored only by `enter`, from a
+        // `&'static &'static str`, which stays valid forever.
+        (!location.is_null()).then(|| unsafe { *location })
     }
 
     /// Records that the process is inside plugin code, in `frame`.
@@ -211,8 +226,7 @@ impl ProcessEntry {
         if let Some(frame) = self.plugin_frame.get().and_then(|slot| *lock(slot)) {
             frames.push(frame.to_string());
         }
-        let location = *lock(&self.location);
-        if !location.is_empty() {
+        if let Some(location) = self.location() {
             frames.push(location.to_owned());
         }
         frames.push(self.spec.initial_call.to_string());

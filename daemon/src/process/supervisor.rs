@@ -76,7 +76,7 @@ async fn supervise(
     intensity: Intensity,
     shutdown: CancellationToken,
 ) {
-    ctx.enter("supervisor:loop/1");
+    ctx.enter(&"supervisor:loop/1");
     let mut started = KillOnExit {
         registry: registry.clone(),
         pids: Vec::with_capacity(children.len()),
