@@ -60,11 +60,23 @@ impl Admin {
         Ok((serde_json::from_str(&line)?, line.len()))
     }
 
-    /// Evaluates `script` and times it.
+    /// Evaluates `script` and times it; the result's JSON form comes back.
     pub async fn eval(&mut self, script: &str) -> anyhow::Result<Evaluated> {
+        self.evaluate(script, true).await
+    }
+
+    /// Evaluates `script` as a console does (the result only as text) and times it.
+    pub async fn eval_text(&mut self, script: &str) -> anyhow::Result<Evaluated> {
+        self.evaluate(script, false).await
+    }
+
+    async fn evaluate(&mut self, script: &str, with_json: bool) -> anyhow::Result<Evaluated> {
         let id = self.next_id;
         self.next_id += 1;
-        let frame = format!("{}\n", json!({"type": "eval", "id": id, "script": script}));
+        let frame = format!(
+            "{}\n",
+            json!({"type": "eval", "id": id, "script": script, "json": with_json})
+        );
         let sent = Instant::now();
         self.writer.write_all(frame.as_bytes()).await?;
         loop {

@@ -779,7 +779,11 @@ mod tests {
     #[test]
     fn a_library_without_the_symbols_is_refused_naming_the_symbol() {
         // Any Rust dylib without our exports will do: a proc-macro of this build.
-        let deps = built_plugin().with_file_name("deps");
+        let deps = built_plugin()
+            .ancestors()
+            .find(|dir| dir.ends_with("debug"))
+            .expect("the plugin is in target/debug")
+            .join("deps");
         let other_library = fs::read_dir(&deps)
             .expect("target/debug/deps")
             .filter_map(Result::ok)

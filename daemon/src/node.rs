@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,6 +24,11 @@ pub struct Node {
     pub version: &'static str,
     pub home: Home,
     pub schedulers: usize,
+    /// The schedulers' runtime (where processes run, whose usage is charted).
+    pub scheduler: Handle,
+    /// A small runtime of its own for the admin socket and console sessions,
+    /// so the system stays inspectable while the schedulers are saturated.
+    pub console: Handle,
     pub started: Instant,
     pub registry: Arc<ProcessRegistry>,
     pub code: CodeServer,
@@ -38,7 +44,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(home: Home, schedulers: usize) -> Arc<Node> {
+    pub fn new(home: Home, schedulers: usize, scheduler: Handle, console: Handle) -> Arc<Node> {
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|name| name.into_string().ok())
@@ -49,6 +55,8 @@ impl Node {
             code: CodeServer::new(home.plugins_dir()),
             home,
             schedulers,
+            scheduler,
+            console,
             started: Instant::now(),
             registry: ProcessRegistry::new(),
             shutdown: CancellationToken::new(),

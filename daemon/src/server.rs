@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::home::{DaemonState, Home};
@@ -53,7 +54,15 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         .enable_all()
         .build()
         .context("building the runtime")?;
-    let result = runtime.block_on(serve(config.clone(), ready));
+    let console = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("console")
+        .enable_all()
+        .build()
+        .context("building the console's runtime")?;
+    let handles = (runtime.handle().clone(), console.handle().clone());
+    let result = runtime.block_on(serve(config.clone(), handles, ready));
+    console.shutdown_timeout(Duration::from_secs(1));
     runtime.shutdown_timeout(Duration::from_secs(1));
     config.home.remove_runtime_files();
     tracing::info!("stopped");
@@ -63,9 +72,10 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
 
 async fn serve(
     config: Config,
+    handles: (Handle, Handle),
     ready: impl FnOnce(Result<&DaemonState, String>),
 ) -> anyhow::Result<()> {
-    let started = match start(&config).await {
+    let started = match start(&config, handles).await {
         Ok(started) => started,
         Err(error) => {
             let message = format!("{error:#}");
@@ -102,6 +112,7 @@ async fn serve(
 
 async fn start(
     config: &Config,
+    (scheduler, console): (Handle, Handle),
 ) -> anyhow::Result<(Arc<Node>, DaemonState, crate::process::Monitor)> {
     let listener = TcpListener::bind(config.http)
         .await
@@ -110,7 +121,7 @@ async fn start(
     if !address.ip().is_loopback() {
         tracing::warn!("listening on {address}, which is reachable from other machines");
     }
-    let node = Node::new(config.home.clone(), config.schedulers);
+    let node = Node::new(config.home.clone(), config.schedulers, scheduler, console);
     node.registry.set_task_names(config.tokio_console.is_some());
     node.load.set_cap(config.max_load);
     let plugin = match &config.plugin {
@@ -156,7 +167,7 @@ async fn start(
 fn children(
     node: &Arc<Node>,
     listener: &Arc<TcpListener>,
-    admin: &Arc<tokio::net::UnixListener>,
+    admin: &Arc<std::os::unix::net::UnixListener>,
 ) -> Vec<Child> {
     let http = {
         let (node, listener) = (node.clone(), listener.clone());

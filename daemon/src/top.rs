@@ -35,7 +35,7 @@ async fn snapshot(registry: &Arc<ProcessRegistry>) -> Vec<(Pid, u64)> {
 
 /// The `count` processes with the most reductions over `window`.
 pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow> {
-    let mut usage = UsageMeter::new(tokio::runtime::Handle::current());
+    let mut usage = UsageMeter::new(node.scheduler.clone());
     let before: HashMap<Pid, u64> = snapshot(&node.registry).await.into_iter().collect();
     tokio::time::sleep(window).await;
     let after = snapshot(&node.registry).await;

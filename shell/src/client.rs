@@ -17,7 +17,7 @@ use crate::ShellError;
 use crate::interrupt::INTERRUPTED;
 
 /// Largest frame the daemon sends.
-pub const MAX_REPLY: usize = 16 * 1024 * 1024;
+pub const MAX_REPLY: usize = 64 * 1024 * 1024;
 /// How often a waiting client looks at the Ctrl-C flag.
 const POLL: Duration = Duration::from_millis(50);
 /// How long to wait for the daemon's greeting.
@@ -82,15 +82,17 @@ impl Client {
 
     /// Evaluates `script`; `output` gets what the script prints, as it comes.
     /// Ctrl-C (SIGINT, if caught) interrupts the script.
+    /// With `json`, the result also carries its JSON form (`value`).
     pub fn eval(
         &mut self,
         script: &str,
+        json: bool,
         mut output: impl FnMut(&str),
     ) -> Result<Outcome, ShellError> {
         let id = self.next_id;
         self.next_id += 1;
         INTERRUPTED.store(false, SeqCst);
-        self.send(&json!({"type": "eval", "id": id, "script": script}))?;
+        self.send(&json!({"type": "eval", "id": id, "script": script, "json": json}))?;
         loop {
             let Some(frame) = self.poll_frame()? else {
                 if INTERRUPTED.swap(false, SeqCst) {

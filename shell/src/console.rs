@@ -56,7 +56,7 @@ pub fn run(socket: &Path, history: &Path) -> Result<(), ShellError> {
         }
         let _ = editor.add_history_entry(script);
         save_history(&mut editor, history);
-        match client.eval(script, |text| println!("{text}"))? {
+        match client.eval(script, false, |text| println!("{text}"))? {
             Outcome::Value { text, .. } => println!("{text}"),
             Outcome::Failed { kind, message } if kind == "interrupted" => {
                 println!("** interrupted: {message}")

@@ -11,7 +11,7 @@ use crate::client::{Client, Outcome};
 /// Evaluates `script` once. A failed script is an error.
 pub fn run(socket: &Path, script: &str, json: bool) -> Result<(), ShellError> {
     let mut client = Client::connect(socket)?;
-    let outcome = client.eval(script, |text| {
+    let outcome = client.eval(script, json, |text| {
         if json {
             eprintln!("{text}");
         } else {

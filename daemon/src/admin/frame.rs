@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 /// Largest frame a client may send (the newline not counted).
 pub const MAX_REQUEST: usize = 1024 * 1024;
 /// Largest frame the daemon sends; a bigger result becomes an error frame.
-pub const MAX_REPLY: usize = 16 * 1024 * 1024;
+pub const MAX_REPLY: usize = 64 * 1024 * 1024;
 
 /// Why no frame could be read.
 #[derive(Debug, thiserror::Error)]

@@ -41,12 +41,44 @@ pub fn peer_allowed(peer_uid: u32, daemon_uid: u32) -> bool {
 /// The `admin_server` process: accepts on the admin socket (bound once, at
 /// start, by [`bind`]) until the daemon stops. A restart reuses the same
 /// socket, so clients that connect meanwhile wait in its backlog.
-pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<UnixListener>) {
+///
+/// The accept loop and the sessions run on the node's console runtime, not
+/// on the schedulers: a saturated scheduler must not make the console wait.
+/// This process only owns that loop (killing it ends the loop).
+pub async fn serve(
+    ctx: ProcessContext,
+    node: Arc<Node>,
+    listener: Arc<std::os::unix::net::UnixListener>,
+) {
     ctx.enter(&"Admin.Server.accept_loop/1");
+    let accepting = node.console.spawn(accept_loop(node.clone(), listener));
+    let _stop_with_me = AbortOnDrop(accepting.abort_handle());
+    match accepting.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => panic!("admin socket: {error}"),
+        Err(error) if error.is_panic() => panic!("admin socket: the accept loop panicked"),
+        Err(_) => {}
+    }
+}
+
+/// Ends the console-side accept loop when the `admin_server` process ends.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn accept_loop(
+    node: Arc<Node>,
+    listener: Arc<std::os::unix::net::UnixListener>,
+) -> io::Result<()> {
+    let listener = UnixListener::from_std(listener.try_clone()?)?;
     let daemon_uid = nix::unistd::geteuid().as_raw();
     loop {
         let accepted = tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -100,7 +132,7 @@ fn refuse(stream: &UnixStream, message: &str) {
 
 /// Binds the admin socket, replacing a stale file (the home lock guarantees
 /// no other daemon owns it), and restricts it to the owner (mode 0600).
-pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, AdminError> {
     let shown = path.display().to_string();
     match std::fs::remove_file(path) {
         Ok(()) => tracing::debug!("removed a stale admin socket {shown}"),
@@ -112,10 +144,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
             });
         }
     }
-    let listener = UnixListener::bind(path).map_err(|source| AdminError::Bind {
-        path: shown.clone(),
-        source,
-    })?;
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .map_err(|source| AdminError::Bind {
+            path: shown.clone(),
+            source,
+        })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
         AdminError::Permissions {
             path: shown.clone(),

@@ -13,7 +13,22 @@ use crate::process::Pid;
 const LINE_WIDTH: usize = 80;
 
 /// The value as the console prints it.
+/// Items of a long list that the text form shows.
+pub const SHOWN: usize = 100;
+
 pub fn text(value: &Dynamic) -> String {
+    if let Ok(array) = value.as_array_ref()
+        && array.len() > SHOWN
+    {
+        // Like IEx, a long list prints its head; `value` (JSON) has it all.
+        let total = array.len();
+        let head: Array = array.iter().take(SHOWN).cloned().collect();
+        return format!(
+            "{}\n... {} more ({total} in all)",
+            text(&Dynamic::from_array(head)),
+            total - SHOWN
+        );
+    }
     let value = value.clone().flatten();
     if let Some(rows) = table_rows(&value) {
         return table(&rows);
@@ -207,6 +222,19 @@ fn table(rows: &[Map]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_list_prints_its_head_and_counts_the_rest() {
+        let long: Array = (0..150).map(Dynamic::from_int).collect();
+        let printed = text(&Dynamic::from_array(long.clone()));
+        assert!(printed.ends_with("... 50 more (150 in all)"), "{printed}");
+        assert!(printed.contains("99,"), "{printed}");
+        assert!(!printed.contains("100,"), "{printed}");
+        assert_eq!(
+            json(&Dynamic::from_array(long)).as_array().map(Vec::len),
+            Some(150)
+        );
+    }
 
     #[test]
     fn prints_pids_maps_and_tables() {

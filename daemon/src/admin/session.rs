@@ -37,7 +37,8 @@ const REPLY_QUEUE: usize = 256;
 /// Engine limits: a script cannot exhaust the daemon's memory or stack.
 /// Operations are not limited: endless loops are interrupted, not forbidden.
 pub const MAX_STRING_SIZE: usize = 1024 * 1024;
-pub const MAX_ARRAY_SIZE: usize = 100_000;
+/// Enough for `Process.list()` at twice the default load cap.
+pub const MAX_ARRAY_SIZE: usize = 4_000_000;
 pub const MAX_MAP_SIZE: usize = 100_000;
 pub const MAX_CALL_LEVELS: usize = 64;
 pub const MAX_EXPR_DEPTH: usize = 64;
@@ -52,6 +53,9 @@ enum Request {
         #[serde(default)]
         id: u64,
         script: String,
+        /// Also send the result as JSON (`value`); a console only needs `text`.
+        #[serde(default = "yes")]
+        json: bool,
     },
     Interrupt,
     /// Hot upgrade: exactly one of `plugin` (a library path) or `rollback: true`.
@@ -156,7 +160,9 @@ fn handle(worker: &Worker, running: &mut Option<u64>, bytes: &[u8]) -> Option<Va
             }
             None
         }
-        Ok(Request::Eval { id, script }) => submit(worker, running, id, Work::Eval(script)),
+        Ok(Request::Eval { id, script, json }) => {
+            submit(worker, running, id, Work::Eval { script, json })
+        }
         Ok(Request::Upgrade {
             id,
             plugin,
@@ -193,6 +199,10 @@ fn submit(worker: &Worker, running: &mut Option<u64>, id: u64, work: Work) -> Op
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn protocol_error(kind: &str, message: String) -> Value {
     json!({"type": "error", "kind": kind, "message": message})
 }
@@ -204,7 +214,10 @@ struct Job {
 
 /// What the session's thread does for one request.
 enum Work {
-    Eval(String),
+    Eval {
+        script: String,
+        json: bool,
+    },
     /// `received`: when the session process read the request (the switch time counts from there).
     Upgrade {
         target: Target,
@@ -287,7 +300,7 @@ impl Evaluator {
     /// Does one job; returns its final frame.
     fn run(&mut self, job: &Job) -> Value {
         match &job.work {
-            Work::Eval(script) => self.eval(job.id, script),
+            Work::Eval { script, json } => self.eval(job.id, script, *json),
             Work::Upgrade { target, received } => self.upgrade(job.id, target, *received),
         }
     }
@@ -327,17 +340,18 @@ impl Evaluator {
     }
 
     /// Evaluates one script; returns its `result` or `error` frame.
-    fn eval(&mut self, id: u64, script: &str) -> Value {
+    fn eval(&mut self, id: u64, script: &str, with_json: bool) -> Value {
         self.current.store(id, Relaxed);
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.evaluate(script)));
         match outcome {
-            Ok(Ok(value)) => json!({
-                "type": "result",
-                "id": id,
-                "text": render::text(&value),
-                "value": render::json(&value),
-            }),
+            Ok(Ok(value)) => {
+                let mut result = json!({"type": "result", "id": id, "text": render::text(&value)});
+                if with_json {
+                    result["value"] = render::json(&value);
+                }
+                result
+            }
             Ok(Err(error)) => script_error(id, &error),
             Err(_) => json!({"type": "error", "id": id, "kind": "internal",
                 "message": "the evaluation panicked; the session is still usable"}),
