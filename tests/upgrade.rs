@@ -248,6 +248,37 @@ async fn a_plugin_failing_its_self_test_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_panicking_in_its_self_test_is_refused() {
+    let source = plugin_copies::plugin_copy("panics-in-sum", plugin_copies::PANICS_IN_SUM);
+    let daemon = Daemon::start();
+    let output = plugin_copies::upgrade_from_copy(daemon.home(), "panics-in-sum", &source);
+    assert_refused(&daemon, &output, "sum(5) crashed: boom in calc_sum", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_panicking_in_validation_refuses_that_input_only() {
+    let source =
+        plugin_copies::plugin_copy("panics-in-validation", plugin_copies::PANICS_IN_VALIDATION);
+    let daemon = Daemon::start();
+    let output = plugin_copies::upgrade_from_copy(daemon.home(), "panics-in-validation", &source);
+    assert!(output.status.success(), "{}", text(&output));
+    let mut client = Client::connect(&daemon).await;
+    client.sum(1, "7").await;
+    let answer = client.answer(1).await;
+    assert_eq!(answer["status"], "invalid", "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("boom in validate"),
+        "{answer}"
+    );
+    client.sum(2, "5").await;
+    assert_eq!(client.answer(2).await["result"], "15");
+    assert_eq!(daemon.get("/health").0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_upgrades_at_once_are_serialised() {
     let daemon = Daemon::start();
     let library = support::plugin();

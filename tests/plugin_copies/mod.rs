@@ -56,6 +56,21 @@ pub const WRONG_SUM: &[(&str, &str)] = &[
     ("        \"1.0.0\"\n", "        \"1.2.0-wrong\"\n"),
 ];
 
+/// A plugin whose validation panics for 7 (its self-test validates 5 only).
+pub const PANICS_IN_VALIDATION: &[(&str, &str)] = &[
+    (
+        "pub fn validate(n: i64) -> Result<(), String> {\n",
+        "pub fn validate(n: i64) -> Result<(), String> {\n    if n == 7 {\n        panic!(\"boom in validate\");\n    }\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.3.0-panics\"\n"),
+];
+
+/// A plugin whose sum panics for 5: its self-test must refuse it.
+pub const PANICS_IN_SUM: &[(&str, &str)] = &[(
+    "    if n == 13 {\n        panic!(\"error\");\n    }\n",
+    "    if n == 5 {\n        panic!(\"boom in calc_sum\");\n    }\n",
+)];
+
 /// A syntax error: the build must fail with the compiler's message.
 pub const SYNTAX_ERROR: &[(&str, &str)] = &[(
     "pub fn validate(n: i64) -> Result<(), String> {\n",
