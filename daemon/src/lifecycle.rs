@@ -127,7 +127,7 @@ pub fn stop(home: &Home) -> anyhow::Result<()> {
 }
 
 /// True while the OS process exists and is not a zombie.
-fn is_alive(pid: u32) -> bool {
+pub fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
             .rsplit(')')

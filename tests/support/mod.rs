@@ -110,12 +110,28 @@ impl Daemon {
 
     /// A plain HTTP/1.1 GET; returns (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
+        self.http(&format!("GET {path} HTTP/1.1\r\n\r\n"))
+    }
+
+    /// A plain HTTP/1.1 POST of a JSON body; returns (status, body).
+    pub fn post(&self, path: &str, json: &str) -> (u16, String) {
+        self.http(&format!(
+            "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{json}",
+            json.len()
+        ))
+    }
+
+    /// Sends `request` (its request line and headers, to which `Host` and
+    /// `Connection: close` are added) and reads the whole response.
+    fn http(&self, request: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let address = self.url.trim_start_matches("http://");
+        let (head, rest) = request.split_once("\r\n").expect("a request line");
         let mut stream = std::net::TcpStream::connect(address).expect("connect");
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+            "{head}\r\nHost: {address}\r\nConnection: close\r\n{rest}"
         )
         .expect("send request");
         let mut response = String::new();
@@ -139,13 +155,7 @@ impl Daemon {
 
 /// True while the OS process exists and is not a zombie.
 pub fn is_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    system::lifecycle::is_alive(pid as u32)
 }
 
 impl Drop for Daemon {
@@ -265,33 +275,5 @@ impl Client {
     pub async fn calculating(&mut self, id: i64) -> serde_json::Value {
         self.expect(|m| m["type"] == "sum" && m["id"] == id && m["status"] == "calculating")
             .await
-    }
-}
-
-impl Daemon {
-    /// A plain HTTP/1.1 POST of a JSON body; returns (status, body).
-    pub fn post(&self, path: &str, json: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let address = self.url.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(address).expect("connect");
-        write!(
-            stream,
-            "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
-            json.len()
-        )
-        .expect("send request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read response");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
     }
 }
