@@ -145,3 +145,31 @@ async fn stop_closes_websockets_with_a_close_frame() {
     assert!(stop.await.unwrap().status.success());
     assert!(!daemon.is_alive());
 }
+
+#[tokio::test]
+async fn computations_beyond_the_per_connection_limit_get_an_error_line() {
+    let daemon = Daemon::start();
+    let mut client = Client::connect(&daemon).await;
+    let limit = system::connection::MAX_SUMS_PER_CONNECTION as i64;
+    let mut first = None;
+    for id in 1..=limit {
+        client.sum(id, "-1").await;
+        let calculating = client.calculating(id).await;
+        first.get_or_insert(calculating["pid"].clone());
+    }
+    client.sum(limit + 1, "5").await;
+    let refused = client.answer(limit + 1).await;
+    assert_eq!(refused["status"], "error", "{refused}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("too many computations"),
+        "{refused}"
+    );
+    // Nothing was queued: killing one loop frees a place at once.
+    client.send(json!({"type": "kill", "pid": first})).await;
+    assert_eq!(client.answer(1).await["reason"], "killed");
+    client.sum(limit + 2, "5").await;
+    assert_eq!(client.answer(limit + 2).await["result"], "15");
+}
