@@ -173,3 +173,17 @@ async fn computations_beyond_the_per_connection_limit_get_an_error_line() {
     client.sum(limit + 2, "5").await;
     assert_eq!(client.answer(limit + 2).await["result"], "15");
 }
+
+#[tokio::test]
+async fn an_oversized_message_closes_only_that_connection() {
+    let daemon = Daemon::start();
+    let mut big = Client::connect(&daemon).await;
+    let mut other = Client::connect(&daemon).await;
+    big.send_text("x".repeat(70 * 1024)).await;
+    let code = tokio::time::timeout(support::PATIENCE, big.close_code())
+        .await
+        .expect("closed in time");
+    assert_eq!(code, Some(1009));
+    other.sum(1, "5").await;
+    assert_eq!(other.answer(1).await["result"], "15");
+}

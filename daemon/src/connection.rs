@@ -134,7 +134,13 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                 Some(Ok(message)) if message.is_close() => return,
                 Some(Ok(message)) if message.is_ping() || message.is_pong() => {}
                 Some(Ok(_)) => pending.push(error_reply("binary messages are not understood".into())),
-                Some(Err(_)) | None => return,
+                Some(Err(error)) => {
+                    // A frame over the size limit, or a broken stream: say so if we still can.
+                    let _ = outgoing.send(Message::close_with(1009u16, "message too big or malformed")).await;
+                    tracing::info!("WebSocket {} closed: {error}", connection.ctx.pid());
+                    return;
+                }
+                None => return,
             },
             Some((pid, reply)) = connection.sums.next() => {
                 connection.running.remove(&pid);
