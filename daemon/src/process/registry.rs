@@ -292,9 +292,7 @@ impl<F: Future<Output = ()>> Future for Instrumented<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let entry = &this.exit.entry;
-        if this.exit.reason.is_some() {
-            return Poll::Ready(());
-        }
+        // (tokio never polls a finished task again, so `exit.reason` is None here.)
         if entry.killed.load(Relaxed) {
             this.exit.reason = Some(ExitReason::Killed);
             return Poll::Ready(());
