@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::Pid;
 use super::entry::{ProcessEntry, Status};
 
-/// Given to a process's body when it is spawned.
-#[derive(Clone)]
+/// Given to a process's body when it is spawned. Not `Clone`: only the
+/// process's own task writes its counters (see `ProcessEntry`).
 pub struct ProcessContext {
     pub(crate) entry: Arc<ProcessEntry>,
 }

@@ -143,23 +143,26 @@ impl ProcessEntry {
         self.status.store(status as u8, Relaxed);
     }
 
+    // Status, reductions and CPU time are written only by the process's own
+    // task (one poll at a time), so plain loads and stores suffice: others
+    // only read them. No locked read-modify-write on the poll path.
+
     /// Running → Waiting, unless the process marked itself runnable.
     pub(crate) fn park(&self) {
-        let _ = self.status.compare_exchange(
-            Status::Running as u8,
-            Status::Waiting as u8,
-            Relaxed,
-            Relaxed,
-        );
+        if self.status.load(Relaxed) == Status::Running as u8 {
+            self.status.store(Status::Waiting as u8, Relaxed);
+        }
     }
 
     pub(crate) fn account_poll(&self, cpu: Duration) {
-        self.reductions.fetch_add(1, Relaxed);
-        self.cpu_ns.fetch_add(cpu.as_nanos() as u64, Relaxed);
+        self.add_reductions(1);
+        let cpu_ns = self.cpu_ns.load(Relaxed) + cpu.as_nanos() as u64;
+        self.cpu_ns.store(cpu_ns, Relaxed);
     }
 
     pub(crate) fn add_reductions(&self, n: u64) {
-        self.reductions.fetch_add(n, Relaxed);
+        self.reductions
+            .store(self.reductions.load(Relaxed) + n, Relaxed);
     }
 
     pub(crate) fn reductions(&self) -> u64 {
