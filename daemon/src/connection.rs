@@ -21,7 +21,7 @@ use warp::ws::{Message, WebSocket};
 use crate::node::Node;
 use crate::process::{ExitReason, Pid, ProcessContext, Spec};
 use crate::top::{self, TopRow};
-use crate::{load, sum};
+use crate::{load, metrics, sum};
 
 /// Computations one connection may have running at once.
 pub const MAX_SUMS_PER_CONNECTION: usize = 32;
@@ -122,7 +122,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                             top_feed = Some(next_top(&node));
                         }
                         Ok(Request::Subscribe { topic: Topic::Metrics }) => {
-                            let (history, feed) = load::subscribe(&node);
+                            let (history, feed) = node.metrics.subscribe();
                             pending.push(json!({"type": "history", "samples": history}));
                             metrics_feed = Some(feed);
                         }
@@ -151,7 +151,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                 pending.push(json!({"type": "top", "rows": rows}));
                 top_feed = Some(next_top(&node));
             }
-            sample = load::next_sample(&mut metrics_feed), if metrics_feed.is_some() => {
+            sample = metrics::next_sample(&mut metrics_feed), if metrics_feed.is_some() => {
                 if let Some(sample) = sample {
                     pending.push(json!({"type": "metrics", "sample": sample}));
                 }

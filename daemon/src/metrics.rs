@@ -127,7 +127,7 @@ pub async fn next_sample(feed: &mut Option<Feed>) -> Option<Sample> {
 /// The `metrics_sampler` process: one sample every [`PERIOD`] until the daemon stops.
 pub async fn sample_forever(ctx: ProcessContext, node: Arc<Node>) {
     ctx.enter(&"Metrics.Sampler.loop/1");
-    let mut meter = UsageMeter::new(tokio::runtime::Handle::current());
+    let mut meter = UsageMeter::new(node.scheduler.clone());
     let mut ticks = tokio::time::interval(PERIOD);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;

@@ -1,6 +1,6 @@
 //! Synthetic load: the setting (how many workers, how often a job fails),
 //! the counters the workers bump, and the calls the WebSocket connection,
-//! the HTTP API and (later) the console use to read and change them.
+//! the HTTP API and the console use to read and change them.
 //!
 //! Changing the setting only records what is wanted and wakes the load
 //! supervisor; it never starts or stops a worker itself (that is
@@ -18,7 +18,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-pub use crate::metrics::{Feed, Sample};
 use crate::node::Node;
 pub use supervisor::run as supervise;
 
@@ -155,17 +154,6 @@ impl Load {
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Relaxed)
     }
-}
-
-/// The metrics history so far and a feed of the samples to come.
-pub fn subscribe(node: &Arc<Node>) -> (Vec<Sample>, Feed) {
-    node.metrics.subscribe()
-}
-
-/// The next sample of `feed`; `None` if this subscriber fell behind (the
-/// samples it missed are skipped) or the feed closed.
-pub async fn next_sample(feed: &mut Option<Feed>) -> Option<Sample> {
-    crate::metrics::next_sample(feed).await
 }
 
 /// Sets the load; the reply for the client (`load` or `error`).

@@ -10,7 +10,7 @@
 pub mod build;
 pub mod command;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -82,16 +82,6 @@ pub fn switch(node: &Node, target: &Target, received: Instant) -> Result<Upgrade
         sha256: to.sha256().to_owned(),
         took_us,
     })
-}
-
-/// Loads the library at `path` as the new current version.
-pub fn upgrade(node: &Node, path: &Path, received: Instant) -> Result<UpgradeReport, CodeError> {
-    switch(node, &Target::Plugin(path.to_path_buf()), received)
-}
-
-/// Returns to the version that was current before this one.
-pub fn rollback(node: &Node, received: Instant) -> Result<UpgradeReport, CodeError> {
-    switch(node, &Target::Rollback, received)
 }
 
 /// A short name for why a load failed, for clients that act on it.
