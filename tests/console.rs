@@ -701,8 +701,10 @@ fn a_stale_socket_left_by_a_dead_daemon_is_replaced() {
         nix::sys::signal::SIGKILL,
     )
     .expect("kill -9 the daemon");
+    // Gone once the kernel has closed its files: its home lock is free then
+    // (the pid can look dead a moment earlier, while threads still exit).
     let deadline = Instant::now() + PATIENCE;
-    while daemon.is_alive() {
+    while daemon.is_alive() || home_is_locked(daemon.home()) {
         assert!(Instant::now() < deadline, "the daemon did not die");
         std::thread::yield_now();
     }
@@ -722,4 +724,10 @@ fn a_stale_socket_left_by_a_dead_daemon_is_replaced() {
     assert!(output.status.success(), "{said}");
     assert_eq!(said.trim(), "42");
     assert!(stopped.status.success(), "{}", support::text(&stopped));
+}
+
+/// True while some process holds the home's lock (a daemon, alive or dying).
+fn home_is_locked(home: &std::path::Path) -> bool {
+    let file = std::fs::File::open(home.join("system.lock")).expect("the lock file");
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
 }

@@ -196,55 +196,50 @@ impl Connection {
     }
 
     fn sum(&mut self, id: i64, input: String) -> Vec<Value> {
-        let reply = |status: &str, extra: Value| {
-            let mut message = json!({"type": "sum", "id": id, "input": input, "status": status});
-            if let (Some(message), Value::Object(extra)) = (message.as_object_mut(), extra) {
-                message.extend(extra);
-            }
-            message
+        let reply = |status: &str, field: &str, value: String| {
+            vec![sum_reply(id, &input, status, field, value)]
         };
         let n = match sum::parse_input(&input) {
             Ok(n) => n,
-            Err(invalid) => return vec![reply("invalid", json!({"reason": invalid.to_string()}))],
+            Err(invalid) => return reply("invalid", "reason", invalid.to_string()),
         };
         if self.running.len() >= MAX_SUMS_PER_CONNECTION {
             let reason = format!(
                 "too many computations running on this connection (at most {MAX_SUMS_PER_CONNECTION})"
             );
-            return vec![reply("error", json!({ "reason": reason }))];
+            return reply("error", "reason", reason);
         }
         let Some(version) = self.node.code.current() else {
-            return vec![reply("error", json!({"reason": "no math plugin loaded"}))];
+            return reply("error", "reason", "no math plugin loaded".into());
         };
         if let Err(reason) = version.validate(n) {
-            return vec![reply("invalid", json!({ "reason": reason }))];
+            return reply("invalid", "reason", reason);
         }
         let (result_tx, result_rx) = oneshot::channel();
         let monitor = sum::spawn(&self.node, version, n, result_tx);
         let pid = monitor.pid();
         self.running.insert(pid);
-        let done = reply("done", json!({}));
-        let failed = reply("error", json!({}));
+        let calculating = reply("calculating", "pid", pid.to_string());
         self.sums.push(
             async move {
                 let down = monitor.await;
-                let message = match (down.reason, result_rx.await) {
-                    (ExitReason::Normal, Ok(result)) => with(done, "result", result.to_string()),
-                    (ExitReason::Normal, Err(_)) => with(failed, "reason", "no result".into()),
-                    (reason, _) => with(failed, "reason", reason.to_string()),
+                let (status, field, value) = match (down.reason, result_rx.await) {
+                    (ExitReason::Normal, Ok(result)) => ("done", "result", result.to_string()),
+                    (ExitReason::Normal, Err(_)) => ("error", "reason", "no result".to_owned()),
+                    (reason, _) => ("error", "reason", reason.to_string()),
                 };
-                (pid, message)
+                (pid, sum_reply(id, &input, status, field, value))
             }
             .boxed(),
         );
-        vec![reply("calculating", json!({"pid": pid.to_string()}))]
+        calculating
     }
 }
 
-fn with(mut message: Value, key: &str, value: String) -> Value {
-    if let Some(object) = message.as_object_mut() {
-        object.insert(key.to_owned(), Value::String(value));
-    }
+/// A `sum` message for line `id`, with its one extra field (`pid`, `result` or `reason`).
+fn sum_reply(id: i64, input: &str, status: &str, field: &str, value: String) -> Value {
+    let mut message = json!({"type": "sum", "id": id, "input": input, "status": status});
+    message[field] = Value::String(value);
     message
 }
 
