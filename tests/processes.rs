@@ -181,3 +181,57 @@ async fn trace_records_calls_and_stacktrace_names_the_current_function() {
         None
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_before_the_first_poll_gives_killed() {
+    let registry = ProcessRegistry::new();
+    for _ in 0..2_000 {
+        let monitor = registry.spawn_monitor(spec("busy"), busy);
+        assert!(registry.kill(monitor.pid()));
+        assert_eq!(monitor.await.reason, ExitReason::Killed);
+    }
+}
+
+/// Observers read a process's counters out of its task; they must never see
+/// freed memory, however quickly processes come and go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_read_counters_while_processes_come_and_go() {
+    let registry = ProcessRegistry::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let observer = {
+        let (registry, stop) = (registry.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (pid, reductions) in registry.reductions() {
+                    assert!(reductions < 1_000_000, "garbage reductions {reductions}");
+                    if let Some(info) = registry.info(pid) {
+                        assert!(info.current_function.starts_with("Test."));
+                        seen += 1;
+                    }
+                }
+            }
+            seen
+        })
+    };
+    let mut monitors = Vec::new();
+    for round in 0..20_000u64 {
+        monitors.push(
+            registry.spawn_monitor(spec("brief"), move |ctx| async move {
+                ctx.enter(&"Test.brief/0");
+                for _ in 0..round % 4 {
+                    ctx.add_reductions(10);
+                    ctx.yield_now().await;
+                }
+            }),
+        );
+        if monitors.len() == 100 {
+            for monitor in monitors.drain(..) {
+                assert_eq!(monitor.await.reason, ExitReason::Normal);
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = observer.join().expect("the observer thread");
+    assert!(seen > 0, "the observer saw no live process");
+}

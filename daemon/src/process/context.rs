@@ -1,12 +1,13 @@
 //! The handle a process's own code gets: its pid and the few ways it reports
 //! what it is doing (reductions, current function, plugin version).
 //!
-//! Only the process itself holds its context; it is not a way to reach others.
+//! Only the process itself holds its context; it is not a way to reach
+//! others. What it records takes effect only inside the process's own poll.
 
 use std::sync::Arc;
 
-use super::Pid;
 use super::entry::{ProcessEntry, Status};
+use super::{Pid, activity};
 
 /// Given to a process's body when it is spawned. Not `Clone`: only the
 /// process's own task writes its counters (see `ProcessEntry`).
@@ -21,11 +22,13 @@ impl ProcessContext {
 
     /// Counts work done beyond the one reduction every poll already counts.
     pub fn add_reductions(&self, n: u64) {
-        self.entry.add_reductions(n);
+        activity::with_current(Arc::as_ptr(&self.entry), |activity| {
+            activity.add_reductions(n)
+        });
     }
 
     /// Records the host function the process is now in (traced if tracing
-    /// is on): one atomic store. Call it as `ctx.enter(&"Module.function/1")`.
+    /// is on): a store into the task's own memory. Call it as `ctx.enter(&"Module.function/1")`.
     pub fn enter(&self, function: &'static &'static str) {
         self.entry.enter(function);
     }
@@ -43,7 +46,9 @@ impl ProcessContext {
     /// Gives the scheduler to other processes; resumes after them. Also the
     /// point at which a kill takes effect.
     pub async fn yield_now(&self) {
-        self.entry.set_status(Status::Runnable);
+        activity::with_current(Arc::as_ptr(&self.entry), |activity| {
+            activity.set_status(Status::Runnable)
+        });
         tokio::task::yield_now().await;
     }
 }

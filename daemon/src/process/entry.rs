@@ -1,18 +1,19 @@
 //! One process's entry in the registry: identity, counters and the places
 //! where other processes can observe it (current function, monitors, tracer).
 //!
-//! Everything written on the poll path is an atomic or an uncontended lock;
+//! Nothing here is written on every poll (that is the task's `Activity`);
 //! nothing here may block or allocate per poll.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use super::activity::{Activity, Published, with_current};
 use super::{Down, Pid};
 
 /// What a process is doing, as `Process.info` reports it.
@@ -31,7 +32,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn from_u8(value: u8) -> Status {
+    pub(crate) fn from_u8(value: u8) -> Status {
         match value {
             0 => Status::Runnable,
             1 => Status::Running,
@@ -85,30 +86,27 @@ pub struct ProcessInfo {
     pub plugin_version: Option<u32>,
 }
 
-/// Hot fields first, in one cache line with the `Arc`'s counts: a poll
-/// touches only this line (`repr(C)` keeps the order).
-#[repr(C)]
+/// What the registry keeps of a live process. The counters a poll writes
+/// are not here but in the task (see `activity`); a poll touches no entry.
 pub(crate) struct ProcessEntry {
-    reductions: AtomicU64,
-    cpu_ns: AtomicU64,
-    /// The host function the process is in: a pointer to a `'static` label
-    /// (null before the first `enter`).
-    location: AtomicPtr<&'static str>,
-    status: AtomicU8,
-    pub(crate) killed: AtomicBool,
-    tracing: AtomicBool,
-    plugin_version: AtomicU32,
-    /// The plugin function it is in, for processes that run plugin code.
-    plugin_frame: OnceLock<Box<Mutex<Option<plugin_abi::Frame>>>>,
-    // Cold: read by observers, written at spawn and exit.
     pub(crate) pid: Pid,
     pub(crate) spec: Spec,
     spawned_at: SystemTime,
+    pub(crate) activity: Published,
+    pub(crate) killed: AtomicBool,
     pub(crate) abort: OnceLock<AbortHandle>,
+    plugin_version: AtomicU32,
+    /// The plugin function it is in, for processes that run plugin code.
+    plugin_frame: OnceLock<Box<Mutex<Option<plugin_abi::Frame>>>>,
     /// `None` once the process has ended: no monitor can be added after that.
     monitors: Mutex<Option<Vec<oneshot::Sender<Down>>>>,
+    tracing: AtomicBool,
     tracer: Mutex<Option<mpsc::Sender<String>>>,
 }
+
+/// Live traces in the whole registry: while zero, `enter` need not look at
+/// any entry's tracer.
+static TRACES: AtomicUsize = AtomicUsize::new(0);
 
 /// Locks a mutex whose data stays valid even if a holder panicked.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,52 +119,19 @@ impl ProcessEntry {
             pid,
             spec,
             spawned_at: SystemTime::now(),
-            status: AtomicU8::new(Status::Runnable as u8),
+            activity: Published::default(),
             killed: AtomicBool::new(false),
-            tracing: AtomicBool::new(false),
-            plugin_version: AtomicU32::new(0),
-            reductions: AtomicU64::new(0),
-            cpu_ns: AtomicU64::new(0),
-            location: AtomicPtr::new(std::ptr::null_mut()),
-            plugin_frame: OnceLock::new(),
             abort: OnceLock::new(),
+            plugin_version: AtomicU32::new(0),
+            plugin_frame: OnceLock::new(),
             monitors: Mutex::new(Some(Vec::new())),
+            tracing: AtomicBool::new(false),
             tracer: Mutex::new(None),
         }
     }
 
-    pub(crate) fn status(&self) -> Status {
-        Status::from_u8(self.status.load(Relaxed))
-    }
-
-    pub(crate) fn set_status(&self, status: Status) {
-        self.status.store(status as u8, Relaxed);
-    }
-
-    // Status, reductions and CPU time are written only by the process's own
-    // task (one poll at a time), so plain loads and stores suffice: others
-    // only read them. No locked read-modify-write on the poll path.
-
-    /// Running → Waiting, unless the process marked itself runnable.
-    pub(crate) fn park(&self) {
-        if self.status.load(Relaxed) == Status::Running as u8 {
-            self.status.store(Status::Waiting as u8, Relaxed);
-        }
-    }
-
-    pub(crate) fn account_poll(&self, cpu: Duration) {
-        self.add_reductions(1);
-        let cpu_ns = self.cpu_ns.load(Relaxed) + cpu.as_nanos() as u64;
-        self.cpu_ns.store(cpu_ns, Relaxed);
-    }
-
-    pub(crate) fn add_reductions(&self, n: u64) {
-        self.reductions
-            .store(self.reductions.load(Relaxed) + n, Relaxed);
-    }
-
     pub(crate) fn reductions(&self) -> u64 {
-        self.reductions.load(Relaxed)
+        self.activity.read().reductions
     }
 
     pub(crate) fn set_plugin_version(&self, id: u32) {
@@ -177,29 +142,23 @@ impl ProcessEntry {
         Some(self.plugin_version.load(Relaxed)).filter(|id| *id != 0)
     }
 
-    /// Records that the process entered a host function (and left any plugin code).
+    /// Records that the process entered a host function (and left any plugin
+    /// code). Only effective inside the process's own poll.
     pub(crate) fn enter(&self, location: &'static &'static str) {
-        // The pointer comes from a `'static` reference; it is only ever read back as one.
-        self.location
-            .store(std::ptr::from_ref(location).cast_mut(), Relaxed);
-        if let Some(frame) = self.plugin_frame.get() {
+        let left_plugin = with_current(self, |activity| activity.enter(location));
+        if left_plugin == Some(true)
+            && let Some(frame) = self.plugin_frame.get()
+        {
             *lock(frame) = None;
         }
-        if self.tracing.load(Relaxed) {
+        if TRACES.load(Relaxed) != 0 && self.tracing.load(Relaxed) {
             self.trace_call(|| (*location).to_owned());
         }
     }
 
-    /// The host function the process is in, if it said.
-    fn location(&self) -> Option<&'static str> {
-        let location = self.location.load(Relaxed);
-        // SAFETY: non-null values are stored only by `enter`, from a
-        // `&'static &'static str`, which stays valid forever.
-        (!location.is_null()).then(|| unsafe { *location })
-    }
-
     /// Records that the process is inside plugin code, in `frame`.
     pub(crate) fn enter_plugin(&self, frame: plugin_abi::Frame) {
+        with_current(self, Activity::enter_plugin);
         let slot = self.plugin_frame.get_or_init(|| Box::new(Mutex::new(None)));
         *lock(slot) = Some(frame);
         if self.tracing.load(Relaxed) {
@@ -213,23 +172,25 @@ impl ProcessEntry {
         }
     }
 
-    pub(crate) fn start_trace(&self, tracer: mpsc::Sender<String>) {
+    /// Sends every call to `tracer` until the returned guard drops.
+    pub(crate) fn trace(self: &Arc<Self>, tracer: mpsc::Sender<String>) -> Tracing {
         *lock(&self.tracer) = Some(tracer);
         self.tracing.store(true, Relaxed);
-    }
-
-    pub(crate) fn stop_trace(&self) {
-        self.tracing.store(false, Relaxed);
-        *lock(&self.tracer) = None;
+        TRACES.fetch_add(1, Relaxed);
+        Tracing(self.clone())
     }
 
     /// The innermost function first, the initial call last.
     pub(crate) fn stacktrace(&self) -> Vec<String> {
+        self.stacktrace_at(self.activity.read().location)
+    }
+
+    fn stacktrace_at(&self, location: Option<&'static str>) -> Vec<String> {
         let mut frames = Vec::with_capacity(3);
         if let Some(frame) = self.plugin_frame.get().and_then(|slot| *lock(slot)) {
             frames.push(frame.to_string());
         }
-        if let Some(location) = self.location() {
+        if let Some(location) = location {
             frames.push(location.to_owned());
         }
         frames.push(self.spec.initial_call.to_string());
@@ -256,14 +217,15 @@ impl ProcessEntry {
     }
 
     pub(crate) fn info(&self) -> ProcessInfo {
+        let activity = self.activity.read();
         ProcessInfo {
             pid: self.pid.to_string(),
             name: self.spec.name.to_string(),
             initial_call: self.spec.initial_call.to_string(),
-            status: self.status(),
-            reductions: self.reductions(),
-            cpu_time_us: self.cpu_ns.load(Relaxed) / 1_000,
-            current_function: self.stacktrace().swap_remove(0),
+            status: activity.status,
+            reductions: activity.reductions,
+            cpu_time_us: activity.cpu_ns / 1_000,
+            current_function: self.stacktrace_at(activity.location).swap_remove(0),
             monitors: lock(&self.monitors).as_ref().map_or(0, Vec::len),
             spawned_at_ms: self
                 .spawned_at
@@ -271,5 +233,16 @@ impl ProcessEntry {
                 .map_or(0, |d| d.as_millis() as u64),
             plugin_version: self.plugin_version(),
         }
+    }
+}
+
+/// A trace in progress; dropping it (however the tracer ends) stops it.
+pub(crate) struct Tracing(Arc<ProcessEntry>);
+
+impl Drop for Tracing {
+    fn drop(&mut self) {
+        self.0.tracing.store(false, Relaxed);
+        *lock(&self.0.tracer) = None;
+        TRACES.fetch_sub(1, Relaxed);
     }
 }

@@ -5,6 +5,7 @@
 //! exactly one [`Down`]. This module owns no policy (what to restart, when):
 //! that is the supervisor's.
 
+mod activity;
 mod context;
 mod entry;
 mod exit;

@@ -1,16 +1,18 @@
 //! The process registry: spawns processes as tokio tasks, keeps one entry per
 //! live process, and delivers kills and DOWN messages.
 //!
-//! The table is sharded (no global lock); the poll path touches only the
-//! process's own entry. Nothing here may await while holding a lock.
+//! The table is sharded (no global lock); the poll path touches no entry,
+//! only the task's own memory (see `activity`). Nothing here may await while holding a lock.
 
 use std::any::Any;
 use std::cell::Cell;
 use std::future::Future;
+use std::marker::PhantomPinned;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, fence};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use dashmap::DashMap;
 use pin_project_lite::pin_project;
 use tokio::sync::{mpsc, oneshot};
 
+use super::activity::{self, Activity};
 use super::entry::{ProcessEntry, ProcessInfo, Spec, Status};
 use super::{Down, ExitReason, Pid, ProcessContext};
 
@@ -113,11 +116,14 @@ impl ProcessRegistry {
         });
         let task = Instrumented {
             inner,
+            activity: Activity::default(),
+            published: false,
             exit: ExitGuard {
                 entry: entry.clone(),
                 registry: self.clone(),
                 reason: None,
             },
+            _pinned: PhantomPinned,
         };
         let handle = if self.task_names.load(Relaxed) {
             let name = format!("{} {pid}", entry.spec.name);
@@ -130,6 +136,12 @@ impl ProcessRegistry {
             tokio::spawn(task)
         };
         let _ = entry.abort.set(handle.abort_handle());
+        // A kill that came before the abort handle was set found nothing to
+        // abort; it is ours to deliver (see `kill`: swap, fence, then get).
+        fence(SeqCst);
+        if entry.killed.load(Relaxed) {
+            handle.abort();
+        }
         pid
     }
 
@@ -158,6 +170,7 @@ impl ProcessRegistry {
         if entry.killed.swap(true, Relaxed) {
             return false;
         }
+        fence(SeqCst);
         if let Some(abort) = entry.abort.get() {
             abort.abort();
         }
@@ -217,7 +230,7 @@ impl ProcessRegistry {
     pub async fn trace(&self, pid: Pid, max_calls: usize, window: Duration) -> Option<Vec<String>> {
         let entry = self.lookup(pid)?;
         let (tx, mut rx) = mpsc::channel(max_calls.max(1));
-        entry.start_trace(tx);
+        let _tracing = entry.trace(tx);
         let deadline = tokio::time::sleep(window);
         tokio::pin!(deadline);
         let mut calls = Vec::new();
@@ -230,12 +243,11 @@ impl ProcessRegistry {
                 _ = &mut deadline => break,
             }
         }
-        entry.stop_trace();
         Some(calls)
     }
 
     fn exit(&self, entry: &ProcessEntry, reason: ExitReason) {
-        entry.set_status(Status::Exiting);
+        entry.activity.retire();
         self.table.remove(&entry.pid.0);
         if let ExitReason::Panic(message) = &reason
             && !entry.spec.quiet
@@ -278,11 +290,20 @@ impl Drop for ExitGuard {
 }
 
 pin_project! {
-    /// A process's future: measures every poll and turns a panic into an exit reason.
+    /// A process's future: measures every poll into its own `activity`
+    /// (published to the entry on the first poll) and turns a panic into an
+    /// exit reason.
     struct Instrumented<F> {
         #[pin]
         inner: F,
+        activity: Activity,
+        published: bool,
         exit: ExitGuard,
+        // Observers read `activity` through a pointer while the task runs:
+        // the future must never move, and `&mut` to it must not claim
+        // exclusive access (the `!Unpin` exemption).
+        #[pin]
+        _pinned: PhantomPinned,
     }
 }
 
@@ -291,35 +312,35 @@ impl<F: Future<Output = ()>> Future for Instrumented<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        let entry = &this.exit.entry;
-        // (tokio never polls a finished task again, so `exit.reason` is None here.)
-        if entry.killed.load(Relaxed) {
-            this.exit.reason = Some(ExitReason::Killed);
-            return Poll::Ready(());
+        let activity: &Activity = this.activity;
+        let entry = Arc::as_ptr(&this.exit.entry);
+        if !*this.published {
+            this.exit.entry.activity.publish(activity);
+            *this.published = true;
         }
-        entry.set_status(Status::Running);
+        activity.set_status(Status::Running);
         let started = Instant::now();
         let inner = this.inner;
-        IN_PROCESS.set(true);
-        let polled = catch_unwind(AssertUnwindSafe(|| inner.poll(cx)));
-        IN_PROCESS.set(false);
-        entry.account_poll(started.elapsed());
+        let polled = {
+            let _polling = activity::polling(activity, entry);
+            catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+        };
+        activity.account_poll(started.elapsed());
         let reason = match polled {
             Ok(Poll::Pending) => {
-                entry.park();
+                activity.park();
                 return Poll::Pending;
             }
             Ok(Poll::Ready(())) => ExitReason::Normal,
             Err(payload) => ExitReason::Panic(panic_message(payload.as_ref())),
         };
+        // (tokio never polls a finished task again.)
         this.exit.reason = Some(reason);
         Poll::Ready(())
     }
 }
 
 thread_local! {
-    /// True while this thread polls a process: its panics become crash reports.
-    static IN_PROCESS: Cell<bool> = const { Cell::new(false) };
     /// Where the last panic on this thread happened, for the crash report.
     static PANIC_AT: Cell<Option<String>> = const { Cell::new(None) };
 }
@@ -329,7 +350,7 @@ thread_local! {
 pub fn install_panic_hook() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if IN_PROCESS.get() {
+        if activity::in_process() {
             let at = info
                 .location()
                 .map(|l| format!("at {}:{}", l.file(), l.line()));
