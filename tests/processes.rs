@@ -235,3 +235,26 @@ async fn observers_read_counters_while_processes_come_and_go() {
     let seen = observer.join().expect("the observer thread");
     assert!(seen > 0, "the observer saw no live process");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn cpu_time_counts_the_time_spent_in_polls() {
+    let registry = ProcessRegistry::new();
+    let (spun, done) = oneshot::channel();
+    let pid = registry.spawn(spec("spinner"), |_| async move {
+        // 3 ms on the scheduler in one poll, then waits forever.
+        let began = std::time::Instant::now();
+        while began.elapsed() < Duration::from_millis(3) {
+            std::hint::spin_loop();
+        }
+        let _ = spun.send(());
+        std::future::pending::<()>().await;
+    });
+    let began = std::time::Instant::now();
+    done.await.expect("the spinner ran");
+    let wall = began.elapsed();
+    let info = registry.info(pid).expect("alive");
+    let cpu = Duration::from_micros(info.cpu_time_us);
+    assert!(cpu >= Duration::from_millis(3), "cpu {cpu:?}");
+    assert!(cpu <= wall, "cpu {cpu:?} > wall {wall:?}");
+    assert_eq!(info.status, system::process::Status::Waiting);
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, fence};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use pin_project_lite::pin_project;
@@ -319,13 +319,13 @@ impl<F: Future<Output = ()>> Future for Instrumented<F> {
             *this.published = true;
         }
         activity.set_status(Status::Running);
-        let started = Instant::now();
+        let started = activity::clock_ticks();
         let inner = this.inner;
         let polled = {
             let _polling = activity::polling(activity, entry);
             catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
         };
-        activity.account_poll(started.elapsed());
+        activity.account_poll(activity::clock_ticks().wrapping_sub(started));
         let reason = match polled {
             Ok(Poll::Pending) => {
                 activity.park();
