@@ -278,7 +278,7 @@ async fn console_at(run: &mut Run, jobs: u64) -> anyhow::Result<Value> {
 
 /// Rounds of daemon-then-bare windows per load: one pair of windows on this
 /// VM varies by ±15 %, so the verdict takes the median ratio.
-const OVERHEAD_ROUNDS: usize = 3;
+const OVERHEAD_ROUNDS: usize = 5;
 
 /// CPU per job of the daemon and of a bare tokio runtime under the same load,
 /// in alternating rounds; the ratio reported is the median of the rounds'.

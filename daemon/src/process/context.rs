@@ -10,7 +10,7 @@ use super::entry::{ProcessEntry, Status};
 use super::{Pid, activity};
 
 /// Given to a process's body when it is spawned. Not `Clone`: only the
-/// process's own task writes its counters (see `ProcessEntry`).
+/// process's own task writes its counters (see `activity`).
 pub struct ProcessContext {
     pub(crate) entry: Arc<ProcessEntry>,
 }
@@ -28,7 +28,8 @@ impl ProcessContext {
     }
 
     /// Records the host function the process is now in (traced if tracing
-    /// is on): a store into the task's own memory. Call it as `ctx.enter(&"Module.function/1")`.
+    /// is on): a store into the task's own memory. Call it as
+    /// `ctx.enter(&"Module.function/1")`.
     pub fn enter(&self, function: &'static &'static str) {
         self.entry.enter(function);
     }
