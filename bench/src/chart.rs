@@ -75,8 +75,10 @@ pub fn draw(path: &Path, samples: &[Sample], marks: &[(f64, String)]) -> anyhow:
         .map_err(|e| fail(&e))?
         .label("jobs/s")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    for (at, label) in marks {
+    for (row, (at, label)) in marks.iter().enumerate() {
         let x = (at - start_ms) / 1000.0;
+        // Three rows of labels, so that phases close together stay readable.
+        let y = top / 1.4 / 2.5f64.powi((row % 3) as i32);
         chart
             .draw_series(LineSeries::new(
                 vec![(x, 100.0), (x, top)],
@@ -86,7 +88,7 @@ pub fn draw(path: &Path, samples: &[Sample], marks: &[(f64, String)]) -> anyhow:
         chart
             .draw_series(std::iter::once(Text::new(
                 label.clone(),
-                (x, top / 1.4),
+                (x, y),
                 ("sans-serif", 13).into_font().color(&RED),
             )))
             .map_err(|e| fail(&e))?;
@@ -118,15 +120,17 @@ pub fn draw(path: &Path, samples: &[Sample], marks: &[(f64, String)]) -> anyhow:
             ShapeStyle::from(&GREEN.mix(0.7)).stroke_width(1),
         ))
         .map_err(|e| fail(&e))?;
-    percent
-        .draw_series(LineSeries::new(
-            points
-                .iter()
-                .filter(|p| p.2 > 0.0)
-                .map(|p| (p.0, (100.0 * p.1 / p.2).clamp(50.0, 105.0))),
-            ShapeStyle::from(&BLUE).stroke_width(1),
-        ))
-        .map_err(|e| fail(&e))?;
+    // One line per stretch with a target: no line across the idle gaps.
+    for stretch in points.split(|p| p.2 <= 0.0).filter(|s| !s.is_empty()) {
+        percent
+            .draw_series(LineSeries::new(
+                stretch
+                    .iter()
+                    .map(|p| (p.0, (100.0 * p.1 / p.2).clamp(50.0, 105.0))),
+                ShapeStyle::from(&BLUE).stroke_width(1),
+            ))
+            .map_err(|e| fail(&e))?;
+    }
     for (at, _) in marks {
         let x = (at - start_ms) / 1000.0;
         percent

@@ -74,11 +74,19 @@ pub fn verdicts(results: &[Value]) -> Vec<Verdict> {
     });
     let million = phase(results, "scale-1000000");
     let million_min = million.and_then(|r| num(r, "min_pct"));
+    // The physical reference: the bare runtime at the same load, same core.
+    let bare = phase(results, "bare-scale-1000000").map_or(String::new(), |r| {
+        format!(
+            "; bare tokio {:.2} % at {:.0} % CPU",
+            num(r, "min_pct").unwrap_or(0.0),
+            num(r, "cpu_pct").unwrap_or(0.0)
+        )
+    });
     verdicts.push(Verdict {
         target: "1M workers: min jobs/s >= 99 %",
         measured: million_min.map_or("-".into(), |v| {
             format!(
-                "{v:.2} % (median {:.2} %)",
+                "{v:.2} % (median {:.2} %){bare}",
                 million.and_then(|r| num(r, "median_pct")).unwrap_or(0.0)
             )
         }),
