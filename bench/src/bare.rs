@@ -96,6 +96,11 @@ impl Bare {
         }
     }
 
+    /// Jobs done so far.
+    pub fn jobs(&self) -> u64 {
+        self.jobs.load(Relaxed)
+    }
+
     /// Nanoseconds on CPU of the runtime's thread so far.
     pub fn cpu_ns(&self) -> anyhow::Result<u64> {
         os::thread_cpu_ns(self.tid)

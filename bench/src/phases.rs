@@ -276,12 +276,18 @@ async fn console_at(run: &mut Run, jobs: u64) -> anyhow::Result<Value> {
     }))
 }
 
-/// Rounds of daemon-then-bare windows per load: one pair of windows on this
-/// VM varies by ±15 %, so the verdict takes the median ratio.
+/// Rounds per load of the daemon alone, then the bare runtime alone, on the
+/// core: one pair of windows on this VM varies by ±15 %, so the verdict
+/// takes the median of the rounds' ratios.
 const OVERHEAD_ROUNDS: usize = 5;
 
-/// CPU per job of the daemon and of a bare tokio runtime under the same load,
-/// in alternating rounds; the ratio reported is the median of the rounds'.
+/// Windows per load with both loaded at once, side by side on the core.
+const SIDE_BY_SIDE_WINDOWS: usize = 3;
+
+/// CPU per job of the daemon and of a bare tokio runtime under the same
+/// load: each alone on the core in alternating rounds (the verdict), then
+/// both at once (the same host conditions for both, but sharing the core's
+/// caches, which costs the one that touches more memory more).
 pub async fn overhead(run: &mut Run) -> anyhow::Result<()> {
     for jobs in run.options.overhead_loads.clone() {
         run.mark(&format!("overhead {}k", jobs / 1000));
@@ -294,12 +300,25 @@ pub async fn overhead(run: &mut Run) -> anyhow::Result<()> {
             let bare = bare_cost(run, jobs).await?;
             rounds.push((daemon, bare));
         }
+        run.ensure_load(jobs).await?;
+        run.probe.pause();
+        let mut bare = Bare::start(jobs, run.options.cpu)?;
+        bare.spawned().await?;
+        tokio::time::sleep(run.options.settle()).await;
+        let mut side_by_side = Vec::with_capacity(SIDE_BY_SIDE_WINDOWS);
+        for _ in 0..SIDE_BY_SIDE_WINDOWS {
+            let (daemon, bare) = both_at_once(run, &bare).await?;
+            side_by_side.push(daemon.ns_per_job / bare.ns_per_job.max(1e-9));
+        }
+        drop(bare);
         let ratios: Vec<f64> = rounds
             .iter()
             .map(|(daemon, bare)| daemon.ns_per_job / bare.ns_per_job.max(1e-9))
             .collect();
         let median_of = |values: Vec<f64>| stats::median(&values);
-        let (daemon, bare) = &rounds[0];
+        let daemon_rates: Vec<f64> = rounds.iter().flat_map(|(d, _)| d.rates.clone()).collect();
+        let bare_rates: Vec<f64> = rounds.iter().flat_map(|(_, b)| b.rates.clone()).collect();
+        let rounded = |values: &[f64]| values.iter().map(|r| round(*r, 3)).collect::<Vec<_>>();
         run.emit(json!({
             "phase": format!("overhead-{jobs}"),
             "workers": jobs,
@@ -307,13 +326,15 @@ pub async fn overhead(run: &mut Run) -> anyhow::Result<()> {
             "daemon_ns_per_job": round(median_of(rounds.iter().map(|(d, _)| d.ns_per_job).collect()), 0),
             "daemon_stat_ns_per_job": round(median_of(rounds.iter().map(|(d, _)| d.stat_ns_per_job).collect()), 0),
             "daemon_cpu_pct": round(median_of(rounds.iter().map(|(d, _)| d.cpu_pct).collect()), 1),
-            "daemon_min_pct": round(100.0 * stats::min(&daemon.rates) / jobs as f64, 2),
+            "daemon_min_pct": round(100.0 * stats::min(&daemon_rates) / jobs as f64, 2),
             "bare_ns_per_job": round(median_of(rounds.iter().map(|(_, b)| b.ns_per_job).collect()), 0),
             "bare_cpu_pct": round(median_of(rounds.iter().map(|(_, b)| b.cpu_pct).collect()), 1),
-            "bare_min_pct": round(100.0 * stats::min(&bare.rates) / jobs as f64, 2),
-            "bare_median_pct": round(100.0 * stats::median(&bare.rates) / jobs as f64, 2),
-            "ratios": ratios.iter().map(|r| round(*r, 3)).collect::<Vec<_>>(),
+            "bare_min_pct": round(100.0 * stats::min(&bare_rates) / jobs as f64, 2),
+            "bare_median_pct": round(100.0 * stats::median(&bare_rates) / jobs as f64, 2),
+            "ratios": rounded(&ratios),
             "ratio": round(stats::median(&ratios), 3),
+            "side_by_side_ratios": rounded(&side_by_side),
+            "side_by_side_ratio": round(stats::median(&side_by_side), 3),
         }));
     }
     Ok(())
@@ -369,6 +390,50 @@ async fn daemon_cost(run: &mut Run) -> anyhow::Result<Cost> {
         cpu_pct: 100.0 * cpu1.saturating_sub(cpu0) as f64 / wall,
         rss_bytes: 0,
     })
+}
+
+/// One window over which both the daemon (all its threads) and the bare
+/// runtime (its worker thread) are measured: CPU per job of each.
+async fn both_at_once(run: &mut Run, bare: &Bare) -> anyhow::Result<(Cost, Cost)> {
+    let pid = run.daemon.pid;
+    let (at0, cpu0, stat0, jobs0) = on_next_sample(run, pid).await?;
+    let began = Instant::now();
+    let (bare_cpu0, bare_jobs0) = (bare.cpu_ns()?, bare.jobs());
+    let mut readings = vec![Reading {
+        t_ms: 0.0,
+        total: bare_jobs0,
+    }];
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    ticks.tick().await;
+    while began.elapsed() < run.options.window() {
+        ticks.tick().await;
+        readings.push(Reading {
+            t_ms: stats::ms(began.elapsed()),
+            total: bare.jobs(),
+        });
+    }
+    let (at1, cpu1, stat1, jobs1) = on_next_sample(run, pid).await?;
+    let (bare_cpu1, bare_jobs1) = (bare.cpu_ns()?, bare.jobs());
+    let bare_wall = began.elapsed().as_nanos() as f64;
+    let jobs = jobs1.saturating_sub(jobs0).max(1) as f64;
+    let wall = (at1 - at0).max(1.0) * 1e6;
+    let daemon = Cost {
+        rates: stats::one_second_rates(&run.feed.readings(), at0, at1),
+        ns_per_job: cpu1.saturating_sub(cpu0) as f64 / jobs,
+        stat_ns_per_job: stat1.saturating_sub(stat0) as f64 / jobs,
+        cpu_pct: 100.0 * cpu1.saturating_sub(cpu0) as f64 / wall,
+        rss_bytes: 0,
+    };
+    let bare_spent = bare_cpu1.saturating_sub(bare_cpu0) as f64;
+    let bare_done = bare_jobs1.saturating_sub(bare_jobs0).max(1) as f64;
+    let bare = Cost {
+        rates: stats::one_second_rates(&readings, 0.0, f64::MAX),
+        ns_per_job: bare_spent / bare_done,
+        stat_ns_per_job: bare_spent / bare_done,
+        cpu_pct: 100.0 * bare_spent / bare_wall,
+        rss_bytes: 0,
+    };
+    Ok((daemon, bare))
 }
 
 /// Waits for a fresh metrics sample, then reads the daemon's CPU at once:

@@ -293,12 +293,15 @@ pin_project! {
     /// A process's future: measures every poll into its own `activity`
     /// (published to the entry on the first poll) and turns a panic into an
     /// exit reason.
+    // `repr(C)`, counters first: what every poll writes sits right after
+    // tokio's task header instead of after the (large) inner future.
+    #[repr(C)]
     struct Instrumented<F> {
-        #[pin]
-        inner: F,
         activity: Activity,
         published: bool,
         exit: ExitGuard,
+        #[pin]
+        inner: F,
         // Observers read `activity` through a pointer while the task runs:
         // the future must never move, and `&mut` to it must not claim
         // exclusive access (the `!Unpin` exemption).
