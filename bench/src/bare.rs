@@ -18,7 +18,7 @@ use crate::os;
 
 /// A running bare load.
 pub struct Bare {
-    pub jobs: Arc<AtomicU64>,
+    jobs: Arc<AtomicU64>,
     /// The kernel id of the runtime's thread (for its CPU time).
     pub tid: i32,
     stop: Arc<Notify>,

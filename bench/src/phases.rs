@@ -377,76 +377,58 @@ struct Cost {
 
 /// The daemon's CPU (all its threads) per job over one window.
 async fn daemon_cost(run: &mut Run) -> anyhow::Result<Cost> {
-    let pid = run.daemon.pid;
-    let (at0, cpu0, stat0, jobs0) = on_next_sample(run, pid).await?;
+    let began = on_next_sample(run).await?;
     tokio::time::sleep(run.options.window()).await;
-    let (at1, cpu1, stat1, jobs1) = on_next_sample(run, pid).await?;
-    let jobs = jobs1.saturating_sub(jobs0).max(1) as f64;
-    let wall = (at1 - at0).max(1.0) * 1e6;
-    Ok(Cost {
-        rates: stats::one_second_rates(&run.feed.readings(), at0, at1),
-        ns_per_job: cpu1.saturating_sub(cpu0) as f64 / jobs,
-        stat_ns_per_job: stat1.saturating_sub(stat0) as f64 / jobs,
-        cpu_pct: 100.0 * cpu1.saturating_sub(cpu0) as f64 / wall,
-        rss_bytes: 0,
-    })
+    let ended = on_next_sample(run).await?;
+    Ok(daemon_cost_between(run, began, ended))
 }
 
 /// One window over which both the daemon (all its threads) and the bare
 /// runtime (its worker thread) are measured: CPU per job of each.
 async fn both_at_once(run: &mut Run, bare: &Bare) -> anyhow::Result<(Cost, Cost)> {
-    let pid = run.daemon.pid;
-    let (at0, cpu0, stat0, jobs0) = on_next_sample(run, pid).await?;
-    let began = Instant::now();
-    let (bare_cpu0, bare_jobs0) = (bare.cpu_ns()?, bare.jobs());
-    let mut readings = vec![Reading {
-        t_ms: 0.0,
-        total: bare_jobs0,
-    }];
-    let mut ticks = tokio::time::interval(Duration::from_millis(100));
-    ticks.tick().await;
-    while began.elapsed() < run.options.window() {
-        ticks.tick().await;
-        readings.push(Reading {
-            t_ms: stats::ms(began.elapsed()),
-            total: bare.jobs(),
-        });
-    }
-    let (at1, cpu1, stat1, jobs1) = on_next_sample(run, pid).await?;
-    let (bare_cpu1, bare_jobs1) = (bare.cpu_ns()?, bare.jobs());
-    let bare_wall = began.elapsed().as_nanos() as f64;
-    let jobs = jobs1.saturating_sub(jobs0).max(1) as f64;
-    let wall = (at1 - at0).max(1.0) * 1e6;
-    let daemon = Cost {
-        rates: stats::one_second_rates(&run.feed.readings(), at0, at1),
-        ns_per_job: cpu1.saturating_sub(cpu0) as f64 / jobs,
-        stat_ns_per_job: stat1.saturating_sub(stat0) as f64 / jobs,
-        cpu_pct: 100.0 * cpu1.saturating_sub(cpu0) as f64 / wall,
-        rss_bytes: 0,
-    };
-    let bare_spent = bare_cpu1.saturating_sub(bare_cpu0) as f64;
-    let bare_done = bare_jobs1.saturating_sub(bare_jobs0).max(1) as f64;
-    let bare = Cost {
-        rates: stats::one_second_rates(&readings, 0.0, f64::MAX),
-        ns_per_job: bare_spent / bare_done,
-        stat_ns_per_job: bare_spent / bare_done,
-        cpu_pct: 100.0 * bare_spent / bare_wall,
-        rss_bytes: 0,
-    };
-    Ok((daemon, bare))
+    let began = on_next_sample(run).await?;
+    let bare = bare_window(bare, run.options.window()).await?;
+    let ended = on_next_sample(run).await?;
+    Ok((daemon_cost_between(run, began, ended), bare))
 }
 
-/// Waits for a fresh metrics sample, then reads the daemon's CPU at once:
-/// (daemon ms, schedstat ns, utime+stime ns, jobs_total).
-async fn on_next_sample(run: &Run, pid: i32) -> anyhow::Result<(f64, u64, u64, u64)> {
+/// The daemon's side of a window, from two readings of [`on_next_sample`].
+fn daemon_cost_between(run: &Run, began: DaemonReading, ended: DaemonReading) -> Cost {
+    let jobs = ended.jobs.saturating_sub(began.jobs).max(1) as f64;
+    let cpu = ended.cpu_ns.saturating_sub(began.cpu_ns) as f64;
+    let wall = (ended.t_ms - began.t_ms).max(1.0) * 1e6;
+    Cost {
+        rates: stats::one_second_rates(&run.feed.readings(), began.t_ms, ended.t_ms),
+        ns_per_job: cpu / jobs,
+        stat_ns_per_job: ended.stat_ns.saturating_sub(began.stat_ns) as f64 / jobs,
+        cpu_pct: 100.0 * cpu / wall,
+        rss_bytes: 0,
+    }
+}
+
+/// The daemon's clock, CPU (schedstat and utime+stime) and jobs at one instant.
+struct DaemonReading {
+    t_ms: f64,
+    cpu_ns: u64,
+    stat_ns: u64,
+    jobs: u64,
+}
+
+/// Waits for a fresh metrics sample, then reads the daemon's CPU at once.
+async fn on_next_sample(run: &Run) -> anyhow::Result<DaemonReading> {
     let last = run.feed.now_ms();
     run.feed
         .wait_until(Duration::from_secs(5), |s| s.t_ms > last)
         .await;
-    let cpu = os::process_cpu_ns(pid)?;
-    let stat = os::process_stat_ns(pid)?;
+    let cpu_ns = os::process_cpu_ns(run.daemon.pid)?;
+    let stat_ns = os::process_stat_ns(run.daemon.pid)?;
     let sample = run.feed.latest().unwrap_or_default();
-    Ok((sample.t_ms, cpu, stat, sample.jobs_total))
+    Ok(DaemonReading {
+        t_ms: sample.t_ms,
+        cpu_ns,
+        stat_ns,
+        jobs: sample.jobs_total,
+    })
 }
 
 /// The bare runtime's thread CPU per job over one window, after settling.
@@ -455,33 +437,38 @@ async fn bare_cost(run: &Run, jobs: u64) -> anyhow::Result<Cost> {
     bare.spawned().await?;
     tokio::time::sleep(run.options.settle()).await;
     let rss_bytes = own_rss_bytes();
+    let cost = bare_window(&bare, run.options.window()).await?;
+    Ok(Cost { rss_bytes, ..cost })
+}
+
+/// The bare runtime's side of a window: its jobs every 100 ms and its
+/// worker thread's CPU.
+async fn bare_window(bare: &Bare, window: Duration) -> anyhow::Result<Cost> {
     let began = Instant::now();
-    let cpu0 = bare.cpu_ns()?;
-    let jobs0 = bare.jobs.load(std::sync::atomic::Ordering::Relaxed);
+    let (cpu0, jobs0) = (bare.cpu_ns()?, bare.jobs());
     let mut readings = vec![Reading {
         t_ms: 0.0,
         total: jobs0,
     }];
     let mut ticks = tokio::time::interval(Duration::from_millis(100));
     ticks.tick().await;
-    while began.elapsed() < run.options.window() {
+    while began.elapsed() < window {
         ticks.tick().await;
         readings.push(Reading {
             t_ms: stats::ms(began.elapsed()),
-            total: bare.jobs.load(std::sync::atomic::Ordering::Relaxed),
+            total: bare.jobs(),
         });
     }
-    let cpu1 = bare.cpu_ns()?;
+    let spent = bare.cpu_ns()?.saturating_sub(cpu0) as f64;
     let wall = began.elapsed().as_nanos() as f64;
     let total = readings.last().map_or(jobs0, |r| r.total);
     let done = total.saturating_sub(jobs0).max(1) as f64;
-    let spent = cpu1.saturating_sub(cpu0) as f64;
     Ok(Cost {
         rates: stats::one_second_rates(&readings, 0.0, f64::MAX),
         ns_per_job: spent / done,
         stat_ns_per_job: spent / done,
         cpu_pct: 100.0 * spent / wall,
-        rss_bytes,
+        rss_bytes: 0,
     })
 }
 
