@@ -258,3 +258,32 @@ async fn cpu_time_counts_the_time_spent_in_polls() {
     assert!(cpu <= wall, "cpu {cpu:?} > wall {wall:?}");
     assert_eq!(info.status, system::process::Status::Waiting);
 }
+
+/// Sets its flag when dropped, slowly, so that a DOWN sent before the drop
+/// ended would be seen while the flag is still unset.
+struct SlowCleanup(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SlowCleanup {
+    fn drop(&mut self) {
+        // Widens the window a wrong drop order would leave open; not a wait for an event.
+        std::thread::sleep(Duration::from_millis(50));
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_comes_after_the_process_cleaned_up() {
+    let registry = ProcessRegistry::new();
+    let cleaned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guard = SlowCleanup(cleaned.clone());
+    let monitor = registry.spawn_monitor(spec("guarded"), move |ctx| async move {
+        let _guard = guard;
+        busy(ctx).await;
+    });
+    assert!(registry.kill(monitor.pid()));
+    assert_eq!(monitor.await.reason, ExitReason::Killed);
+    assert!(
+        cleaned.load(std::sync::atomic::Ordering::SeqCst),
+        "DOWN arrived before the process's drop guards ran"
+    );
+}

@@ -2,7 +2,8 @@
 //! live process, and delivers kills and DOWN messages.
 //!
 //! The table is sharded (no global lock); the poll path touches no entry,
-//! only the task's own memory (see `activity`). Nothing here may await while holding a lock.
+//! only the task's own memory (see `activity`). Nothing here may await
+//! while holding a lock.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -295,13 +296,15 @@ pin_project! {
     /// exit reason.
     // `repr(C)`, counters first: what every poll writes sits right after
     // tokio's task header instead of after the (large) inner future.
+    // Fields drop in this order: `inner` before `exit`, so the process's own
+    // cleanup (its drop guards) is done before its DOWN is sent.
     #[repr(C)]
     struct Instrumented<F> {
         activity: Activity,
         published: bool,
-        exit: ExitGuard,
         #[pin]
         inner: F,
+        exit: ExitGuard,
         // Observers read `activity` through a pointer while the task runs:
         // the future must never move, and `&mut` to it must not claim
         // exclusive access (the `!Unpin` exemption).
