@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use tokio::sync::{Notify, oneshot};
@@ -20,16 +20,15 @@ use crate::os;
 pub struct Bare {
     jobs: Arc<AtomicU64>,
     /// The kernel id of the runtime's thread (for its CPU time).
-    pub tid: i32,
+    tid: i32,
     stop: Arc<Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Resolves once every worker is spawned.
-    started: Option<oneshot::Receiver<Duration>>,
 }
 
 impl Bare {
-    /// Starts `workers` on a new one-worker runtime on a new thread.
-    pub fn start(workers: u64, cpu: Option<usize>) -> anyhow::Result<Bare> {
+    /// Starts `workers` on a new one-worker runtime on a new thread;
+    /// returns once every worker is spawned.
+    pub async fn start(workers: u64, cpu: Option<usize>) -> anyhow::Result<Bare> {
         let jobs = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(Notify::new());
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
@@ -61,14 +60,13 @@ impl Bare {
                     }
                 };
                 runtime.block_on(async move {
-                    let began = Instant::now();
                     for index in 0..workers {
                         tokio::spawn(worker(counter.clone()));
                         if index % 1_000 == 999 {
                             tokio::task::yield_now().await;
                         }
                     }
-                    let _ = started_tx.send(began.elapsed());
+                    let _ = started_tx.send(());
                     stopper.notified().await;
                 });
             })
@@ -77,23 +75,16 @@ impl Bare {
             .recv()
             .map_err(|_| anyhow!("the bare runtime's thread ended"))?
             .map_err(|error| anyhow!("bare runtime: {error}"))?;
-        Ok(Bare {
+        let bare = Bare {
             jobs,
             tid,
             stop,
             thread: Some(thread),
-            started: Some(started),
-        })
-    }
-
-    /// Waits until every worker is spawned; how long spawning took.
-    pub async fn spawned(&mut self) -> anyhow::Result<Duration> {
-        match self.started.take() {
-            Some(started) => started
-                .await
-                .map_err(|_| anyhow!("the bare runtime ended early")),
-            None => Ok(Duration::ZERO),
-        }
+        };
+        started
+            .await
+            .map_err(|_| anyhow!("the bare runtime ended early"))?;
+        Ok(bare)
     }
 
     /// Jobs done so far.

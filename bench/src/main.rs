@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::daemon::Daemon;
 use crate::feed::Feed;
-use crate::options::Options;
+use crate::options::{Options, PHASES};
 use crate::probe::Probe;
 use crate::run::Run;
 use crate::ws::Client;
@@ -108,32 +108,22 @@ async fn scenario(options: Options, bench_cpu: Option<usize>) -> anyhow::Result<
 }
 
 async fn phases_in_order(run: &mut Run) -> anyhow::Result<()> {
-    if run.options.wants("baseline") {
-        phases::baseline(run).await?;
-    }
-    if run.options.wants("naive") {
-        phases::naive(run).await?;
-    }
-    if run.options.wants("rogues") {
-        phases::rogues(run).await?;
-    }
-    if run.options.wants("kill") {
-        phases::kill(run).await?;
-    }
-    if run.options.wants("upgrade") {
-        phases::upgrade(run).await?;
-    }
-    if run.options.wants("scale") {
-        phases::scale(run).await?;
-    }
-    if run.options.wants("console") {
-        phases::console(run).await?;
-    }
-    if run.options.wants("overhead") {
-        phases::overhead(run).await?;
-    }
-    if run.options.wants("bare-scale") {
-        phases::bare_scale(run).await?;
+    for phase in PHASES {
+        if !run.options.wants(phase) {
+            continue;
+        }
+        match phase {
+            "baseline" => phases::baseline(run).await?,
+            "naive" => phases::naive(run).await?,
+            "rogues" => phases::rogues(run).await?,
+            "kill" => phases::kill(run).await?,
+            "upgrade" => phases::upgrade(run).await?,
+            "scale" => phases::scale(run).await?,
+            "console" => phases::console(run).await?,
+            "overhead" => phases::overhead(run).await?,
+            "bare-scale" => phases::bare_scale(run).await?,
+            other => unreachable!("phase {other} is in PHASES but has no code"),
+        }
     }
     Ok(())
 }

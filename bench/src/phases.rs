@@ -36,12 +36,9 @@ pub async fn naive(run: &mut Run) -> anyhow::Result<()> {
     let from_ms = run.feed.now_ms();
     let id = run.next_id();
     let sent = Instant::now();
-    run.control
-        .send(&json!({"type": "sum", "id": id, "input": "999999999"}))
-        .await?;
     let answer = run
         .control
-        .wait_for(Duration::from_secs(300), |m| is_final_sum(m, id))
+        .sum(id, "999999999", Duration::from_secs(300))
         .await?;
     let took = answer.at.duration_since(sent);
     let window = run.finish(from_ms).await;
@@ -107,13 +104,12 @@ pub async fn kill(run: &mut Run) -> anyhow::Result<()> {
         reasons.push(down.message["reason"].clone());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let rounded = |values: &[f64]| values.iter().map(|v| round(*v, 3)).collect::<Vec<_>>();
     run.emit(json!({
         "phase": "kill",
         "workers": run.load,
-        "kill_to_down_ms": rounded(&to_down),
+        "kill_to_down_ms": stats::round_all(&to_down, 3),
         "kill_to_down_max_ms": round(stats::max(&to_down), 3),
-        "kill_reply_rtt_ms": rounded(&to_reply),
+        "kill_reply_rtt_ms": stats::round_all(&to_reply, 3),
         "reasons": reasons,
     }));
     Ok(())
@@ -152,12 +148,9 @@ pub async fn upgrade(run: &mut Run) -> anyhow::Result<()> {
     let measured = run.finish(from_ms).await;
     // The control socket must still answer.
     let id = run.next_id();
-    run.control
-        .send(&json!({"type": "sum", "id": id, "input": "5"}))
-        .await?;
     let control_alive = run
         .control
-        .wait_for(Duration::from_secs(5), |m| is_final_sum(m, id))
+        .sum(id, "5", Duration::from_secs(5))
         .await
         .is_ok();
     let disconnects =
@@ -302,9 +295,7 @@ pub async fn overhead(run: &mut Run) -> anyhow::Result<()> {
         }
         run.ensure_load(jobs).await?;
         run.probe.pause();
-        let mut bare = Bare::start(jobs, run.options.cpu)?;
-        bare.spawned().await?;
-        tokio::time::sleep(run.options.settle()).await;
+        let bare = settled_bare(run, jobs).await?;
         let mut side_by_side = Vec::with_capacity(SIDE_BY_SIDE_WINDOWS);
         for _ in 0..SIDE_BY_SIDE_WINDOWS {
             let (daemon, bare) = both_at_once(run, &bare).await?;
@@ -318,7 +309,6 @@ pub async fn overhead(run: &mut Run) -> anyhow::Result<()> {
         let median_of = |values: Vec<f64>| stats::median(&values);
         let daemon_rates: Vec<f64> = rounds.iter().flat_map(|(d, _)| d.rates.clone()).collect();
         let bare_rates: Vec<f64> = rounds.iter().flat_map(|(_, b)| b.rates.clone()).collect();
-        let rounded = |values: &[f64]| values.iter().map(|r| round(*r, 3)).collect::<Vec<_>>();
         run.emit(json!({
             "phase": format!("overhead-{jobs}"),
             "workers": jobs,
@@ -331,9 +321,9 @@ pub async fn overhead(run: &mut Run) -> anyhow::Result<()> {
             "bare_cpu_pct": round(median_of(rounds.iter().map(|(_, b)| b.cpu_pct).collect()), 1),
             "bare_min_pct": round(100.0 * stats::min(&bare_rates) / jobs as f64, 2),
             "bare_median_pct": round(100.0 * stats::median(&bare_rates) / jobs as f64, 2),
-            "ratios": rounded(&ratios),
+            "ratios": stats::round_all(&ratios, 3),
             "ratio": round(stats::median(&ratios), 3),
-            "side_by_side_ratios": rounded(&side_by_side),
+            "side_by_side_ratios": stats::round_all(&side_by_side, 3),
             "side_by_side_ratio": round(stats::median(&side_by_side), 3),
         }));
     }
@@ -431,11 +421,16 @@ async fn on_next_sample(run: &Run) -> anyhow::Result<DaemonReading> {
     })
 }
 
+/// A bare runtime running `jobs` workers, started and settled like the daemon's load.
+async fn settled_bare(run: &Run, jobs: u64) -> anyhow::Result<Bare> {
+    let bare = Bare::start(jobs, run.options.cpu).await?;
+    tokio::time::sleep(run.options.settle()).await;
+    Ok(bare)
+}
+
 /// The bare runtime's thread CPU per job over one window, after settling.
 async fn bare_cost(run: &Run, jobs: u64) -> anyhow::Result<Cost> {
-    let mut bare = Bare::start(jobs, run.options.cpu)?;
-    bare.spawned().await?;
-    tokio::time::sleep(run.options.settle()).await;
+    let bare = settled_bare(run, jobs).await?;
     let rss_bytes = own_rss_bytes();
     let cost = bare_window(&bare, run.options.window()).await?;
     Ok(Cost { rss_bytes, ..cost })

@@ -137,7 +137,8 @@ impl Run {
         })
     }
 
-    /// Starts one endless `sum(-1)` on the control socket; its pid.
+    /// Starts one endless `sum(-1)` on the control socket and remembers its
+    /// id and pid in `rogues`.
     pub async fn start_rogue(&mut self) -> anyhow::Result<()> {
         let id = self.next_id();
         self.control

@@ -66,6 +66,11 @@ pub fn round(value: f64, digits: i32) -> f64 {
     (value * scale).round() / scale
 }
 
+/// Every value rounded to `digits` decimals.
+pub fn round_all(values: &[f64], digits: i32) -> Vec<f64> {
+    values.iter().map(|v| round(*v, digits)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,18 @@ impl Client {
         }
     }
 
+    /// Sends sum `id` of `input` and waits for its final answer.
+    pub async fn sum(
+        &mut self,
+        id: u64,
+        input: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Received> {
+        self.send(&serde_json::json!({"type": "sum", "id": id, "input": input}))
+            .await?;
+        self.wait_for(timeout, |m| is_final_sum(m, id)).await
+    }
+
     /// Sets the load and waits for the daemon's `load` reply.
     pub async fn set_load(&mut self, jobs: u64) -> anyhow::Result<()> {
         self.send(&serde_json::json!({"type": "load", "jobs": jobs}))

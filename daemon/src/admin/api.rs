@@ -151,10 +151,6 @@ impl Api {
             api.node.registry.kill(pid)
         });
         let api = self.clone();
-        engine.register_fn("kill", move |_: ProcessModule, pid: Pid, _reason: &str| {
-            api.node.registry.kill(pid)
-        });
-        let api = self.clone();
         engine.register_fn("kill", move |pid: Pid| api.node.registry.kill(pid));
     }
 

@@ -322,10 +322,10 @@ impl Evaluator {
                 "took_us": report.took_us,
             }),
             Ok(Err(error)) => {
-                let serving = node.code.current().map_or_else(
-                    || "no version".to_owned(),
-                    |v| format!("v{} ({})", v.id(), v.version()),
-                );
+                let serving = node
+                    .code
+                    .current()
+                    .map_or_else(|| "no version".to_owned(), |v| upgrade::describe(&v));
                 json!({
                     "type": "error",
                     "id": id,

@@ -151,7 +151,7 @@ impl ProcessEntry {
         {
             *lock(frame) = None;
         }
-        if TRACES.load(Relaxed) != 0 && self.tracing.load(Relaxed) {
+        if self.traced() {
             self.trace_call(|| (*location).to_owned());
         }
     }
@@ -161,9 +161,15 @@ impl ProcessEntry {
         with_current(self, Activity::enter_plugin);
         let slot = self.plugin_frame.get_or_init(|| Box::new(Mutex::new(None)));
         *lock(slot) = Some(frame);
-        if self.tracing.load(Relaxed) {
+        if self.traced() {
             self.trace_call(|| frame.to_string());
         }
+    }
+
+    /// True while a trace of this process runs; reads no entry while no
+    /// trace runs anywhere.
+    fn traced(&self) -> bool {
+        TRACES.load(Relaxed) != 0 && self.tracing.load(Relaxed)
     }
 
     fn trace_call(&self, call: impl FnOnce() -> String) {

@@ -14,8 +14,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::code::{CodeError, PluginVersion};
 use crate::node::Node;
 
@@ -35,7 +33,7 @@ pub enum Target {
 }
 
 /// What an upgrade or rollback did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct UpgradeReport {
     /// The version replaced, e.g. `v1 (1.0.0)`; `None` if none was loaded.
     pub from: Option<String>,
@@ -99,14 +97,15 @@ pub fn failure_kind(error: &CodeError) -> &'static str {
     }
 }
 
-fn describe(version: &PluginVersion) -> String {
+/// A version as the log and the console name it, e.g. `v2 (1.1.0)`.
+pub fn describe(version: &PluginVersion) -> String {
     format!("v{} ({})", version.id(), version.version())
 }
 
 /// Kills every process still running a version other than the current one
 /// (Erlang's code purge); their libraries unload as they end. Returns how
 /// many were killed.
-pub fn purge(node: &Node) -> usize {
+fn purge(node: &Node) -> usize {
     let current = node.code.current().map(|v| v.id());
     let killed = node
         .registry
