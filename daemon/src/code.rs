@@ -17,7 +17,9 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::lock;
 
 use libloading::Library;
 use plugin_abi as abi;
@@ -231,11 +233,6 @@ impl fmt::Debug for CodeServer {
             .field("versions", &self.versions())
             .finish()
     }
-}
-
-/// Locks a mutex; a panic elsewhere cannot leave these plain fields half-updated, so poison is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn hex(bytes: &[u8]) -> String {

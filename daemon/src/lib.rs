@@ -17,3 +17,11 @@ pub mod server;
 pub mod sum;
 pub mod top;
 pub mod upgrade;
+
+/// Locks a mutex whose data stays valid even if a holder panicked (the
+/// daemon never dies from a process's panic, so neither may its locks).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -7,26 +7,23 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 /// The last write error, cleared by the next successful write.
 static FAILURE: Mutex<Option<String>> = Mutex::new(None);
 
 /// `None` while the log is written fine; otherwise why it is not.
 pub fn failure() -> Option<String> {
-    FAILURE
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
+    crate::lock(&FAILURE).clone()
 }
 
 /// Remembers that the log cannot be written, and why.
 pub fn record_failure(reason: String) {
-    *FAILURE.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+    *crate::lock(&FAILURE) = Some(reason);
 }
 
 fn record(result: io::Result<()>) {
-    let mut failure = FAILURE.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut failure = crate::lock(&FAILURE);
     match result {
         Ok(()) if failure.is_some() => *failure = None,
         Ok(()) => {}

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -77,7 +77,7 @@ impl Metrics {
     }
 
     fn history(&self) -> MutexGuard<'_, VecDeque<Sample>> {
-        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.history)
     }
 
     /// Adds a sample to the history and sends it to every subscriber.

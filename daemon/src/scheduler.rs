@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 /// Total time all worker threads spent running tasks since the runtime started.
-pub fn busy_time(handle: &Handle) -> Duration {
+fn busy_time(handle: &Handle) -> Duration {
     let metrics = handle.metrics();
     (0..metrics.num_workers())
         .map(|worker| metrics.worker_total_busy_duration(worker))

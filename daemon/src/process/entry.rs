@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 
 use super::activity::{Activity, Published, with_current};
 use super::{Down, Pid};
+use crate::lock;
 
 /// What a process is doing, as `Process.info` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -107,11 +108,6 @@ pub(crate) struct ProcessEntry {
 /// Live traces in the whole registry: while zero, `enter` need not look at
 /// any entry's tracer.
 static TRACES: AtomicUsize = AtomicUsize::new(0);
-
-/// Locks a mutex whose data stays valid even if a holder panicked.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 impl ProcessEntry {
     pub(crate) fn new(pid: Pid, spec: Spec) -> ProcessEntry {

@@ -11,7 +11,7 @@ pub mod build;
 pub mod command;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::code::{CodeError, PluginVersion};
@@ -51,7 +51,7 @@ pub struct UpgradeReport {
 /// the reported time runs from there to the new version serving. A failure
 /// changes nothing: the current version keeps serving.
 pub fn switch(node: &Node, target: &Target, received: Instant) -> Result<UpgradeReport, CodeError> {
-    let _one_switch_at_a_time = SWITCHING.lock().unwrap_or_else(PoisonError::into_inner);
+    let _one_switch_at_a_time = crate::lock(&SWITCHING);
     let from = node.code.current().map(|v| describe(&v));
     let loaded: Result<Arc<PluginVersion>, CodeError> = match target {
         Target::Plugin(path) => node.code.load(path),
