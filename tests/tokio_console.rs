@@ -38,6 +38,7 @@ async fn tokio_console_sees_tasks_named_after_processes() {
     })
     .await
     .expect("the named task shows up in time");
+    assert!(seen.contains("http_listener #PID<0."), "{seen}");
     assert!(seen.contains("supervisor #PID<0."), "{seen}");
     assert!(daemon.get("/health").0 == 200);
 }
