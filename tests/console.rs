@@ -694,7 +694,8 @@ fn the_shell_has_a_prompt_history_completion_and_keys() {
 
 #[test]
 fn a_stale_socket_left_by_a_dead_daemon_is_replaced() {
-    let daemon = Daemon::start();
+    // Without heart, which would restart it.
+    let daemon = Daemon::start_with(&["--no-heart"]);
     let socket = daemon.home().join("admin.sock");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.pid),

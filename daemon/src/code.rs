@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::kept::{KeptPlugins, KeptVersion};
 use crate::lock;
 
 use libloading::Library;
@@ -70,6 +71,8 @@ pub enum CodeError {
 pub struct CodeServer {
     /// Where versioned copies of the libraries go.
     dir: PathBuf,
+    /// The current and previous versions, kept for a restarted daemon.
+    kept: KeptPlugins,
     /// Serialises loads, so versions become current in load order.
     loading: Mutex<()>,
     state: Mutex<Loaded>,
@@ -102,12 +105,21 @@ pub struct VersionInfo {
 
 impl CodeServer {
     /// A server with no version loaded; versioned copies go to `dir` (created on first load).
+    /// Versioned copies a dead daemon left in `dir` are removed; the
+    /// versions kept for restarts (`dir/kept`) stay.
     pub fn new(dir: PathBuf) -> Self {
+        remove_stale_copies(&dir);
         CodeServer {
+            kept: KeptPlugins::new(dir.join("kept")),
             dir,
             loading: Mutex::new(()),
             state: Mutex::new(Loaded::default()),
         }
+    }
+
+    /// The versions kept in the home across restarts.
+    pub fn kept(&self) -> &KeptPlugins {
+        &self.kept
     }
 
     /// Loads the library at `path` as a new version and makes it current,
@@ -123,6 +135,16 @@ impl CodeServer {
             },
         })?;
         self.load_bytes(path, bytes.into())
+    }
+
+    /// Loads a kept version again under its own id (a daemon restarted by heart).
+    pub fn restore(&self, kept: &KeptVersion) -> Result<Arc<PluginVersion>, CodeError> {
+        lock(&self.state).loaded = kept.id - 1;
+        let result = self.load(&self.kept.path(kept));
+        let last_id = self.kept.read().last_id;
+        let mut state = lock(&self.state);
+        state.loaded = state.loaded.max(last_id);
+        result
     }
 
     /// Loads again the version that was current before the current one.
@@ -188,6 +210,16 @@ impl CodeServer {
                 "code loaded: math_plugin v{} ({}), sha256 {}",
                 version.id, version.version, version.sha256
             ),
+        }
+        crate::fatal::set_code(format!("math_plugin v{} ({})", version.id, version.version));
+        if let Err(error) = self
+            .kept
+            .record(version.id, &version.version, &version.path)
+        {
+            tracing::warn!(
+                "cannot keep math_plugin v{} for restarts: {error}",
+                version.id
+            );
         }
         // The old version is unloaded here unless computations still hold it.
         drop(old);
@@ -255,6 +287,20 @@ fn write_versioned_copy(dir: &Path, versioned: &Path, bytes: &[u8]) -> Result<()
         remove_versioned_copy(&temporary);
         copy_error(source)
     })
+}
+
+/// Removes the versioned copies in `dir` (not the kept ones): called before
+/// anything is loaded, they can only be a dead daemon's.
+fn remove_stale_copies(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("math_plugin-v")
+        {
+            remove_versioned_copy(&entry.path());
+        }
+    }
 }
 
 /// Best-effort removal of a versioned copy that is no longer loaded.

@@ -94,7 +94,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
         replies: FuturesUnordered::new(),
         running: HashSet::new(),
     };
-    let hello = json!({"type": "hello", "node": node.name, "version": node.version, "schedulers": node.schedulers});
+    let hello = json!({"type": "hello", "node": node.name, "version": node.version, "schedulers": node.schedulers, "started_at": node.started_at});
     let mut pending = vec![hello];
     let mut top_feed: Option<BoxFuture<'static, Vec<TopRow>>> = None;
     let mut metrics_feed = None;

@@ -26,6 +26,9 @@ pub struct DaemonState {
     pub started_at_unix: u64,
     pub schedulers: usize,
     pub version: String,
+    /// The pid of the daemon's heart, if it runs under one.
+    #[serde(default)]
+    pub heart_pid: Option<u32>,
 }
 
 /// Held by the running daemon for its whole life: the truth about "running".
@@ -78,6 +81,14 @@ impl Home {
     }
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("log/system.log")
+    }
+    /// What heart says about itself (restarts, last cause, why it gave up).
+    pub fn heart_file(&self) -> PathBuf {
+        self.dir.join("heart.json")
+    }
+    /// The load setting, restored when heart restarts the daemon.
+    pub fn load_file(&self) -> PathBuf {
+        self.dir.join("load.json")
     }
     pub fn plugins_dir(&self) -> PathBuf {
         self.dir.join("plugins")

@@ -4,8 +4,11 @@
 pub mod admin;
 pub mod code;
 pub mod connection;
+pub mod fatal;
+pub mod heart;
 pub mod home;
 pub mod http;
+pub mod kept;
 pub mod lifecycle;
 pub mod load;
 pub mod log;

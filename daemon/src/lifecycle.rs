@@ -14,14 +14,16 @@ use daemonize::{Daemonize, Outcome};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid as OsPid;
 
-use crate::home::Home;
+use crate::home::{DaemonState, Home};
 use crate::server::{self, Config};
 
 /// How long `stop` waits for the daemon to exit before giving up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Daemonizes the server; returns once it serves (or could not start).
-pub fn start(config: Config) -> anyhow::Result<()> {
+/// With `heart`, the daemonized process becomes heart, which runs the
+/// daemon as its child and restarts it when it dies (see [`crate::heart`]).
+pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
     if let Some(state) = config.home.running() {
         bail!(
             "system is already running (pid {}, {})",
@@ -53,29 +55,39 @@ pub fn start(config: Config) -> anyhow::Result<()> {
         Outcome::Parent(Err(error)) => bail!("cannot daemonize: {error}"),
         Outcome::Child(Ok(_)) => {
             drop(read_end);
-            crate::log::init(false, config.tokio_console);
             if let Some(reason) = log_failure {
                 crate::log::record_failure(reason);
             }
-            let mut pipe = File::from(write_end);
-            let result = server::run(config, |ready| {
-                let line = match ready {
-                    Ok(state) => format!("ready {} {}\n", state.pid, state.url),
-                    Err(reason) => format!("error {reason}\n"),
-                };
-                let _ = pipe.write_all(line.as_bytes());
-            });
-            if let Err(error) = result {
-                tracing::error!("daemon ended: {error:#}");
-                std::process::exit(1);
+            if heart {
+                crate::heart::run(config, File::from(write_end))
             }
-            std::process::exit(0);
+            run_daemon(config, write_end)
         }
         Outcome::Child(Err(error)) => {
             let _ = writeln!(File::from(write_end), "error cannot daemonize: {error}");
             std::process::exit(1);
         }
     }
+}
+
+/// Runs the daemon in this (daemonized) process, writing its readiness line
+/// (`ready PID URL` or `error REASON`) to `ready` and closing it; exits with
+/// 0 after a stop, 1 when it could not start or its supervision tree ended.
+pub fn run_daemon(config: Config, ready: OwnedFd) -> ! {
+    crate::log::init(false, config.tokio_console);
+    let mut pipe = File::from(ready);
+    let result = server::run(config, move |ready| {
+        let line = match ready {
+            Ok(state) => format!("ready {} {}\n", state.pid, state.url),
+            Err(reason) => format!("error {reason}\n"),
+        };
+        let _ = pipe.write_all(line.as_bytes());
+    });
+    if let Err(error) = result {
+        tracing::error!("daemon ended: {error:#}");
+        std::process::exit(1);
+    }
+    std::process::exit(0);
 }
 
 fn wait_until_ready(read_end: OwnedFd) -> anyhow::Result<()> {
@@ -104,15 +116,19 @@ pub fn foreground(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// Stops the running daemon gracefully and waits for it to exit.
+/// Stops the running daemon gracefully and waits for it to exit. Under
+/// heart, heart is told to stop (it passes SIGTERM on and restarts nothing),
+/// and both are waited for.
 pub fn stop(home: &Home) -> anyhow::Result<()> {
     let Some(state) = home.running() else {
         bail!("system is not running (home {})", home.dir().display());
     };
-    let pid = OsPid::from_raw(state.pid as i32);
-    kill(pid, Signal::SIGTERM).with_context(|| format!("signalling pid {}", state.pid))?;
+    let heart = heart_of(&state);
+    let target = heart.unwrap_or(state.pid);
+    kill(OsPid::from_raw(target as i32), Signal::SIGTERM)
+        .with_context(|| format!("signalling pid {target}"))?;
     let deadline = Instant::now() + STOP_TIMEOUT;
-    while home.is_locked() || is_alive(state.pid) {
+    while home.is_locked() || is_alive(state.pid) || heart.is_some_and(is_alive) {
         if Instant::now() > deadline {
             bail!(
                 "system (pid {}) did not stop within {STOP_TIMEOUT:?}",
@@ -126,6 +142,24 @@ pub fn stop(home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The daemon's heart, if it has one: the pid it was started with, and only
+/// while that is still the daemon's parent.
+fn heart_of(state: &DaemonState) -> Option<u32> {
+    let heart = state.heart_pid?;
+    (parent_of(state.pid) == Some(heart)).then_some(heart)
+}
+
+/// A process's parent pid, from `/proc/PID/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// True while the OS process exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -137,10 +171,19 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
-/// Prints whether the daemon runs; an error (exit 1) when it does not.
+/// Prints whether the daemon runs (with its heart, restarts and the last
+/// death's cause); an error (exit 1) when it does not, saying why heart
+/// gave up if it did.
 pub fn status(home: &Home) -> anyhow::Result<()> {
+    let heart = crate::heart::read_state(home);
     let Some(state) = home.running() else {
-        bail!("system is not running (home {})", home.dir().display());
+        match heart.and_then(|heart| heart.gave_up) {
+            Some(reason) => bail!(
+                "system is not running (home {}): heart gave up after {reason}",
+                home.dir().display()
+            ),
+            None => bail!("system is not running (home {})", home.dir().display()),
+        }
     };
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -153,6 +196,19 @@ pub fn status(home: &Home) -> anyhow::Result<()> {
         state.schedulers,
         state.version
     );
+    match (heart_of(&state), heart) {
+        (Some(pid), Some(heart)) => {
+            let last = match (&heart.last_cause, heart.last_death_unix) {
+                (Some(cause), Some(at)) => {
+                    format!(", last death {}s ago: {cause}", now.saturating_sub(at))
+                }
+                _ => String::new(),
+            };
+            println!("heart (pid {pid}): {} restart(s){last}", heart.restarts);
+        }
+        (Some(pid), None) => println!("heart (pid {pid}): no restarts"),
+        (None, _) => println!("heart: off (--no-heart)"),
+    }
     Ok(())
 }
 

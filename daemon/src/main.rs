@@ -27,8 +27,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the daemon in the background; returns once it serves.
-    Start(ServerArgs),
+    /// Start the daemon in the background (under heart); returns once it serves.
+    Start {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Run without heart: nothing restarts the daemon if it dies.
+        #[arg(long)]
+        no_heart: bool,
+    },
     /// Run the daemon in this terminal, logging to stdout.
     Foreground(ServerArgs),
     /// Stop the running daemon gracefully.
@@ -111,9 +117,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         plugin: args.plugin,
         tokio_console: args.tokio_console,
         max_load: args.max_load,
+        heart_pid: None,
+        restart: false,
     };
     match cli.command {
-        Command::Start(args) => lifecycle::start(config(args)),
+        Command::Start { server, no_heart } => lifecycle::start(config(server), !no_heart),
         Command::Foreground(args) => lifecycle::foreground(config(args)),
         Command::Stop => lifecycle::stop(&home),
         Command::Status => lifecycle::status(&home),

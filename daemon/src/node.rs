@@ -5,7 +5,7 @@
 //! It holds state; it runs nothing by itself.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,9 @@ pub struct Node {
     /// so the system stays inspectable while the schedulers are saturated.
     pub console: Handle,
     pub started: Instant,
+    /// When the node started, in milliseconds since the Unix epoch: tells a
+    /// page that reconnects whether it reached the same node.
+    pub started_at: u64,
     pub registry: Arc<ProcessRegistry>,
     pub code: CodeServer,
     /// Cancelled once, when the daemon starts to stop.
@@ -58,6 +61,9 @@ impl Node {
             scheduler,
             console,
             started: Instant::now(),
+            started_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             registry: ProcessRegistry::new(),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),

@@ -34,12 +34,18 @@ pub struct Config {
     pub tokio_console: Option<SocketAddr>,
     /// The most load workers a client may ask for.
     pub max_load: u64,
+    /// The heart this daemon runs under, if any.
+    pub heart_pid: Option<u32>,
+    /// Started again by heart: load the kept current plugin version and
+    /// restore the load setting, instead of starting afresh.
+    pub restart: bool,
 }
 
 /// Runs the daemon until it is told to stop. `ready` is called once: with
 /// the daemon's state when it serves, or with the reason it cannot start.
 pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> anyhow::Result<()> {
     install_panic_hook();
+    crate::fatal::install();
     let lock = match config.home.lock() {
         Ok(lock) => lock,
         Err(_) => {
@@ -91,13 +97,17 @@ async fn serve(
         node.schedulers
     );
 
+    let mut ended = None;
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
         _ = node.shutdown.cancelled() => tracing::info!("stop requested"),
-        down = root => tracing::error!("the supervision tree ended ({}): stopping", down.reason),
+        down = root => ended = Some(down.reason),
+    }
+    if let Some(reason) = &ended {
+        tracing::error!("the supervision tree ended ({reason}): stopping");
     }
     node.shutdown.cancel();
     node.connections.close();
@@ -107,7 +117,11 @@ async fn serve(
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
     }
-    Ok(())
+    match ended {
+        // Not a stop: heart (if any) starts the node again.
+        Some(reason) => anyhow::bail!("the supervision tree ended ({reason})"),
+        None => Ok(()),
+    }
 }
 
 async fn start(
@@ -122,16 +136,31 @@ async fn start(
         tracing::warn!("listening on {address}, which is reachable from other machines");
     }
     let node = Node::new(config.home.clone(), config.schedulers, scheduler, console);
+    if !config.restart {
+        node.code
+            .kept()
+            .clear()
+            .context("clearing the kept plugin versions")?;
+    }
     node.registry.set_task_names(config.tokio_console.is_some());
     node.load.set_cap(config.max_load);
-    let plugin = match &config.plugin {
-        Some(path) => path.clone(),
-        None => default_plugin_path()?,
+    node.load
+        .remember_in(config.home.load_file(), config.restart);
+    // A restart resumes the kept current version; a start loads the one asked for.
+    let kept = config
+        .restart
+        .then(|| node.code.kept().read().current)
+        .flatten();
+    let plugin = match (&kept, &config.plugin) {
+        (Some(current), _) => node.code.kept().path(current),
+        (None, Some(path)) => path.clone(),
+        (None, None) => default_plugin_path()?,
     };
-    let version = node
-        .code
-        .load(&plugin)
-        .with_context(|| format!("cannot load the math plugin {}", plugin.display()))?;
+    let version = match &kept {
+        Some(current) => node.code.restore(current),
+        None => node.code.load(&plugin),
+    }
+    .with_context(|| format!("cannot load the math plugin {}", plugin.display()))?;
     tracing::info!(
         "math plugin {} loaded from {}",
         version.version(),
@@ -155,6 +184,7 @@ async fn start(
             .map_or(0, |d| d.as_secs()),
         schedulers: config.schedulers,
         version: node.version.to_owned(),
+        heart_pid: config.heart_pid,
     };
     config
         .home

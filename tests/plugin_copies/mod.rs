@@ -56,6 +56,16 @@ pub const WRONG_SUM: &[(&str, &str)] = &[
     ("        \"1.0.0\"\n", "        \"1.2.0-wrong\"\n"),
 ];
 
+/// A plugin that passes every check but writes through a null pointer in
+/// `calc_sum(4242)`: it kills the whole node (heart must roll it back).
+pub const FAULTS_ON_4242: &[(&str, &str)] = &[
+    (
+        "    if n == 13 {\n        panic!(\"error\");\n    }\n",
+        "    if n == 13 {\n        panic!(\"error\");\n    }\n    if n == 4242 {\n        // SAFETY: none; this copy faults on purpose.\n        unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };\n    }\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.3.0-faults\"\n"),
+];
+
 /// A plugin whose validation panics for 7 (its self-test validates 5 only).
 pub const PANICS_IN_VALIDATION: &[(&str, &str)] = &[
     (

@@ -160,14 +160,23 @@ pub fn is_alive(pid: i32) -> bool {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if self.is_alive() {
-            let _ = self.system(&["stop"]);
-        }
-        if self.is_alive() {
-            let _ = Command::new("kill")
-                .arg("-9")
-                .arg(self.pid.to_string())
-                .status();
+        let _ = self.system(&["stop"]);
+        // Whatever is left (a heart between restarts, a daemon that did not
+        // stop): heart first, so that nothing is restarted.
+        let heart = std::fs::read_to_string(self.home().join("heart.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|state| state["pid"].as_i64());
+        let current = std::fs::read_to_string(self.home().join("system.pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<i64>().ok());
+        for pid in [heart, current, Some(i64::from(self.pid))]
+            .into_iter()
+            .flatten()
+        {
+            if is_alive(pid as i32) {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
         }
     }
 }
@@ -179,6 +188,8 @@ pub struct Client {
     >,
     /// Messages read while waiting for something else, oldest first.
     pub seen: Vec<serde_json::Value>,
+    /// The server's `hello`.
+    pub hello: serde_json::Value,
 }
 
 /// How long a test waits for an expected message before failing.
@@ -192,8 +203,9 @@ impl Client {
         let mut client = Client {
             socket,
             seen: Vec::new(),
+            hello: serde_json::Value::Null,
         };
-        client.expect(|m| m["type"] == "hello").await;
+        client.hello = client.expect(|m| m["type"] == "hello").await;
         client
     }
 

@@ -91,13 +91,27 @@
 
   // The computing process belonged to the old connection: those lines will
   // never get an answer. Lines typed while disconnected are sent on reconnect.
+  let lost = [];          // lines of the connection that went away
+  let startedAt = null;   // the node's start time, from `hello`
   App.onClose(() => {
     for (const id of inflight) {
       const li = lines.get(id);
-      if (li) setStatus(li, 'error', TEXT.error, 'connection lost');
+      if (li) {
+        setStatus(li, 'error', TEXT.error, 'connection lost');
+        lost.push(li);
+      }
       lines.delete(id);
     }
     inflight.clear();
+  });
+
+  // Reconnected to a node that started again (heart restarted it): say so.
+  App.on('hello', (msg) => {
+    if (startedAt !== null && msg.started_at !== startedAt) {
+      for (const li of lost) setStatus(li, 'error', TEXT.error, 'node restarted');
+    }
+    startedAt = msg.started_at;
+    lost = [];
   });
 
   App.onOpen(() => {

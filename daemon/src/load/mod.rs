@@ -11,10 +11,11 @@ mod memory;
 mod supervisor;
 mod worker;
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -39,7 +40,7 @@ pub enum LoadError {
 }
 
 /// What the load is set to.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Setting {
     /// Workers wanted (each does one job per second).
     pub jobs: u64,
@@ -61,6 +62,8 @@ pub struct Load {
     restarts: AtomicU64,
     /// Wakes the load supervisor when the setting changes.
     changed: Notify,
+    /// Where each new setting is saved (for a daemon heart restarts).
+    saved_in: Mutex<Option<PathBuf>>,
 }
 
 impl Default for Load {
@@ -80,6 +83,46 @@ impl Load {
             failed: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             changed: Notify::new(),
+            saved_in: Mutex::new(None),
+        }
+    }
+
+    /// Saves every new setting to `file` from now on; with `restore`, first
+    /// applies the setting saved there (a restarted daemon resumes its load).
+    pub fn remember_in(&self, file: PathBuf, restore: bool) {
+        if restore
+            && let Some(saved) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Setting>(&text).ok())
+        {
+            match self.apply(Some(saved.jobs), Some(saved.failure_rate)) {
+                Ok(setting) => tracing::info!(
+                    "load restored to {} jobs, {} % failures",
+                    setting.jobs,
+                    setting.failure_rate
+                ),
+                Err(error) => tracing::warn!("the saved load is not restored: {error}"),
+            }
+        }
+        *crate::lock(&self.saved_in) = Some(file);
+        self.save();
+    }
+
+    /// Writes the setting where [`Load::remember_in`] said (temporary file, then rename).
+    fn save(&self) {
+        let saved_in = crate::lock(&self.saved_in);
+        let Some(file) = saved_in.as_ref() else {
+            return;
+        };
+        let json = json!(self.setting()).to_string();
+        let temporary = file.with_extension("json.tmp");
+        if let Err(error) =
+            std::fs::write(&temporary, json).and_then(|()| std::fs::rename(&temporary, file))
+        {
+            tracing::warn!(
+                "cannot save the load setting to {}: {error}",
+                file.display()
+            );
         }
     }
 
@@ -118,6 +161,7 @@ impl Load {
             self.target.store(jobs, Relaxed);
             self.changed.notify_one();
         }
+        self.save();
         Ok(self.setting())
     }
 

@@ -1,0 +1,222 @@
+//! heart end to end: the real daemon under its real heart, killed by real
+//! signals and by a plugin that faults; it must come back on the same port
+//! with its load, roll back code that keeps killing it, give up after too
+//! many deaths, and never restart what `stop` stopped.
+
+mod plugin_copies;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid as OsPid;
+use serde_json::Value;
+use support::{Client, Daemon, PATIENCE, is_alive, text};
+
+/// `system rpc --json SCRIPT`: the script's value.
+fn rpc(daemon: &Daemon, script: &str) -> Value {
+    let output = daemon.system(&["rpc", "--json", script]);
+    assert!(output.status.success(), "{script}: {}", text(&output));
+    serde_json::from_slice(&output.stdout).expect("rpc --json prints JSON")
+}
+
+/// The pid of the daemon serving now, as `system pid` says.
+fn serving_pid(daemon: &Daemon) -> Option<i32> {
+    let output = daemon.system(&["pid"]);
+    output
+        .status
+        .success()
+        .then(|| text(&output).trim().parse().ok())
+        .flatten()
+}
+
+/// Waits until a daemon other than `old` serves (answers on its admin
+/// socket); returns its pid and how long it took from `since`.
+fn wait_for_restart(daemon: &Daemon, old: i32, since: Instant) -> (i32, Duration) {
+    loop {
+        if let Some(pid) = serving_pid(daemon).filter(|pid| *pid != old)
+            && daemon.system(&["rpc", "1"]).status.success()
+        {
+            return (pid, since.elapsed());
+        }
+        assert!(since.elapsed() < PATIENCE, "no daemon came back");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// heart's pid, from `system status`.
+fn heart_pid(daemon: &Daemon) -> i32 {
+    let said = text(&daemon.system(&["status"]));
+    said.split("heart (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no heart in {said:?}"))
+}
+
+fn signal(pid: i32, signal: Signal) {
+    kill(OsPid::from_raw(pid), signal).expect("signal the daemon");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_by_a_signal_comes_back_with_its_load_on_the_same_port() {
+    let daemon = Daemon::start();
+    let mut page = Client::connect(&daemon).await;
+    page.send(serde_json::json!({"type": "load", "jobs": 10000}))
+        .await;
+    page.expect(|m| m["type"] == "load").await;
+    let mut pid = daemon.pid;
+    for (round, (sig, cause)) in [
+        (Signal::SIGSEGV, "killed by SIGSEGV"),
+        (Signal::SIGKILL, "killed by SIGKILL"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A sum that never ends is in flight when the node dies.
+        page.sum(1, "-1").await;
+        page.calculating(1).await;
+        let started_at = page.hello["started_at"].clone();
+        let killed = Instant::now();
+        signal(pid, sig);
+        assert_eq!(page.next().await, None, "the page's connection ends");
+        let (new, took) = wait_for_restart(&daemon, pid, killed);
+        println!("{cause}: serving again after {took:?}");
+        pid = new;
+
+        // Same URL; a reconnecting page sees a new node (its lost lines turn
+        // to "node restarted") with the load it had.
+        page = Client::connect(&daemon).await;
+        assert_ne!(page.hello["started_at"], started_at, "a new node");
+        assert_eq!(rpc(&daemon, "Load.get().jobs"), 10000);
+        let log = daemon.log();
+        assert!(log.contains(&format!("died: {cause}")), "{log}");
+        assert!(
+            log.contains(&format!("restarting the daemon (restart {})", round + 1)),
+            "{log}"
+        );
+        assert!(log.contains("load restored to 10000 jobs"), "{log}");
+        assert!(
+            text(&daemon.system(&["status"])).contains(&format!("{} restart(s)", round + 1)),
+            "{}",
+            text(&daemon.system(&["status"]))
+        );
+    }
+    assert!(
+        daemon
+            .log()
+            .contains("FATAL system: killed by SIGSEGV; current code: math_plugin v1 (1.0.0)"),
+        "the dying daemon named the signal and its code: {}",
+        daemon.log()
+    );
+    page.sum(2, "5").await;
+    assert_eq!(page.answer(2).await["result"], "15");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_that_keeps_killing_the_node_is_rolled_back() {
+    let daemon = Daemon::start();
+    let source = plugin_copies::plugin_copy("faults-on-4242", plugin_copies::FAULTS_ON_4242);
+    let output = plugin_copies::upgrade_from_copy(daemon.home(), "faults-on-4242", &source);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(rpc(&daemon, "System.info().plugin_id"), 2);
+
+    let mut pid = daemon.pid;
+    for crash in 1..=2 {
+        let mut page = Client::connect(&daemon).await;
+        page.sum(1, "4242").await;
+        assert_eq!(
+            page.next().await.map(|m| m["status"].clone()),
+            Some("calculating".into())
+        );
+        let (new, _) = wait_for_restart(&daemon, pid, Instant::now());
+        pid = new;
+        if crash == 1 {
+            // One crash: the upgraded version stays current after the restart.
+            assert_eq!(rpc(&daemon, "System.info().plugin_id"), 2);
+        }
+    }
+    // Two crashes within the window: rolled back to the version before.
+    let log = daemon.log();
+    assert!(
+        log.contains("rolled back math_plugin v2 (1.3.0-faults) → v1 (1.0.0) after 2 crashes in"),
+        "{log}"
+    );
+    let versions = rpc(&daemon, "Code.versions()");
+    let current: Vec<&Value> = versions
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|v| v["current"] == true)
+        .collect();
+    assert_eq!(current.len(), 1, "{versions}");
+    assert_eq!(current[0]["id"], 1, "{versions}");
+    assert_eq!(current[0]["version"], "1.0.0", "{versions}");
+    let mut page = Client::connect(&daemon).await;
+    page.sum(1, "4242").await;
+    assert_eq!(page.answer(1).await["result"], "8999403");
+}
+
+#[test]
+fn heart_gives_up_after_too_many_deaths_and_says_why() {
+    let daemon = Daemon::start();
+    let heart = heart_pid(&daemon);
+    let mut pid = daemon.pid;
+    for _ in 0..system::heart::MAX_RESTARTS {
+        signal(pid, Signal::SIGKILL);
+        pid = wait_for_restart(&daemon, pid, Instant::now()).0;
+    }
+    signal(pid, Signal::SIGKILL);
+    let deadline = Instant::now() + PATIENCE;
+    while is_alive(heart) {
+        assert!(Instant::now() < deadline, "heart did not give up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = daemon.system(&["status"]);
+    assert!(!status.status.success());
+    let said = text(&status);
+    assert!(
+        said.contains("heart gave up after 6 deaths in") && said.contains("killed by SIGKILL"),
+        "{said}"
+    );
+    assert!(
+        daemon.log().contains("heart: giving up"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn stop_ends_heart_and_daemon_and_nothing_restarts() {
+    let daemon = Daemon::start();
+    let heart = heart_pid(&daemon);
+    let stop = daemon.system(&["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(!is_alive(heart), "heart is gone once stop returns");
+    assert!(
+        !is_alive(daemon.pid),
+        "the daemon is gone once stop returns"
+    );
+    assert!(!daemon.home().join("heart.json").exists());
+    let status = daemon.system(&["status"]);
+    assert!(text(&status).contains("not running"), "{}", text(&status));
+}
+
+#[test]
+fn without_heart_a_killed_daemon_stays_dead() {
+    let daemon = Daemon::start_with(&["--no-heart"]);
+    let said = text(&daemon.system(&["status"]));
+    assert!(said.contains("heart: off"), "{said}");
+    signal(daemon.pid, Signal::SIGKILL);
+    let deadline = Instant::now() + PATIENCE;
+    while daemon.is_alive() {
+        assert!(Instant::now() < deadline, "the daemon did not die");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its files close a moment after it dies; then nothing holds the home.
+    while daemon.system(&["status"]).status.success() {
+        assert!(Instant::now() < deadline, "something still holds the home");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!daemon.log().contains("heart:"), "{}", daemon.log());
+}
