@@ -1,6 +1,7 @@
 //! Runs the daemon: builds the runtime with N schedulers, binds the
 //! listening socket, loads the plugin, starts the supervision tree, reports
-//! readiness, and waits for a stop (signal, admin request or a dead tree).
+//! readiness, and waits for a stop (signal, admin request or a dead tree);
+//! SIGHUP reopens the log instead of stopping.
 //!
 //! It wires parts together; each part's behaviour lives in its own module.
 
@@ -42,8 +43,12 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
     install_panic_hook();
     let lock = match config.home.lock() {
         Ok(lock) => lock,
-        Err(_) => {
-            let message = format!("already running in {}", config.home.dir().display());
+        Err(error) => {
+            let message = if error.kind() == std::io::ErrorKind::WouldBlock {
+                format!("already running in {}", config.home.dir().display())
+            } else {
+                format!("cannot lock the home: {error}")
+            };
             ready(Err(message.clone()));
             anyhow::bail!(message);
         }
@@ -93,11 +98,23 @@ async fn serve(
 
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
-        _ = node.shutdown.cancelled() => tracing::info!("stop requested"),
-        down = root => tracing::error!("the supervision tree ended ({}): stopping", down.reason),
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP")?;
+    let mut root = std::pin::pin!(root);
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reopening the log");
+                crate::log::reopen();
+                continue;
+            }
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+            _ = node.shutdown.cancelled() => tracing::info!("stop requested"),
+            down = root.as_mut() => {
+                tracing::error!("the supervision tree ended ({}): stopping", down.reason)
+            }
+        }
+        break;
     }
     node.shutdown.cancel();
     node.connections.close();
