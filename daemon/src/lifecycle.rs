@@ -107,9 +107,12 @@ fn close_inherited(keep: RawFd) {
 
 fn wait_until_ready(read_end: OwnedFd) -> anyhow::Result<()> {
     let mut line = String::new();
-    BufReader::new(File::from(read_end))
-        .read_line(&mut line)
+    let mut pipe = BufReader::new(File::from(read_end));
+    pipe.read_line(&mut line)
         .context("waiting for the daemon")?;
+    // The daemon closes its end right after telling: waiting for that EOF
+    // means `start` returns only once the daemon holds nothing of the pipe.
+    let _ = std::io::copy(&mut pipe, &mut std::io::sink());
     let line = line.trim_end();
     if let Some(ready) = line.strip_prefix("ready ") {
         let (pid, url) = ready.split_once(' ').unwrap_or((ready, ""));

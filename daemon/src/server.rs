@@ -80,7 +80,14 @@ async fn serve(
     handles: (Handle, Handle),
     ready: impl FnOnce(Result<&DaemonState, String>),
 ) -> anyhow::Result<()> {
-    let started = match start(&config, handles).await {
+    // Signals are installed before readiness is told: a signal sent as soon
+    // as `start` returns must find its handler (SIGHUP would otherwise kill).
+    let started = async {
+        let signals = Signals::install()?;
+        Ok::<_, anyhow::Error>((start(&config, handles).await?, signals))
+    }
+    .await;
+    let (started, mut signals) = match started {
         Ok(started) => started,
         Err(error) => {
             let message = format!("{error:#}");
@@ -96,19 +103,16 @@ async fn serve(
         node.schedulers
     );
 
-    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
-    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP")?;
     let mut root = std::pin::pin!(root);
     loop {
         tokio::select! {
-            _ = hangup.recv() => {
+            _ = signals.hangup.recv() => {
                 tracing::info!("SIGHUP: reopening the log");
                 crate::log::reopen();
                 continue;
             }
-            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+            _ = signals.terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = signals.interrupt.recv() => tracing::info!("SIGINT: stopping"),
             _ = node.shutdown.cancelled() => tracing::info!("stop requested"),
             down = root.as_mut() => {
                 tracing::error!("the supervision tree ended ({}): stopping", down.reason)
@@ -125,6 +129,23 @@ async fn serve(
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// The signals the daemon handles: SIGTERM and SIGINT stop it, SIGHUP reopens the log.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("installing SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("installing SIGHUP")?,
+        })
+    }
 }
 
 async fn start(
