@@ -309,7 +309,7 @@ fn upgrade_does_not_build_a_found_tree_another_user_could_have_planted() {
         "{said}"
     );
     assert!(said.contains("is owned by nobody (uid 65534)"), "{said}");
-    assert!(said.contains("pass --source DIR"), "{said}");
+    assert!(said.contains("Pass --source DIR"), "{said}");
 
     // Our own tree, in a directory anyone may write to (not sticky).
     let open = scratch.path().join("open");

@@ -189,7 +189,7 @@ fn signal_holder(home: &Home, pid: u32) -> anyhow::Result<()> {
             )
         },
         // A kernel without pidfds (before 5.3): the check above, then kill.
-        None => i64::from(kill(OsPid::from_raw(pid as i32), Signal::SIGTERM).map_or(-1, |()| 0)),
+        None => kill(OsPid::from_raw(pid as i32), Signal::SIGTERM).map_or(-1, |()| 0),
     };
     if sent != 0 {
         return Err(std::io::Error::last_os_error())

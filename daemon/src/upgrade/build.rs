@@ -30,14 +30,14 @@ pub fn find_source() -> anyhow::Result<PathBuf> {
                 start.display()
             )
         })?;
-    check_trusted(&tree).with_context(|| {
-        format!(
-            "refusing to build math-plugin found in {} (its build scripts would run as {}); \
-             pass --source DIR to build a tree you trust",
+    if let Err(reason) = check_trusted(&tree) {
+        bail!(
+            "refusing to build math-plugin found in {}: {reason:#}; its build scripts \
+             would run as {}. Pass --source DIR to build a tree you trust",
             tree.display(),
             crate::home::user(Uid::effective().as_raw())
-        )
-    })?;
+        );
+    }
     Ok(tree)
 }
 
