@@ -164,14 +164,33 @@ fn a_symlinked_log_dir_or_lock_file_is_refused_and_its_target_untouched() {
 fn planted_pid_state_and_temporary_symlinks_are_replaced_not_followed() {
     let scratch = support::home();
     let home = support::home();
-    for name in ["system.pid", "system.json", "system.json.tmp"] {
-        let victim = scratch.path().join(format!("victim-{name}"));
+    mkdir(&home.path().join("log"), 0o700);
+    let names = [
+        "system.pid",
+        "system.json",
+        "system.json.tmp",
+        "log/system.log",
+    ];
+    for name in names {
+        let victim = scratch
+            .path()
+            .join(format!("victim-{}", name.replace('/', "-")));
         std::fs::write(&victim, "victim").unwrap();
         symlink(&victim, home.path().join(name)).unwrap();
     }
-    let daemon = started_in(home);
-    for name in ["system.pid", "system.json", "system.json.tmp"] {
-        let victim = scratch.path().join(format!("victim-{name}"));
+    let output = start(home.path());
+    let said = text(&output);
+    assert!(output.status.success(), "start failed: {said}");
+    assert!(
+        said.contains("system.log: Too many levels of symbolic links")
+            && said.contains("the daemon will run without a log"),
+        "{said}"
+    );
+    let daemon = Daemon::adopt(home, &said);
+    for name in names {
+        let victim = scratch
+            .path()
+            .join(format!("victim-{}", name.replace('/', "-")));
         assert_eq!(
             std::fs::read_to_string(&victim).unwrap(),
             "victim",

@@ -3,7 +3,8 @@
 //!
 //! A log that cannot be written (disk full, unwritable directory) must never
 //! stop the daemon: failed writes are dropped and remembered, and `/health`
-//! reports them. Nothing here decides what is logged.
+//! reports them. On SIGHUP the daemon's log file is reopened by its path
+//! (after a rotation), never through a symlink. Nothing here decides what is logged.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
