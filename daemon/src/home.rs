@@ -326,3 +326,75 @@ impl Home {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn scratch() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .expect("a scratch directory")
+    }
+
+    #[test]
+    fn write_new_replaces_a_planted_symlink_without_following_it() {
+        let dir = scratch();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "victim").unwrap();
+        let path = dir.path().join("file");
+        symlink(&victim, &path).unwrap();
+        write_new(&path, b"ours", 0o600).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "victim");
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "ours");
+        symlink(&victim, dir.path().join("link")).unwrap();
+        assert!(open_read(&dir.path().join("link")).is_err(), "followed");
+        assert!(open_append(&dir.path().join("link")).is_err(), "followed");
+    }
+
+    #[test]
+    fn a_home_must_be_a_private_real_directory_and_is_not_created_by_readers() {
+        let dir = scratch();
+        let missing = dir.path().join("missing");
+        assert!(Home::existing(&missing).unwrap().is_none());
+        assert!(!missing.exists());
+
+        let created = Home::create(&missing).unwrap();
+        assert!(created.dir().join("log").is_dir() && created.plugins_dir().is_dir());
+        assert!(Home::existing(&missing).unwrap().is_some());
+
+        let link = dir.path().join("link");
+        symlink(&missing, &link).unwrap();
+        assert!(matches!(
+            Home::create(&link),
+            Err(HomeError::Symlink { .. })
+        ));
+        assert!(matches!(
+            Home::existing(&link),
+            Err(HomeError::Symlink { .. })
+        ));
+
+        fs::set_permissions(&missing, fs::Permissions::from_mode(0o711)).unwrap();
+        assert!(matches!(
+            Home::create(&missing),
+            Err(HomeError::Open { mode: 0o711, .. })
+        ));
+        assert!(
+            Home::existing(&missing).unwrap().is_some(),
+            "enterable only"
+        );
+        fs::set_permissions(&missing, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            Home::existing(&missing),
+            Err(HomeError::Writable { mode: 0o777, .. })
+        ));
+        assert_eq!(
+            fs::metadata(&missing).unwrap().permissions().mode() & 0o777,
+            0o777,
+            "nothing was chmodded"
+        );
+    }
+}
