@@ -133,7 +133,7 @@ fn read_only_commands_on_a_symlinked_or_missing_home_create_and_change_nothing()
 }
 
 #[test]
-fn a_symlinked_log_dir_or_lock_file_is_refused_and_its_target_untouched() {
+fn a_symlinked_log_dir_plugins_dir_or_lock_file_is_refused_and_its_target_untouched() {
     let scratch = support::home();
     let victim = scratch.path().join("victim");
     mkdir(&victim, 0o755);
@@ -145,6 +145,14 @@ fn a_symlinked_log_dir_or_lock_file_is_refused_and_its_target_untouched() {
     let said = text(&output);
     assert!(!output.status.success(), "{said}");
     assert!(said.contains("log is a symlink"), "{said}");
+
+    let home = scratch.path().join("with-plugins-link");
+    mkdir(&home, 0o700);
+    symlink(&victim, home.join("plugins")).unwrap();
+    let output = start(&home);
+    let said = text(&output);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("plugins is a symlink"), "{said}");
 
     let home = scratch.path().join("with-lock-link");
     mkdir(&home, 0o700);
