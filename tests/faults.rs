@@ -59,9 +59,16 @@ fn every_system_process_is_restarted_after_a_kill() {
 
 #[tokio::test]
 async fn a_full_disk_under_the_log_does_not_stop_the_daemon() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     std::fs::create_dir_all(home.path().join("log")).unwrap();
-    std::os::unix::fs::symlink("/dev/full", home.path().join("log/system.log")).unwrap();
+    // /dev/full's device node in place of the log (a symlink would not be followed).
+    nix::sys::stat::mknod(
+        &home.path().join("log/system.log"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 7),
+    )
+    .expect("mknod /dev/full (needs root)");
     let output = support::system(home.path(), &["start", "--http", "127.0.0.1:0"]);
     assert!(output.status.success(), "{}", text(&output));
     let daemon = Daemon::adopt(home, &text(&output));

@@ -49,7 +49,7 @@ fn second_start_is_refused_and_the_first_keeps_serving() {
 fn start_on_a_taken_port_fails_with_the_reason() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let output = system(home.path(), &["start", "--http", &address]);
     assert!(!output.status.success());
     assert!(text(&output).contains("cannot listen"), "{}", text(&output));
@@ -58,7 +58,7 @@ fn start_on_a_taken_port_fails_with_the_reason() {
 
 #[test]
 fn stop_with_nothing_running_says_so() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let output = system(home.path(), &["stop"]);
     assert!(!output.status.success());
     assert!(text(&output).contains("not running"), "{}", text(&output));
@@ -66,7 +66,7 @@ fn stop_with_nothing_running_says_so() {
 
 #[test]
 fn a_stale_pid_file_is_replaced() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     // A pid file and state left by a daemon that died without cleaning up.
     std::fs::write(home.path().join("system.pid"), "999999\n").unwrap();
     std::fs::write(

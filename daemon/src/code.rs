@@ -14,7 +14,6 @@ use std::ffi::{CStr, c_void};
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -280,9 +279,9 @@ fn write_versioned_copy(dir: &Path, versioned: &Path, bytes: &[u8]) -> Result<()
     };
     fs::create_dir_all(dir).map_err(copy_error)?;
     let temporary = versioned.with_extension("so.partial");
-    fs::write(&temporary, bytes).map_err(copy_error)?;
-    // Read-only: a mapped library overwritten in place would crash the daemon.
-    fs::set_permissions(&temporary, fs::Permissions::from_mode(0o400)).map_err(copy_error)?;
+    // Created exclusively, never through a symlink, and read-only: a mapped
+    // library overwritten in place would crash the daemon.
+    crate::home::write_new(&temporary, bytes, 0o400).map_err(copy_error)?;
     fs::rename(&temporary, versioned).map_err(|source| {
         remove_versioned_copy(&temporary);
         copy_error(source)

@@ -9,9 +9,9 @@
 //! plugin code: nothing that could kill it with the daemon.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
@@ -188,6 +188,8 @@ fn spawn(config: Config) -> (OsPid, String) {
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(read_end);
+            // Nothing of heart's stays open in the daemon (`start`'s pipe).
+            crate::lifecycle::close_inherited(write_end.as_raw_fd());
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             crate::lifecycle::run_daemon(config, write_end)
         }
@@ -262,11 +264,7 @@ fn describe(status: WaitStatus) -> String {
 /// Appends one line to the daemon's log, in the daemon's own format.
 fn note(home: &Home, level: &str, message: &str) {
     let now = humantime::format_rfc3339_micros(SystemTime::now());
-    if let Ok(mut log) = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(home.log_file())
-    {
+    if let Ok(mut log) = crate::home::open_append(&home.log_file()) {
         let _ = writeln!(log, "{now} {level:>5} heart: {message}");
     }
 }
@@ -274,8 +272,7 @@ fn note(home: &Home, level: &str, message: &str) {
 fn write_state(home: &Home, state: &HeartState) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(state).map_err(std::io::Error::other)?;
     let temporary = home.dir().join("heart.json.tmp");
-    let _ = std::fs::remove_file(&temporary);
-    std::fs::write(&temporary, json)?;
+    crate::home::write_new(&temporary, json.as_bytes(), 0o600)?;
     std::fs::rename(temporary, home.heart_file())
 }
 

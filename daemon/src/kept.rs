@@ -114,8 +114,7 @@ impl KeptPlugins {
         fs::create_dir_all(&self.dir)?;
         let json = serde_json::to_string_pretty(kept).map_err(io::Error::other)?;
         let temporary = self.dir.join("kept.json.tmp");
-        let _ = fs::remove_file(&temporary);
-        fs::write(&temporary, json)?;
+        crate::home::write_new(&temporary, json.as_bytes(), 0o600)?;
         fs::rename(&temporary, self.dir.join("kept.json"))?;
         let named: Vec<&str> = [&kept.current, &kept.previous]
             .into_iter()

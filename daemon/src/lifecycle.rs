@@ -2,11 +2,14 @@
 //! serves), `foreground`, `stop`, `status`, `pid` and `log`.
 //!
 //! These run in the short-lived command process, never in the daemon,
-//! except for the daemonized child that `start` becomes.
+//! except for the daemonized child that `start` becomes: it keeps none of
+//! its starter's descriptors, closes the readiness pipe once it has said it
+//! serves, and asks for its log to be reopened on SIGHUP. `stop` signals
+//! only the process that holds the home's lock.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
@@ -14,7 +17,7 @@ use daemonize::{Daemonize, Outcome};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid as OsPid;
 
-use crate::home::{DaemonState, Home};
+use crate::home::{self, DaemonState, Home};
 use crate::server::{self, Config};
 
 /// How long `stop` waits for the daemon to exit before giving up.
@@ -32,7 +35,7 @@ pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
         );
     }
     let log_path = config.home.log_file();
-    let (log, log_failure) = match OpenOptions::new().create(true).append(true).open(&log_path) {
+    let (log, log_failure) = match home::open_append(&log_path) {
         Ok(log) => (log, None),
         Err(error) => {
             let reason = format!("cannot open {}: {error}", log_path.display());
@@ -55,8 +58,10 @@ pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
         Outcome::Parent(Err(error)) => bail!("cannot daemonize: {error}"),
         Outcome::Child(Ok(_)) => {
             drop(read_end);
-            if let Some(reason) = log_failure {
-                crate::log::record_failure(reason);
+            close_inherited(write_end.as_raw_fd());
+            match log_failure {
+                Some(reason) => crate::log::record_failure(reason),
+                None => crate::log::remember_file(log_path),
             }
             if heart {
                 crate::heart::run(config, File::from(write_end))
@@ -90,11 +95,34 @@ pub fn run_daemon(config: Config, ready: OwnedFd) -> ! {
     std::process::exit(0);
 }
 
+/// Closes every descriptor above stderr except `keep`, in the daemonized
+/// child before it starts anything: whatever the starter had open (a pipe
+/// to `cat`, a terminal, a file) must not stay open for the daemon's life.
+pub(crate) fn close_inherited(keep: RawFd) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let inherited: Vec<RawFd> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2 && fd != keep)
+        .collect();
+    for fd in inherited {
+        // SAFETY: nothing in this process owns these descriptors (the child
+        // has just been forked and holds only `keep` and stdio); the one
+        // `read_dir` used is already closed, so closing it again is EBADF.
+        unsafe { nix::libc::close(fd) };
+    }
+}
+
 fn wait_until_ready(read_end: OwnedFd) -> anyhow::Result<()> {
     let mut line = String::new();
-    BufReader::new(File::from(read_end))
-        .read_line(&mut line)
+    let mut pipe = BufReader::new(File::from(read_end));
+    pipe.read_line(&mut line)
         .context("waiting for the daemon")?;
+    // The daemon closes its end right after telling: waiting for that EOF
+    // means `start` returns only once the daemon holds nothing of the pipe.
+    let _ = std::io::copy(&mut pipe, &mut std::io::sink());
     let line = line.trim_end();
     if let Some(ready) = line.strip_prefix("ready ") {
         let (pid, url) = ready.split_once(' ').unwrap_or((ready, ""));
@@ -116,17 +144,22 @@ pub fn foreground(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// Stops the running daemon gracefully and waits for it to exit. Under
-/// heart, heart is told to stop (it passes SIGTERM on and restarts nothing),
-/// and both are waited for.
+/// Stops the running daemon gracefully and waits for it to exit. Only the
+/// process that holds the home's lock is signalled (or, under heart, that
+/// process's heart, which passes SIGTERM on and restarts nothing), never a
+/// pid read from a file alone; both are waited for.
 pub fn stop(home: &Home) -> anyhow::Result<()> {
     let Some(state) = home.running() else {
         bail!("system is not running (home {})", home.dir().display());
     };
     let heart = heart_of(&state);
-    let target = heart.unwrap_or(state.pid);
-    kill(OsPid::from_raw(target as i32), Signal::SIGTERM)
-        .with_context(|| format!("signalling pid {target}"))?;
+    match heart {
+        Some(heart) if home.held_by(state.pid) => {
+            kill(OsPid::from_raw(heart as i32), Signal::SIGTERM)
+                .with_context(|| format!("signalling heart (pid {heart})"))?;
+        }
+        _ => signal_holder(home, state.pid)?,
+    }
     let deadline = Instant::now() + STOP_TIMEOUT;
     while home.is_locked() || is_alive(state.pid) || heart.is_some_and(is_alive) {
         if Instant::now() > deadline {
@@ -158,6 +191,47 @@ fn parent_of(pid: u32) -> Option<u32> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Sends SIGTERM to `pid` if, and only if, it holds the home's lock. The
+/// process is pinned with a pidfd before the check, so a pid reused between
+/// the check and the signal cannot be hit.
+fn signal_holder(home: &Home, pid: u32) -> anyhow::Result<()> {
+    use nix::libc;
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let pidfd = (raw >= 0).then(|| {
+        // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(raw as RawFd) }
+    });
+    if !home.held_by(pid) {
+        bail!(
+            "{} names pid {pid}, but that process does not hold the home's lock {}; \
+             not signalling it",
+            home.state_file().display(),
+            home.lock_file().display()
+        );
+    }
+    let sent = match &pidfd {
+        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+        Some(pidfd) => unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGTERM,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        },
+        // A kernel without pidfds (before 5.3): the check above, then kill.
+        None => kill(OsPid::from_raw(pid as i32), Signal::SIGTERM).map_or(-1, |()| 0),
+    };
+    if sent != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("signalling pid {pid}"));
+    }
+    Ok(())
 }
 
 /// True while the OS process exists and is not a zombie.
@@ -224,7 +298,8 @@ pub fn pid(home: &Home) -> anyhow::Result<()> {
 /// Prints the log; with `follow`, keeps printing what is appended.
 pub fn log(home: &Home, follow: bool) -> anyhow::Result<()> {
     let path = home.log_file();
-    let mut file = File::open(&path).with_context(|| format!("no log at {}", path.display()))?;
+    let mut file =
+        home::open_read(&path).with_context(|| format!("no log at {}", path.display()))?;
     let mut stdout = std::io::stdout().lock();
     let mut position = std::io::copy(&mut file, &mut stdout)?;
     if !follow {
@@ -238,7 +313,7 @@ pub fn log(home: &Home, follow: bool) -> anyhow::Result<()> {
             position = 0; // truncated or replaced
         }
         if length > position {
-            let mut file = File::open(&path)?;
+            let mut file = home::open_read(&path)?;
             file.seek(SeekFrom::Start(position))?;
             position += std::io::copy(&mut file, &mut stdout)?;
         }

@@ -3,7 +3,8 @@
 //!
 //! A log that cannot be written (disk full, unwritable directory) must never
 //! stop the daemon: failed writes are dropped and remembered, and `/health`
-//! reports them. Nothing here decides what is logged.
+//! reports them. On SIGHUP the daemon's log file is reopened by its path
+//! (after a rotation), never through a symlink. Nothing here decides what is logged.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -68,4 +69,37 @@ pub fn init(to_stdout: bool, console: Option<SocketAddr>) {
         .with(console)
         .with(log.with_filter(filter))
         .try_init();
+}
+
+/// The file a daemon's stdout and stderr write to, once `start` has opened it.
+static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Remembers the file the daemon logs to (its stdout and stderr), for [`reopen`].
+pub fn remember_file(path: std::path::PathBuf) {
+    let _ = FILE.set(path);
+}
+
+/// Reopens the log file by its path (after it was moved away or removed,
+/// e.g. by a rotation) and points stdout and stderr at the new file, never
+/// through a symlink. Asked for by SIGHUP; without a log file (foreground)
+/// it does nothing. A failure is recorded as a log failure, never fatal.
+pub fn reopen() {
+    let Some(path) = FILE.get() else {
+        return;
+    };
+    let reopened = crate::home::open_append(path).and_then(|file| {
+        nix::unistd::dup2_stdout(&file)?;
+        nix::unistd::dup2_stderr(&file)?;
+        Ok(())
+    });
+    match reopened {
+        Ok(()) => {
+            record(Ok(()));
+            tracing::info!("log reopened: {}", path.display());
+        }
+        Err(error) => {
+            record_failure(format!("cannot reopen {}: {error}", path.display()));
+            tracing::warn!("cannot reopen {}: {error}", path.display());
+        }
+    }
 }

@@ -109,7 +109,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = cli.home.unwrap_or_else(Home::default_dir);
-    let home = Home::open(&dir).with_context(|| format!("opening home {}", dir.display()))?;
+    // Only the commands that start a daemon create its home; the others
+    // read an existing one and create nothing.
+    let home = match &cli.command {
+        Command::Start { .. } | Command::Foreground(_) => {
+            Home::create(&dir).with_context(|| format!("opening home {}", dir.display()))?
+        }
+        _ => {
+            match Home::existing(&dir).with_context(|| format!("opening home {}", dir.display()))? {
+                Some(home) => home,
+                None => anyhow::bail!(
+                    "system is not running (home {} does not exist)",
+                    dir.display()
+                ),
+            }
+        }
+    };
     let config = |args: ServerArgs| Config {
         home: home.clone(),
         http: args.http,

@@ -1,6 +1,7 @@
 //! Runs the daemon: builds the runtime with N schedulers, binds the
 //! listening socket, loads the plugin, starts the supervision tree, reports
-//! readiness, and waits for a stop (signal, admin request or a dead tree).
+//! readiness, and waits for a stop (signal, admin request or a dead tree);
+//! SIGHUP reopens the log instead of stopping.
 //!
 //! It wires parts together; each part's behaviour lives in its own module.
 
@@ -48,8 +49,12 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
     crate::fatal::install();
     let lock = match config.home.lock() {
         Ok(lock) => lock,
-        Err(_) => {
-            let message = format!("already running in {}", config.home.dir().display());
+        Err(error) => {
+            let message = if error.kind() == std::io::ErrorKind::WouldBlock {
+                format!("already running in {}", config.home.dir().display())
+            } else {
+                format!("cannot lock the home: {error}")
+            };
             ready(Err(message.clone()));
             anyhow::bail!(message);
         }
@@ -81,7 +86,14 @@ async fn serve(
     handles: (Handle, Handle),
     ready: impl FnOnce(Result<&DaemonState, String>),
 ) -> anyhow::Result<()> {
-    let started = match start(&config, handles).await {
+    // Signals are installed before readiness is told: a signal sent as soon
+    // as `start` returns must find its handler (SIGHUP would otherwise kill).
+    let started = async {
+        let signals = Signals::install()?;
+        Ok::<_, anyhow::Error>((start(&config, handles).await?, signals))
+    }
+    .await;
+    let (started, mut signals) = match started {
         Ok(started) => started,
         Err(error) => {
             let message = format!("{error:#}");
@@ -98,16 +110,23 @@ async fn serve(
     );
 
     let mut ended = None;
-    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
-        _ = node.shutdown.cancelled() => tracing::info!("stop requested"),
-        down = root => ended = Some(down.reason),
-    }
-    if let Some(reason) = &ended {
-        tracing::error!("the supervision tree ended ({reason}): stopping");
+    let mut root = std::pin::pin!(root);
+    loop {
+        tokio::select! {
+            _ = signals.hangup.recv() => {
+                tracing::info!("SIGHUP: reopening the log");
+                crate::log::reopen();
+                continue;
+            }
+            _ = signals.terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = signals.interrupt.recv() => tracing::info!("SIGINT: stopping"),
+            _ = node.shutdown.cancelled() => tracing::info!("stop requested"),
+            down = root.as_mut() => {
+                tracing::error!("the supervision tree ended ({}): stopping", down.reason);
+                ended = Some(down.reason);
+            }
+        }
+        break;
     }
     node.shutdown.cancel();
     node.connections.close();
@@ -121,6 +140,23 @@ async fn serve(
         // Not a stop: heart (if any) starts the node again.
         Some(reason) => anyhow::bail!("the supervision tree ended ({reason})"),
         None => Ok(()),
+    }
+}
+
+/// The signals the daemon handles: SIGTERM and SIGINT stop it, SIGHUP reopens the log.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("installing SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("installing SIGHUP")?,
+        })
     }
 }
 

@@ -30,6 +30,16 @@ pub fn plugin() -> PathBuf {
     }
 }
 
+/// A new, empty temporary home: private (0700), as `start` requires of a
+/// home it did not create itself.
+pub fn home() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .expect("a temporary home")
+}
+
 /// Runs `system --home HOME args…` (with `SYSTEM_PLUGIN` set to [`plugin`])
 /// and returns its output.
 pub fn system(home: &Path, args: &[&str]) -> Output {
@@ -66,7 +76,7 @@ impl Daemon {
 
     /// Starts with extra `start` arguments (e.g. `--schedulers 2`).
     pub fn start_with(extra: &[&str]) -> Daemon {
-        let home = tempfile::tempdir().expect("a temporary home");
+        let home = home();
         let mut args = vec!["start", "--http", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let output = system(home.path(), &args);

@@ -116,8 +116,8 @@ impl Load {
         };
         let json = json!(self.setting()).to_string();
         let temporary = file.with_extension("json.tmp");
-        if let Err(error) =
-            std::fs::write(&temporary, json).and_then(|()| std::fs::rename(&temporary, file))
+        if let Err(error) = crate::home::write_new(&temporary, json.as_bytes(), 0o600)
+            .and_then(|()| std::fs::rename(&temporary, file))
         {
             tracing::warn!(
                 "cannot save the load setting to {}: {error}",

@@ -1,20 +1,26 @@
-//! Building the math plugin for an upgrade: finds the source workspace and
-//! runs `cargo build --release` on `math-plugin` in it, returning the built
+//! Building the math plugin for an upgrade: finds the source workspace
+//! (refusing one another user could have planted or changed), runs
+//! `cargo build --release` on `math-plugin` in it, and returns the built
 //! library, or the compiler's message if the build fails.
 //!
 //! It only builds; it must not load anything or talk to the daemon.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
+use nix::unistd::Uid;
 
-/// The workspace to build the plugin from: the nearest directory, from the
-/// current one upwards, with a `math-plugin/Cargo.toml`.
+/// The workspace to build the plugin from when no `--source` is given: the
+/// nearest directory, from the current one upwards, with a
+/// `math-plugin/Cargo.toml`, provided nobody else could have put it there
+/// or changed it ([`check_trusted`]): building it runs its build scripts as
+/// this user.
 pub fn find_source() -> anyhow::Result<PathBuf> {
     let start = std::env::current_dir().context("reading the current directory")?;
-    start
+    let tree = start
         .ancestors()
         .find(|dir| dir.join("math-plugin/Cargo.toml").is_file())
         .map(Path::to_path_buf)
@@ -23,7 +29,64 @@ pub fn find_source() -> anyhow::Result<PathBuf> {
                 "no math-plugin source found in {} or above; pass --source DIR",
                 start.display()
             )
-        })
+        })?;
+    if let Err(reason) = check_trusted(&tree) {
+        bail!(
+            "refusing to build math-plugin found in {}: {reason:#}; its build scripts \
+             would run as {}. Pass --source DIR to build a tree you trust",
+            tree.display(),
+            crate::home::user(Uid::effective().as_raw())
+        );
+    }
+    Ok(tree)
+}
+
+/// The rule for a source tree found by searching (an explicit `--source` is
+/// the user's choice and is not checked): the tree and its `math-plugin/`
+/// are owned by the effective uid and not writable by group or others; every
+/// directory above the tree, up to `/`, is owned by this user or root and
+/// not writable by others unless it is sticky (like `/tmp`: others may not
+/// rename or replace what is ours in it).
+pub fn check_trusted(tree: &Path) -> anyhow::Result<()> {
+    let me = Uid::effective().as_raw();
+    let inspect = |dir: &Path| {
+        std::fs::metadata(dir)
+            .map(|m| (m.uid(), m.mode() & 0o7777))
+            .with_context(|| format!("reading {}", dir.display()))
+    };
+    for dir in [tree.join("math-plugin"), tree.to_path_buf()] {
+        let (owner, mode) = inspect(&dir)?;
+        if owner != me {
+            bail!(
+                "{} is owned by {}, not by this user",
+                dir.display(),
+                crate::home::user(owner)
+            );
+        }
+        if mode & 0o022 != 0 {
+            bail!(
+                "{} is writable by group or others (mode {mode:04o})",
+                dir.display()
+            );
+        }
+    }
+    for dir in tree.ancestors().skip(1) {
+        let (owner, mode) = inspect(dir)?;
+        if owner != me && owner != 0 {
+            bail!(
+                "{} (above the tree) is owned by {}, who could replace the tree",
+                dir.display(),
+                crate::home::user(owner)
+            );
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            bail!(
+                "{} (above the tree) is writable by group or others and not sticky (mode {mode:04o})",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Builds `math-plugin` in release mode from the workspace at `source` and
