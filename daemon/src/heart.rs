@@ -28,6 +28,8 @@ pub const MAX_RESTARTS: usize = 5;
 pub const PERIOD: Duration = Duration::from_secs(60);
 /// Two deaths within this window, with an upgraded plugin current, roll it back.
 pub const ROLLBACK_WINDOW: Duration = Duration::from_secs(60);
+/// How long a restart waits for the dead daemon's lock to be released.
+const PATIENCE: Duration = Duration::from_secs(5);
 
 /// What heart writes about itself in the home (`heart.json`), for `status`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -59,6 +61,9 @@ pub fn run(mut config: Config, caller: File) -> ! {
     let mut deaths: VecDeque<Instant> = VecDeque::new();
     let mut restart = false;
     loop {
+        if restart {
+            wait_until_unlocked(&home);
+        }
         let (child, ready) = spawn(Config {
             heart_pid: Some(state.pid),
             restart,
@@ -80,6 +85,11 @@ pub fn run(mut config: Config, caller: File) -> ! {
                 "INFO",
                 &format!("the daemon serves again (pid {child})"),
             );
+        } else if ready.starts_with("error already running") {
+            // Someone started another daemon in this home meanwhile: it serves.
+            note(&home, "WARN", "another daemon took the home; heart ends");
+            let _ = waitpid(child, None);
+            finish_keeping_state(0);
         }
         let (status, stopping) = wait_for(child, &watched);
         if stopping || matches!(status, WaitStatus::Exited(_, 0)) {
@@ -119,6 +129,15 @@ pub fn run(mut config: Config, caller: File) -> ! {
             &format!("restarting the daemon (restart {})", state.restarts),
         );
         restart = true;
+    }
+}
+
+/// Waits (up to [`PATIENCE`]) until the dead daemon's home lock is free: a
+/// killed process is reaped a moment before the kernel has closed its files.
+fn wait_until_unlocked(home: &Home) {
+    let deadline = Instant::now() + PATIENCE;
+    while home.is_locked() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
