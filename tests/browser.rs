@@ -7,8 +7,9 @@
 //! What they check: the sum page (5 → 15, 13 → error, abc → invalid
 //! input), the load page (10,000 workers → the jobs chart reads about 10k),
 //! the top page (a running `-1` sum shows up, `info` shows its stack trace,
-//! `kill` turns its line on the sum page into `error`), and that every page
-//! shows its WebSocket as connected.
+//! `kill` turns its line on the sum page into `error`), that a page comes
+//! back with a node heart restarted (its lost line reads `error`, "node
+//! restarted"), and that every page shows its WebSocket as connected.
 //!
 //! What they must not do: sleep for a fixed time (every wait polls against a
 //! deadline), talk to the daemon other than through the browser, or leave a
@@ -470,4 +471,36 @@ async fn top_page_shows_info_and_kills_an_endless_sum() {
         .await;
     browser.connected().await;
     browser.screenshot("sum-after-kill").await;
+}
+
+#[tokio::test]
+async fn a_page_comes_back_with_the_node_after_a_crash_and_marks_its_lost_sum() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start();
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/", daemon.url)).await;
+    sum(&browser, "-1", "calculating").await;
+
+    // The node dies under the page (SIGKILL: no close frame, no goodbye);
+    // heart starts it again on the same port.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill -9 the daemon");
+    let line = "#results li[data-input=\"-1\"]";
+    browser
+        .until("the lost line to say the node restarted", || async {
+            let status = browser.attr(line, "data-status").await?;
+            let reason = browser.attr(line, "title").await?;
+            (status == "error" && reason == "node restarted").then_some(())
+        })
+        .await;
+    browser.connected().await;
+    assert_eq!(
+        browser.text(line).await.as_deref().map(str::trim),
+        Some("∑(1..-1) = error")
+    );
+    sum(&browser, "5", "15").await;
+    browser.screenshot("sum-after-node-restart").await;
 }
