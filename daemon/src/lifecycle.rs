@@ -66,6 +66,8 @@ pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
             if heart {
                 crate::heart::run(config, File::from(write_end))
             }
+            // No heart: nothing may report on a former one's behalf.
+            let _ = std::fs::remove_file(config.home.heart_file());
             run_daemon(config, write_end)
         }
         Outcome::Child(Err(error)) => {
