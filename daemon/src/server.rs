@@ -34,6 +34,8 @@ pub struct Config {
     pub tokio_console: Option<SocketAddr>,
     /// The most load workers a client may ask for.
     pub max_load: u64,
+    /// How big the log file may grow (`start` only; `foreground` logs to stdout).
+    pub log_rotation: crate::log::Rotation,
 }
 
 /// Runs the daemon until it is told to stop. `ready` is called once: with
@@ -48,6 +50,7 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
             anyhow::bail!(message);
         }
     };
+    crate::service::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.schedulers.max(1))
         .thread_name("scheduler")
@@ -85,6 +88,7 @@ async fn serve(
     };
     let (node, state, root) = started;
     ready(Ok(&state));
+    crate::service::notify_ready();
     tracing::info!(
         "serving {} with {} scheduler(s)",
         state.url,
@@ -99,6 +103,7 @@ async fn serve(
         _ = node.shutdown.cancelled() => tracing::info!("stop requested"),
         down = root => tracing::error!("the supervision tree ended ({}): stopping", down.reason),
     }
+    crate::service::notify_stopping();
     node.shutdown.cancel();
     node.connections.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, node.connections.wait())
