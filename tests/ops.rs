@@ -394,10 +394,8 @@ fn open_files_limits(pid: i32) -> (String, String) {
     (fields[3].to_owned(), fields[4].to_owned())
 }
 
-#[test]
-fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_limit() {
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    let low = hard.min(256);
+/// `system start` with the open-files limits set to `soft` and `hard` first.
+fn start_with_open_files_limits(soft: u64, hard: u64) -> Daemon {
     let home = tempfile::tempdir().unwrap();
     let mut start = Command::new(support::binary());
     start
@@ -408,11 +406,18 @@ fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_limit() {
         .env("SYSTEM_PLUGIN", support::plugin());
     // SAFETY: only an async-signal-safe system call between fork and exec.
     unsafe {
-        start.pre_exec(move || Ok(setrlimit(Resource::RLIMIT_NOFILE, low, hard)?));
+        start.pre_exec(move || Ok(setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?));
     }
     let output = start.output().unwrap();
     assert!(output.status.success(), "{}", support::text(&output));
-    let daemon = Daemon::adopt(home, &support::text(&output));
+    Daemon::adopt(home, &support::text(&output))
+}
+
+#[test]
+fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_limit() {
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let low = hard.min(256);
+    let daemon = start_with_open_files_limits(low, hard);
     let (soft, daemon_hard) = open_files_limits(daemon.pid);
     assert_eq!(daemon_hard, hard.to_string());
     assert_eq!(soft, daemon_hard);
@@ -420,4 +425,64 @@ fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_limit() {
         let said = format!("open files limit: {hard} (raised from {low})");
         wait_for_in_log(&daemon, &said);
     }
+}
+
+#[tokio::test]
+async fn connections_beyond_the_open_files_limit_wait_without_affecting_the_others() {
+    const LIMIT: u64 = 96;
+    let daemon = start_with_open_files_limits(LIMIT, LIMIT);
+    let mut existing = Client::connect(&daemon).await;
+    // Open WebSockets until one is not accepted (EMFILE: it waits in the backlog).
+    let mut flood = Vec::new();
+    let refused = loop {
+        let connecting = tokio_tungstenite::connect_async(daemon.ws_url());
+        match tokio::time::timeout(Duration::from_secs(2), connecting).await {
+            Ok(Ok((socket, _))) => flood.push(socket),
+            Ok(Err(error)) => break error.to_string(),
+            Err(_) => break "not accepted in 2 s".to_owned(),
+        }
+        assert!(
+            flood.len() < LIMIT as usize,
+            "more sockets than the limit allows"
+        );
+    };
+    assert!(
+        flood.len() > 30,
+        "only {} connections: {refused}",
+        flood.len()
+    );
+    eprintln!(
+        "{} WebSockets open at the limit of {LIMIT} files; the next: {refused}",
+        flood.len()
+    );
+    // The connections it has are not affected…
+    existing.sum(1, "5").await;
+    assert_eq!(existing.answer(1).await["result"], "15");
+    assert!(daemon.is_alive());
+    // …and once some close, new ones are accepted again.
+    flood.truncate(flood.len() - 10);
+    let mut newcomer = Client::connect(&daemon).await;
+    newcomer.sum(2, "13").await;
+    assert_eq!(newcomer.answer(2).await["status"], "error");
+    wait_for_in_log(&daemon, "accept failed: Too many open files");
+}
+
+#[test]
+fn completions_and_the_manual_page_are_printed() {
+    let home = tempfile::tempdir().unwrap();
+    for (shell, says) in [
+        ("bash", "complete -F _system"),
+        ("zsh", "#compdef system"),
+        ("fish", "complete -c system"),
+    ] {
+        let output = support::system(home.path(), &["completions", shell]);
+        let script = support::text(&output);
+        assert!(output.status.success(), "{script}");
+        assert!(script.contains(says), "{shell}: {script}");
+        assert!(script.contains("log-max-bytes"), "{shell}: {script}");
+    }
+    let output = support::system(home.path(), &["man"]);
+    let page = support::text(&output);
+    assert!(output.status.success(), "{page}");
+    assert!(page.contains(".TH system 1"), "{page}");
 }

@@ -122,8 +122,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "system", &mut std::io::stdout());
-            return Ok(());
+            use clap_complete::Generator as _;
+            let mut command = Cli::command().bin_name("system");
+            command.build();
+            return Ok(shell.try_generate(&command, &mut std::io::stdout())?);
         }
         Command::Man => {
             return Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?);
