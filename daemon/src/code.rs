@@ -171,7 +171,7 @@ impl CodeServer {
         };
         match &old {
             Some(old) => tracing::info!(
-                "code upgrade: math_plugin v{} ({}) -> v{} ({}), sha256 {}, from {}",
+                "code upgrade: math_plugin v{} ({}) -> v{} ({}), sha256 {} ({})",
                 old.id,
                 old.version,
                 version.id,
@@ -180,7 +180,7 @@ impl CodeServer {
                 version.path.display()
             ),
             None => tracing::info!(
-                "code loaded: math_plugin v{} ({}), sha256 {}, from {}",
+                "code loaded: math_plugin v{} ({}), sha256 {} ({})",
                 version.id,
                 version.version,
                 version.sha256,
