@@ -245,15 +245,6 @@ fn refused_websocket(daemon: &Daemon, marker: &str) {
     assert!(response.starts_with(b"HTTP/1.1 403"), "{response:?}");
 }
 
-/// Waits until the current log file holds `marker`.
-fn wait_for_in_log(daemon: &Daemon, marker: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    while !daemon.log().contains(marker) {
-        assert!(Instant::now() < deadline, "{marker} never reached the log");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn log_files(home: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(home.join("log"))
         .unwrap()
@@ -270,7 +261,7 @@ fn the_log_rotates_by_size_keeping_its_number_of_files() {
     for n in 0..200 {
         refused_websocket(&daemon, &format!("marker-{n:03}"));
     }
-    wait_for_in_log(&daemon, "marker-199");
+    daemon.log_containing("marker-199");
     assert_eq!(
         log_files(daemon.home()),
         ["system.log", "system.log.1", "system.log.2"]
@@ -423,7 +414,7 @@ fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_limit() {
     assert_eq!(soft, daemon_hard);
     if low < hard {
         let said = format!("open files limit: {hard} (raised from {low})");
-        wait_for_in_log(&daemon, &said);
+        daemon.log_containing(&said);
     }
 }
 
@@ -464,7 +455,7 @@ async fn connections_beyond_the_open_files_limit_wait_without_affecting_the_othe
     let mut newcomer = Client::connect(&daemon).await;
     newcomer.sum(2, "13").await;
     assert_eq!(newcomer.answer(2).await["status"], "error");
-    wait_for_in_log(&daemon, "accept failed: Too many open files");
+    daemon.log_containing("accept failed: Too many open files");
 }
 
 #[test]

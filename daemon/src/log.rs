@@ -16,11 +16,11 @@ use std::io::{self, IsTerminal as _, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 pub use burst::Burst;
 pub use rotating::Rotation;
@@ -39,6 +39,15 @@ static FAILURE: Mutex<Option<String>> = Mutex::new(None);
 
 /// Where the writer thread writes; shared with the summary thread and [`reopen`].
 static SINK: OnceLock<SharedSink> = OnceLock::new();
+
+/// A second handle on the queue, for [`flush`]'s barriers.
+static QUEUE: OnceLock<Mutex<NonBlocking>> = OnceLock::new();
+
+/// What [`flush`] queues: a message no event can be (events end with a newline).
+const BARRIER: &[u8] = b"\0";
+
+/// Barriers the writer thread has reached (it writes in queue order).
+static BARRIERS: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
 /// `None` while the log is written fine; otherwise why it is not.
 pub fn failure() -> Option<String> {
@@ -87,7 +96,12 @@ struct SharedSink(Arc<Mutex<Sink>>);
 
 impl Write for SharedSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        crate::lock(&self.0).write_line(buf);
+        if buf == BARRIER {
+            *crate::lock(&BARRIERS.0) += 1;
+            BARRIERS.1.notify_all();
+        } else {
+            crate::lock(&self.0).write_line(buf);
+        }
         Ok(buf.len())
     }
 
@@ -103,6 +117,30 @@ pub fn reopen() {
         && let Sink::File(file) = &mut *crate::lock(&sink.0)
     {
         record(file.reopen());
+    }
+}
+
+/// Waits (at most `patience`) until what was logged before the call is
+/// written, e.g. the start-up lines before `start` reports that the daemon
+/// serves. Never call it on a scheduler.
+pub fn flush(patience: Duration) {
+    let Some(queue) = QUEUE.get() else { return };
+    let reached = *crate::lock(&BARRIERS.0);
+    if crate::lock(queue).write_all(BARRIER).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + patience;
+    let mut passed = crate::lock(&BARRIERS.0);
+    while *passed <= reached {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return; // the barrier was dropped (a full queue) or the disk is slow
+        }
+        passed = BARRIERS
+            .1
+            .wait_timeout(passed, left)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
     }
 }
 
@@ -145,6 +183,7 @@ pub fn init(destination: Destination, console: Option<SocketAddr>) -> LogGuard {
         .thread_name("log-writer")
         .finish(sink.clone());
     let dropped = writer.error_counter();
+    let _ = QUEUE.set(Mutex::new(writer.clone()));
     let (stop, stopped) = mpsc::channel();
     let summary = std::thread::Builder::new()
         .name("log-summary".into())

@@ -87,13 +87,15 @@ async fn serve(
         }
     };
     let (node, state, root) = started;
-    ready(Ok(&state));
-    crate::service::notify_ready();
     tracing::info!(
         "serving {} with {} scheduler(s)",
         state.url,
         node.schedulers
     );
+    // The start-up lines are in the log before anyone is told it serves.
+    crate::log::flush(Duration::from_secs(1)); // (on the main thread, not a scheduler)
+    ready(Ok(&state));
+    crate::service::notify_ready();
 
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
