@@ -65,11 +65,11 @@ impl RotatingFile {
             .append(true)
             .open(&self.path)?;
         self.size = file.metadata().map_or(0, |m| m.len());
+        let file = self.file.insert(file);
         if self.redirect_stdio {
-            nix::unistd::dup2_stdout(&file)?;
-            nix::unistd::dup2_stderr(&file)?;
+            nix::unistd::dup2_stdout(&*file)?;
+            nix::unistd::dup2_stderr(&*file)?;
         }
-        self.file = Some(file);
         Ok(())
     }
 
