@@ -185,6 +185,16 @@ async fn measure_a_crash_storm_beside_the_10k_load() {
         assert!(Instant::now() < deadline, "the workers did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // For scale: the probe's round trips beside the load alone.
+    let calm = crash_storm(&daemon, 0, Duration::from_secs(5)).await;
+    let mut calm = calm.round_trips;
+    calm.sort_by(f64::total_cmp);
+    eprintln!(
+        "without the storm: sum(5) round trip p50 {:.2} ms, p99 {:.2} ms ({} probes)",
+        calm[calm.len() / 2],
+        calm[(calm.len() - 1) * 99 / 100],
+        calm.len()
+    );
     // Jobs per second over 1-s windows, from the jobs counter, during the storm.
     let sampler = {
         let daemon = daemon.clone();
