@@ -480,11 +480,8 @@ async fn killed_system_processes_are_restarted_by_the_supervisor() {
             .await
             .is_string()
     );
-    let log = daemon.log();
-    assert!(
-        log.contains("child admin_server") && log.contains("child http_listener"),
-        "{log}"
-    );
+    daemon.log_containing("child admin_server");
+    daemon.log_containing("child http_listener");
 }
 
 /// Run as uid 65534 by [`a_peer_of_another_user_is_refused`]: connects to
@@ -536,11 +533,7 @@ fn a_peer_of_another_user_is_refused() {
     let frame: Value = serde_json::from_str(line).expect("a JSON frame");
     assert_eq!(frame["type"], "error", "{frame}");
     assert_eq!(frame["kind"], "refused", "{frame}");
-    assert!(
-        daemon.log().contains("refused uid 65534"),
-        "{}",
-        daemon.log()
-    );
+    daemon.log_containing("refused uid 65534");
 }
 
 #[test]

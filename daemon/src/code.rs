@@ -192,22 +192,20 @@ impl CodeServer {
         };
         match &old {
             Some(old) => tracing::info!(
-                old_id = old.id,
-                old_version = %old.version,
-                new_id = version.id,
-                new_version = %version.version,
-                sha256 = %version.sha256,
-                path = %version.path.display(),
-                "code upgrade: math_plugin v{} ({}) -> v{} ({}), sha256 {}",
-                old.id, old.version, version.id, version.version, version.sha256
+                "code upgrade: math_plugin v{} ({}) -> v{} ({}), sha256 {} ({})",
+                old.id,
+                old.version,
+                version.id,
+                version.version,
+                version.sha256,
+                version.path.display()
             ),
             None => tracing::info!(
-                new_id = version.id,
-                new_version = %version.version,
-                sha256 = %version.sha256,
-                path = %version.path.display(),
-                "code loaded: math_plugin v{} ({}), sha256 {}",
-                version.id, version.version, version.sha256
+                "code loaded: math_plugin v{} ({}), sha256 {} ({})",
+                version.id,
+                version.version,
+                version.sha256,
+                version.path.display()
             ),
         }
         crate::fatal::set_code(format!("math_plugin v{} ({})", version.id, version.version));
@@ -503,13 +501,7 @@ impl Drop for PluginVersion {
             tracing::warn!(id = self.id, %error, "could not unload math_plugin version");
         }
         remove_versioned_copy(&self.path);
-        tracing::info!(
-            id = self.id,
-            version = %self.version,
-            "code purged: math_plugin v{} ({})",
-            self.id,
-            self.version
-        );
+        tracing::info!("code purged: math_plugin v{} ({})", self.id, self.version);
     }
 }
 

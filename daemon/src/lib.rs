@@ -17,6 +17,7 @@ pub mod node;
 pub mod process;
 pub mod scheduler;
 pub mod server;
+pub mod service;
 pub mod sum;
 pub mod top;
 pub mod upgrade;

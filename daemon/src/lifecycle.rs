@@ -59,9 +59,8 @@ pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
         Outcome::Child(Ok(_)) => {
             drop(read_end);
             close_inherited(write_end.as_raw_fd());
-            match log_failure {
-                Some(reason) => crate::log::record_failure(reason),
-                None => crate::log::remember_file(log_path),
+            if let Some(reason) = log_failure {
+                crate::log::record_failure(reason);
             }
             if heart {
                 crate::heart::run(config, File::from(write_end))
@@ -81,8 +80,14 @@ pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
 /// (`ready PID URL` or `error REASON`) to `ready` and closing it; exits with
 /// 0 after a stop, 1 when it could not start or its supervision tree ended.
 pub fn run_daemon(config: Config, ready: OwnedFd) -> ! {
-    crate::log::init(false, config.tokio_console);
+    let destination = crate::log::Destination::File {
+        path: config.home.log_file(),
+        rotation: config.log_rotation,
+    };
+    let log = crate::log::init(destination, config.tokio_console);
     let mut pipe = File::from(ready);
+    // Moved in: the pipe closes once readiness is told, so the starter sees
+    // its end and nothing of it stays in the daemon.
     let result = server::run(config, move |ready| {
         let line = match ready {
             Ok(state) => format!("ready {} {}\n", state.pid, state.url),
@@ -90,11 +95,11 @@ pub fn run_daemon(config: Config, ready: OwnedFd) -> ! {
         };
         let _ = pipe.write_all(line.as_bytes());
     });
-    if let Err(error) = result {
+    if let Err(error) = &result {
         tracing::error!("daemon ended: {error:#}");
-        std::process::exit(1);
     }
-    std::process::exit(0);
+    drop(log); // flushes: `exit` runs no destructors
+    std::process::exit(i32::from(result.is_err()));
 }
 
 /// Closes every descriptor above stderr except `keep`, in the daemonized
@@ -139,7 +144,7 @@ fn wait_until_ready(read_end: OwnedFd) -> anyhow::Result<()> {
 
 /// Runs the server in this process, logging to stdout.
 pub fn foreground(config: Config) -> anyhow::Result<()> {
-    crate::log::init(true, config.tokio_console);
+    let _log = crate::log::init(crate::log::Destination::Stdout, config.tokio_console);
     server::run(config, |ready| match ready {
         Ok(state) => println!("system running (pid {}), serving {}", state.pid, state.url),
         Err(reason) => eprintln!("system could not start: {reason}"),
@@ -297,27 +302,35 @@ pub fn pid(home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the log; with `follow`, keeps printing what is appended.
+/// Prints the log; with `follow`, keeps printing what is appended, across
+/// rotations: when the path names another file (rotated, or moved by
+/// logrotate) or the file shrank, it finishes the old one and reopens by path.
 pub fn log(home: &Home, follow: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
     let path = home.log_file();
     let mut file =
         home::open_read(&path).with_context(|| format!("no log at {}", path.display()))?;
     let mut stdout = std::io::stdout().lock();
-    let mut position = std::io::copy(&mut file, &mut stdout)?;
+    std::io::copy(&mut file, &mut stdout)?;
     if !follow {
         return Ok(());
     }
     loop {
         stdout.flush()?;
         std::thread::sleep(Duration::from_millis(200));
-        let length = std::fs::metadata(&path).map_or(0, |m| m.len());
-        if length < position {
-            position = 0; // truncated or replaced
+        let Ok(named) = std::fs::metadata(&path) else {
+            continue; // between a rotation's rename and the new file
+        };
+        let open = file.metadata()?;
+        if (named.dev(), named.ino()) != (open.dev(), open.ino()) {
+            std::io::copy(&mut file, &mut stdout)?; // the old file's last lines
+            match home::open_read(&path) {
+                Ok(newer) => file = newer,
+                Err(_) => continue, // gone again: try at the next turn
+            }
+        } else if named.len() < file.stream_position()? {
+            file.seek(SeekFrom::Start(0))?; // truncated
         }
-        if length > position {
-            let mut file = home::open_read(&path)?;
-            file.seek(SeekFrom::Start(position))?;
-            position += std::io::copy(&mut file, &mut stdout)?;
-        }
+        std::io::copy(&mut file, &mut stdout)?;
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use system::home::Home;
 use system::lifecycle;
 use system::server::Config;
@@ -28,13 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the daemon in the background (under heart); returns once it serves.
-    Start {
-        #[command(flatten)]
-        server: ServerArgs,
-        /// Run without heart: nothing restarts the daemon if it dies.
-        #[arg(long)]
-        no_heart: bool,
-    },
+    Start(StartArgs),
     /// Run the daemon in this terminal, logging to stdout.
     Foreground(ServerArgs),
     /// Stop the running daemon gracefully.
@@ -62,6 +56,27 @@ enum Command {
     },
     /// Build the math plugin (release) and hot-load it into the running daemon.
     Upgrade(UpgradeArgs),
+    /// Print a completion script for a shell, e.g. `system completions bash`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g. `system man | man -l -`.
+    Man,
+}
+
+#[derive(Args)]
+struct StartArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Rotate the log file when it would grow past this many bytes.
+    #[arg(long, default_value_t = system::log::Rotation::default().max_bytes,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    log_max_bytes: u64,
+    /// Log files kept, the current one included (system.log, system.log.1 …).
+    #[arg(long, default_value_t = system::log::Rotation::default().files,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    log_files: u32,
+    /// Run without heart: nothing restarts the daemon if it dies.
+    #[arg(long)]
+    no_heart: bool,
 }
 
 #[derive(Args)]
@@ -108,6 +123,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Completions { shell } => {
+            use clap_complete::Generator as _;
+            let mut command = Cli::command().bin_name("system");
+            command.build();
+            return Ok(shell.try_generate(&command, &mut std::io::stdout())?);
+        }
+        Command::Man => {
+            return Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?);
+        }
+        _ => {}
+    }
     let dir = cli.home.unwrap_or_else(Home::default_dir);
     // Only the commands that start a daemon create its home; the others
     // read an existing one and create nothing.
@@ -125,19 +152,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     };
-    let config = |args: ServerArgs| Config {
+    let config = |args: ServerArgs, log_rotation| Config {
         home: home.clone(),
         http: args.http,
         schedulers: args.schedulers,
         plugin: args.plugin,
         tokio_console: args.tokio_console,
         max_load: args.max_load,
+        log_rotation,
         heart_pid: None,
         restart: false,
     };
     match cli.command {
-        Command::Start { server, no_heart } => lifecycle::start(config(server), !no_heart),
-        Command::Foreground(args) => lifecycle::foreground(config(args)),
+        Command::Start(args) => lifecycle::start(
+            config(
+                args.server,
+                system::log::Rotation {
+                    max_bytes: args.log_max_bytes,
+                    files: args.log_files,
+                },
+            ),
+            !args.no_heart,
+        ),
+        Command::Foreground(args) => lifecycle::foreground(config(args, Default::default())),
         Command::Stop => lifecycle::stop(&home),
         Command::Status => lifecycle::status(&home),
         Command::Pid => lifecycle::pid(&home),
@@ -155,5 +192,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rollback: args.rollback,
             },
         ),
+        Command::Completions { .. } | Command::Man => Ok(()),
     }
 }

@@ -212,7 +212,7 @@ pub fn resident_bytes() -> Option<u64> {
 pub fn prometheus(node: &Node) -> String {
     let latest = node.metrics.latest().unwrap_or_default();
     let load = &node.load;
-    let metrics: [(&str, &str, &str, f64); 13] = [
+    let metrics: [(&str, &str, &str, f64); 14] = [
         (
             "system_jobs_succeeded_total",
             "counter",
@@ -284,6 +284,12 @@ pub fn prometheus(node: &Node) -> String {
             "gauge",
             "Processes in the registry.",
             node.registry.count() as f64,
+        ),
+        (
+            "system_crash_reports_total",
+            "counter",
+            "Processes that crashed (load workers excepted), logged or not.",
+            node.registry.crash_reports() as f64,
         ),
         (
             "system_memory_resident_bytes",

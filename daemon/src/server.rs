@@ -40,6 +40,8 @@ pub struct Config {
     /// Started again by heart: load the kept current plugin version and
     /// restore the load setting, instead of starting afresh.
     pub restart: bool,
+    /// How big the log file may grow (`start` only; `foreground` logs to stdout).
+    pub log_rotation: crate::log::Rotation,
 }
 
 /// Runs the daemon until it is told to stop. `ready` is called once: with
@@ -59,6 +61,7 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
             anyhow::bail!(message);
         }
     };
+    crate::service::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.schedulers.max(1))
         .thread_name("scheduler")
@@ -102,12 +105,15 @@ async fn serve(
         }
     };
     let (node, state, root) = started;
-    ready(Ok(&state));
     tracing::info!(
         "serving {} with {} scheduler(s)",
         state.url,
         node.schedulers
     );
+    // The start-up lines are in the log before anyone is told it serves.
+    crate::log::flush(Duration::from_secs(1)); // (on the main thread, not a scheduler)
+    ready(Ok(&state));
+    crate::service::notify_ready();
 
     let mut ended = None;
     let mut root = std::pin::pin!(root);
@@ -128,6 +134,7 @@ async fn serve(
         }
         break;
     }
+    crate::service::notify_stopping();
     node.shutdown.cancel();
     node.connections.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, node.connections.wait())

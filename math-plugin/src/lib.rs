@@ -231,22 +231,14 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 // ---- C ABI exports (see plugin-abi for the contract) ----
 
 /// Replaces this library's panic hook (its own copy of std has its own
-/// hook) with one that writes a single line to the host's log: the default
-/// hook would capture a backtrace when `RUST_BACKTRACE` is set, which costs
-/// about a megabyte of memory per panic in a dlopen'd library.
-fn report_panics_in_one_line() {
+/// hook) with a silent one: the panic's message already reaches the host as
+/// the crash's reason (and so its log, once, in the crash report); the
+/// default hook would print it a second time on stderr and capture a
+/// backtrace when `RUST_BACKTRACE` is set, about a megabyte per panic in a
+/// dlopen'd library.
+fn silence_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            use std::io::Write;
-            let message = panic_message(info.payload());
-            let at = info
-                .location()
-                .map(|l| format!(" at {}:{}", l.file(), l.line()))
-                .unwrap_or_default();
-            let _ = writeln!(std::io::stderr(), "math_plugin panicked{at}: {message}");
-        }));
-    });
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
 }
 
 /// The ABI version this plugin was built against.
@@ -267,7 +259,7 @@ pub extern "C" fn math_plugin_version() -> *const c_char {
 /// `out` must be null (nothing is written) or valid for writing one `Validation`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn math_validate(n: i64, out: *mut Validation) {
-    report_panics_in_one_line();
+    silence_panics();
     let validation = match catch_unwind(|| validate(n)) {
         Ok(Ok(())) => Validation::accepted(),
         Ok(Err(reason)) => Validation::rejected(&reason),
@@ -282,7 +274,7 @@ pub unsafe extern "C" fn math_validate(n: i64, out: *mut Validation) {
 /// Creates the state of `sum(n)`; null if that failed. Free it with `math_sum_free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn math_sum_start(n: i64) -> *mut c_void {
-    report_panics_in_one_line();
+    silence_panics();
     catch_unwind(|| Box::into_raw(Box::new(SumState::new(n))).cast::<c_void>())
         .unwrap_or(std::ptr::null_mut())
 }

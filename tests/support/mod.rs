@@ -118,6 +118,23 @@ impl Daemon {
         std::fs::read_to_string(self.home().join("log/system.log")).unwrap_or_default()
     }
 
+    /// The log once it contains `needle` (within [`PATIENCE`]): lines are
+    /// written by the daemon's log thread a moment after their event.
+    pub fn log_containing(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle:?} is not in the log:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// A plain HTTP/1.1 GET; returns (status, body).
     pub fn get(&self, path: &str) -> (u16, String) {
         self.http(&format!("GET {path} HTTP/1.1\r\n\r\n"))

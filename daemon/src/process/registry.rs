@@ -31,6 +31,9 @@ pub struct ProcessRegistry {
     table: DashMap<u64, Arc<ProcessEntry>>,
     /// Name each task `kind #PID<…>` for tokio-console (costs a format per spawn).
     task_names: AtomicBool,
+    /// Crash reports since start (processes that panicked, quiet ones
+    /// excepted), whether the log's burst limit let them be written or not.
+    crash_reports: AtomicU64,
 }
 
 /// Resolves to the DOWN message of the monitored process.
@@ -67,6 +70,7 @@ impl ProcessRegistry {
             next_pid: AtomicU64::new(100),
             table: DashMap::new(),
             task_names: AtomicBool::new(false),
+            crash_reports: AtomicU64::new(0),
         })
     }
 
@@ -197,6 +201,11 @@ impl ProcessRegistry {
         self.table.len()
     }
 
+    /// Crash reports since start, logged or suppressed by the burst limit.
+    pub fn crash_reports(&self) -> u64 {
+        self.crash_reports.load(Relaxed)
+    }
+
     pub fn info(&self, pid: Pid) -> Option<ProcessInfo> {
         self.lookup(pid).map(|entry| entry.info())
     }
@@ -250,16 +259,20 @@ impl ProcessRegistry {
     fn exit(&self, entry: &ProcessEntry, reason: ExitReason) {
         entry.activity.retire();
         self.table.remove(&entry.pid.0);
+        let at = PANIC_AT.take().unwrap_or_default();
         if let ExitReason::Panic(message) = &reason
             && !entry.spec.quiet
         {
-            let at = PANIC_AT.take().unwrap_or_default();
-            tracing::error!(
-                "crash report: process {} {} started as {} crashed: {message} {at}",
-                entry.spec.name,
-                entry.pid,
-                entry.spec.initial_call,
-            );
+            // Relaxed: a counter for /metrics, it guards no other data.
+            self.crash_reports.fetch_add(1, Relaxed);
+            if crate::log::CRASH_REPORTS.admit() {
+                tracing::error!(
+                    "crash report: process {} {} started as {} crashed: {message} {at}",
+                    entry.spec.name,
+                    entry.pid,
+                    entry.spec.initial_call,
+                );
+            }
         }
         for monitor in entry.take_monitors() {
             let _ = monitor.send(Down {
