@@ -168,6 +168,33 @@ impl ProcessRegistry {
         let Some(entry) = self.lookup(pid) else {
             return false;
         };
+        Self::deliver_kill(&entry)
+    }
+
+    /// Sends `pid` an exit signal, as Erlang's `exit(Pid, Reason)` does to a
+    /// process that does not trap exits: `kill` kills it unconditionally (its
+    /// monitors get `killed`); `normal` leaves it alone; any other reason
+    /// ends it at its next yield and its monitors get
+    /// [`ExitReason::Exit`] with that reason. True if it was alive (and, but
+    /// for `normal`, not already being killed).
+    pub fn exit_signal(&self, pid: Pid, reason: &str) -> bool {
+        match reason {
+            "kill" => self.kill(pid),
+            "normal" => self.is_alive(pid),
+            reason => {
+                let Some(entry) = self.lookup(pid) else {
+                    return false;
+                };
+                // Before `killed`: whoever sees the kill sees its reason. If
+                // another signal got there first, the process dies of either
+                // (as with two concurrent exit signals in Erlang).
+                let _ = entry.exit_reason.set(reason.into());
+                Self::deliver_kill(&entry)
+            }
+        }
+    }
+
+    fn deliver_kill(entry: &ProcessEntry) -> bool {
         if entry.killed.swap(true, Relaxed) {
             return false;
         }
@@ -281,7 +308,10 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         let reason = self.reason.take().unwrap_or_else(|| {
             if self.entry.killed.load(Relaxed) {
-                ExitReason::Killed
+                match self.entry.exit_reason.get() {
+                    Some(reason) => ExitReason::Exit(reason.to_string()),
+                    None => ExitReason::Killed,
+                }
             } else {
                 ExitReason::Shutdown
             }
