@@ -3,8 +3,9 @@
 //!
 //! Only the top-level statements of a console line count; inside blocks,
 //! loops and functions Rhai's own rule (assign only to a declared variable)
-//! stays. This module finds the names; the session binds them (to `()`,
-//! just before the line runs). It must not change the script's text.
+//! stays. A line that ends in such an assignment shows the value bound.
+//! This module finds the names; the session binds them (to `()`, just
+//! before the line runs). It must not change the script's text.
 
 use std::collections::HashSet;
 
@@ -47,6 +48,21 @@ pub fn unbound_targets(ast: &AST, scope: &Scope) -> Vec<ImmutableString> {
     targets
 }
 
+/// The variable the line's last top-level statement assigns with `name = …`:
+/// the line shows its value, as IEx shows a match's (Rhai's assignment is `()`).
+pub fn last_assigned(ast: &AST) -> Option<ImmutableString> {
+    let Some(Stmt::Assignment(assignment)) = ast.statements().last() else {
+        return None;
+    };
+    let (operator, binary) = &**assignment;
+    match &binary.lhs {
+        Expr::Variable(variable, ..) if !operator.is_op_assignment() && variable.2.is_empty() => {
+            Some(variable.1.clone())
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +91,21 @@ mod tests {
         assert_eq!(targets("x += 1", &scope), Vec::<String>::new());
         assert_eq!(targets("m.x = 1", &scope), Vec::<String>::new());
         assert_eq!(targets("a == 1", &scope), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_line_ending_in_an_assignment_shows_the_variable() {
+        let mut engine = Engine::new();
+        engine.set_optimization_level(OptimizationLevel::None);
+        let shown = |script: &str| {
+            let ast = engine.compile(script).expect("the script compiles");
+            last_assigned(&ast).map(|name| name.to_string())
+        };
+        assert_eq!(shown("pid = 1").as_deref(), Some("pid"));
+        assert_eq!(shown("a = 1; b = 2").as_deref(), Some("b"));
+        assert_eq!(shown("a = 1; a + 1"), None);
+        assert_eq!(shown("a += 1"), None);
+        assert_eq!(shown("let a = 1"), None);
     }
 
     #[test]

@@ -22,8 +22,12 @@ const MAP_ENTRY: usize = 32;
 /// Bytes a boxed container or custom value costs beyond its slot.
 const BOXED: usize = 24;
 
-/// The estimated bytes `value` holds, itself included.
+/// The estimated bytes `value` holds, itself included. Scalars (most
+/// items of a big array) cost one cheap tag test.
 pub fn value_size(value: &Dynamic) -> usize {
+    if value.is_int() || value.is_float() || value.is_bool() || value.is_unit() {
+        return SLOT;
+    }
     if value.is_shared() {
         return SLOT + value_size(&value.flatten_clone());
     }

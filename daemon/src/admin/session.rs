@@ -373,6 +373,7 @@ impl Evaluator {
         self.atoms.reset();
         let ast = self.engine.compile_with_scope(&self.scope, script)?;
         let bound = binding::unbound_targets(&ast, &self.scope);
+        let shown = binding::last_assigned(&ast);
         let ast = self
             .engine
             .optimize_ast(&self.scope, ast, OptimizationLevel::Simple);
@@ -383,7 +384,11 @@ impl Evaluator {
         }
         let result = self
             .engine
-            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program)
+            .map(|value| match &shown {
+                Some(name) if value.is_unit() => self.scope.get(name).cloned().unwrap_or(value),
+                _ => value,
+            });
         if result.is_err() {
             // A line that failed binds nothing it had not assigned yet.
             for name in &bound {
