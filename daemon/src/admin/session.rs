@@ -464,7 +464,10 @@ fn engine(
         .set_optimization_level(OptimizationLevel::None);
     let running = RunningCheck::new(SESSION_BUDGET);
     #[allow(deprecated)] // "volatile", not deprecated
-    engine.on_def_var(move |_, _, context| {
+    engine.on_def_var(move |is_runtime, _, context| {
+        if !is_runtime {
+            return Ok(true); // the parser asks too; nothing is held yet
+        }
         running
             .check(context.scope())
             .map(|()| true)
