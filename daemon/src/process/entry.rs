@@ -95,9 +95,6 @@ pub(crate) struct ProcessEntry {
     spawned_at: SystemTime,
     pub(crate) activity: Published,
     pub(crate) killed: AtomicBool,
-    /// The reason of an exit signal other than `kill` (see `ProcessRegistry::exit_signal`),
-    /// set before `killed`: its monitors get it instead of `killed`.
-    pub(crate) exit_reason: OnceLock<Box<str>>,
     pub(crate) abort: OnceLock<AbortHandle>,
     plugin_version: AtomicU32,
     /// The plugin function it is in, for processes that run plugin code.
@@ -120,7 +117,6 @@ impl ProcessEntry {
             spawned_at: SystemTime::now(),
             activity: Published::default(),
             killed: AtomicBool::new(false),
-            exit_reason: OnceLock::new(),
             abort: OnceLock::new(),
             plugin_version: AtomicU32::new(0),
             plugin_frame: OnceLock::new(),

@@ -29,6 +29,10 @@ use super::{Down, ExitReason, Pid, ProcessContext};
 pub struct ProcessRegistry {
     next_pid: AtomicU64,
     table: DashMap<u64, Arc<ProcessEntry>>,
+    /// Reasons of exit signals other than `kill` and `normal`, by pid, until
+    /// the process's exit reads them: rare, so kept here rather than in
+    /// every entry.
+    exit_reasons: DashMap<u64, Box<str>>,
     /// Name each task `kind #PID<…>` for tokio-console (costs a format per spawn).
     task_names: AtomicBool,
 }
@@ -66,6 +70,7 @@ impl ProcessRegistry {
             // Low pids are the BEAM's own; start where a fresh node's user processes do.
             next_pid: AtomicU64::new(100),
             table: DashMap::new(),
+            exit_reasons: DashMap::new(),
             task_names: AtomicBool::new(false),
         })
     }
@@ -188,8 +193,16 @@ impl ProcessRegistry {
                 // Before `killed`: whoever sees the kill sees its reason. If
                 // another signal got there first, the process dies of either
                 // (as with two concurrent exit signals in Erlang).
-                let _ = entry.exit_reason.set(reason.into());
-                Self::deliver_kill(&entry)
+                self.exit_reasons
+                    .entry(pid.0)
+                    .or_insert_with(|| reason.into());
+                let delivered = Self::deliver_kill(&entry);
+                if !self.is_alive(pid) {
+                    // It had ended already (its exit decided its reason
+                    // before leaving the table): nobody will read this one.
+                    self.exit_reasons.remove(&pid.0);
+                }
+                delivered
             }
         }
     }
@@ -277,6 +290,10 @@ impl ProcessRegistry {
     fn exit(&self, entry: &ProcessEntry, reason: ExitReason) {
         entry.activity.retire();
         self.table.remove(&entry.pid.0);
+        if entry.killed.load(Relaxed) {
+            // A reason that came as it ended on its own is not read.
+            self.exit_reasons.remove(&entry.pid.0);
+        }
         if let ExitReason::Panic(message) = &reason
             && !entry.spec.quiet
         {
@@ -308,8 +325,8 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         let reason = self.reason.take().unwrap_or_else(|| {
             if self.entry.killed.load(Relaxed) {
-                match self.entry.exit_reason.get() {
-                    Some(reason) => ExitReason::Exit(reason.to_string()),
+                match self.registry.exit_reasons.remove(&self.entry.pid.0) {
+                    Some((_, reason)) => ExitReason::Exit(reason.into()),
                     None => ExitReason::Killed,
                 }
             } else {
