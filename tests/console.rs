@@ -725,3 +725,297 @@ fn home_is_locked(home: &std::path::Path) -> bool {
     let file = std::fs::File::open(home.join("system.lock")).expect("the lock file");
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
 }
+
+/// What the shell printed before the next prompt; fails on an error line.
+fn answer(shell: &mut rexpect::session::PtySession, prompt: &str, line: &str) -> String {
+    type_in(shell, &format!("{line}\r"));
+    let printed = shell
+        .exp_string(prompt)
+        .unwrap_or_else(|error| panic!("{line}: no prompt after it: {error}"));
+    assert!(!printed.contains("** "), "{line} failed: {printed}");
+    printed
+}
+
+/// The seed's Part 3, typed exactly as the talk types it (comments dropped),
+/// in a real pty, against a `-1` sum started from a real WebSocket.
+#[test]
+fn the_talks_part_three_typed_as_written_in_the_shell() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let daemon = Daemon::start();
+    let mut browser = runtime.block_on(Client::connect(&daemon));
+    let sum_pid = runtime.block_on(endless_sum(&mut browser, 1));
+    let node = daemon.system(&["rpc", "System.info().node"]);
+    let prompt = format!("{}> ", support::text(&node).trim().trim_matches('"'));
+    let mut shell = spawn_shell(&daemon);
+    shell.exp_string(&prompt).expect("the prompt");
+
+    let listed = answer(&mut shell, &prompt, "Process.list()");
+    assert!(listed.contains("#PID<0."), "{listed}");
+    let first = answer(&mut shell, &prompt, "Process.info(hd(Process.list()))");
+    assert!(first.contains("reductions"), "{first}");
+    for _ in 0..2 {
+        let top = answer(&mut shell, &prompt, "Runtime.top()");
+        assert!(top.contains(&sum_pid), "{sum_pid} in {top}");
+    }
+    let bound = answer(&mut shell, &prompt, "pid = hd(Runtime.top()).pid");
+    assert!(bound.contains(&sum_pid), "{sum_pid} in {bound}");
+    let info = answer(&mut shell, &prompt, "Process.info(pid)");
+    assert!(info.contains("Math.sum(-1)"), "{info}");
+    let stack = answer(
+        &mut shell,
+        &prompt,
+        "Process.info(pid, :current_stacktrace)",
+    );
+    assert!(stack.contains("math_plugin::calc_sum("), "{stack}");
+    let trace = answer(&mut shell, &prompt, "Runtime.trace(pid)");
+    assert!(trace.contains("math_plugin::calc_sum("), "{trace}");
+    let killed = answer(&mut shell, &prompt, "Process.kill(pid, :kill)");
+    assert!(killed.contains("true"), "{killed}");
+
+    runtime.block_on(async {
+        let line = browser.answer(1).await;
+        assert_eq!(line["status"], "error", "{line}");
+        assert_eq!(line["reason"], "killed", "{line}");
+        // The WebSocket lived through it.
+        browser.sum(2, "10").await;
+        assert_eq!(browser.answer(2).await["result"], "55");
+    });
+    let help = answer(&mut shell, &prompt, "help()");
+    assert!(help.contains("Process.kill(pid, :kill)"), "{help}");
+    shell.send_control('d').expect("Ctrl-D");
+    shell.exp_eof().expect("the shell ends");
+}
+
+/// `Process.kill(pid, reason)` and `Process.exit(pid, reason)` as Erlang's
+/// `exit/2` for a process that does not trap exits, seen on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_exit_reason_reaches_the_page_as_erlang_has_it() {
+    let daemon = Daemon::start();
+    let mut browser = Client::connect(&daemon).await;
+    let mut console = Console::open(&daemon).await;
+    let mut pids = Vec::new();
+    for id in 1..=3 {
+        let pid = endless_sum(&mut browser, id).await;
+        console.value(&format!("sum{id} = pid(\"{pid}\")")).await;
+        pids.push(pid);
+    }
+    // :normal does nothing to a process that does not trap exits.
+    assert_eq!(console.value("Process.kill(sum1, :normal)").await, true);
+    assert_eq!(console.value("Process.exit(sum1, :normal)").await, true);
+    assert_eq!(console.value("Process.alive(sum1)").await, true);
+    assert_eq!(
+        console.value("Process.info(sum1, :status) != ()").await,
+        true
+    );
+    // :kill kills; so does the string "kill" and the Elixir name.
+    assert_eq!(console.value("Process.exit(sum1, :kill)").await, true);
+    let line = browser.answer(1).await;
+    assert_eq!(
+        (line["status"].clone(), line["reason"].clone()),
+        (json!("error"), json!("killed")),
+        "{line}"
+    );
+    assert_eq!(console.value("Process.kill(sum2, \"kill\")").await, true);
+    assert_eq!(browser.answer(2).await["reason"], "killed");
+    // Any other reason is carried to the monitors: the page's line shows it.
+    assert_eq!(console.value("Process.kill(sum3, :oops)").await, true);
+    let line = browser.answer(3).await;
+    assert_eq!(
+        (line["status"].clone(), line["reason"].clone()),
+        (json!("error"), json!("oops")),
+        "{line}"
+    );
+    // A dead process: false for every reason.
+    for reason in [":kill", ":normal", ":oops"] {
+        assert_eq!(
+            console
+                .value(&format!("Process.kill(sum3, {reason})"))
+                .await,
+            false
+        );
+    }
+    let empty = console.eval("Process.kill(sum3, \"\")").await;
+    assert_eq!(empty["kind"], "script", "{empty}");
+    let long = console
+        .eval("let r = \"x\"; r.pad(500, \"x\"); Process.kill(sum3, r)")
+        .await;
+    assert_eq!(long["kind"], "script", "{long}");
+    // The page's connection is still open.
+    browser.sum(4, "10").await;
+    assert_eq!(browser.answer(4).await["result"], "55");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atoms_top_level_binding_and_help_in_a_session() {
+    let daemon = Daemon::start();
+    let mut console = Console::open(&daemon).await;
+    assert_eq!(
+        console.value(":current_stacktrace").await,
+        "current_stacktrace"
+    );
+    assert_eq!(
+        console.value("#{a: :b, \"c\": \"d:e\"} // :comment").await,
+        json!({"a": "b", "c": "d:e"})
+    );
+    // Every key of Process.info(pid), one at a time, as its value.
+    let me = console
+        .value("me = Process.whereis(\"admin_server\")")
+        .await;
+    let info = console.value("Process.info(me)").await;
+    for (key, value) in info.as_object().expect("a map") {
+        if matches!(key.as_str(), "reductions" | "cpu_time_us" | "status") {
+            continue; // they move between two calls
+        }
+        assert_eq!(
+            &console.value(&format!("Process.info(me, :{key})")).await,
+            value,
+            "{key}"
+        );
+    }
+    assert!(
+        console
+            .value("Process.info(me, :reductions)")
+            .await
+            .is_i64()
+    );
+    assert!(console.value("Process.info(me, :status)").await.is_string());
+    assert_eq!(me, info["pid"]);
+    let unknown = console.eval("Process.info(me, :colour)").await;
+    assert!(
+        unknown["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("current_function")),
+        "{unknown}"
+    );
+    // Binding: a new name binds at the top level; a failed line binds nothing.
+    assert_eq!(console.value("n = 40; n = n + 2; n").await, 42);
+    assert_eq!(
+        console.eval("m = no_such_function()").await["kind"],
+        "script"
+    );
+    let unbound = console.eval("m").await;
+    assert!(
+        unbound["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Variable not found")),
+        "{unbound}"
+    );
+    // Inside a block, Rhai's rule stays.
+    assert_eq!(console.eval("{ inner = 1 }").await["kind"], "script");
+    // help() prints as text, not as a quoted string.
+    let help = console.text("help()").await;
+    assert!(
+        help.contains("Process.info(pid, :current_stacktrace)") && !help.starts_with('"'),
+        "{help}"
+    );
+    // `system rpc` evaluates in a session too: same rules.
+    let output = daemon.system(&["rpc", "reason = :oops; reason"]);
+    assert_eq!(support::text(&output).trim(), "\"oops\"");
+}
+
+/// Connects to the admin socket; the first frame the daemon sends.
+async fn first_frame(socket: &Path) -> (Value, BufReader<UnixStream>) {
+    let stream = UnixStream::connect(socket).await.expect("connect");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    tokio::time::timeout(PATIENCE, reader.read_line(&mut line))
+        .await
+        .expect("a frame in time")
+        .expect("read");
+    (serde_json::from_str(&line).expect("a JSON frame"), reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_sixteen_sessions_and_the_next_is_refused() {
+    let daemon = Daemon::start();
+    let socket = daemon.home().join("admin.sock");
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        open.push(Console::open(&daemon).await);
+    }
+    let (refused, mut rest) = first_frame(&socket).await;
+    assert_eq!(refused["kind"], "refused", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("too many console sessions")),
+        "{refused}"
+    );
+    let mut more = String::new();
+    let read = tokio::time::timeout(PATIENCE, rest.read_line(&mut more))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert_eq!(read, 0, "the refused connection is closed: {more}");
+    // The daemon and the sixteen sessions are unaffected.
+    for (n, console) in open.iter_mut().enumerate() {
+        assert_eq!(console.value(&format!("{n} + 1")).await, n as i64 + 1);
+    }
+    assert_eq!(daemon.get("/health").0, 200);
+    assert!(daemon.log().contains("console sessions are open"));
+    // One leaves; a new one gets its seat (once its thread has ended).
+    drop(open.pop());
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (frame, _) = first_frame(&socket).await;
+        if frame["type"] == "hello" {
+            break;
+        }
+        assert_eq!(frame["kind"], "refused", "{frame}");
+        assert!(Instant::now() < deadline, "no seat came free");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The daemon's peak resident memory so far, in bytes.
+fn peak_memory(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// Sixteen copies of a 4,000,000-item array held a gigabyte before the
+/// budget (each is within Rhai's per-value limit); now the session's
+/// variables stay within 128 MiB, the lines over it get a `memory` error,
+/// and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_over_the_session_budget_are_refused_and_the_session_goes_on() {
+    let daemon = Daemon::start();
+    let mut console = Console::open(&daemon).await;
+    let before = peak_memory(daemon.pid);
+    assert_eq!(
+        console
+            .value("let a = []; a.pad(4000000, 0); a.len()")
+            .await,
+        4_000_000
+    );
+    assert_eq!(console.value("let copy1 = a; copy1.len()").await, 4_000_000);
+    for n in 2..=16 {
+        let refused = console
+            .eval(&format!("let copy{n} = a; copy{n}.len()"))
+            .await;
+        assert_eq!(refused["kind"], "memory", "{refused}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("dropped `copy{n}`"))),
+            "{refused}"
+        );
+    }
+    // All in one line: refused while it runs.
+    let copies: String = (1..=16).map(|n| format!("let c{n} = a; ")).collect();
+    let refused = console.eval(&format!("{copies} 1")).await;
+    assert_eq!(refused["kind"], "memory", "{refused}");
+    let grew = peak_memory(daemon.pid).saturating_sub(before);
+    println!("peak memory grew by {} MiB", grew / (1024 * 1024));
+    assert!(grew < 640 * 1024 * 1024, "grew by {grew} bytes");
+    // The session goes on, with what fitted.
+    assert_eq!(console.value("a.len() + copy1.len()").await, 8_000_000);
+    assert_eq!(console.eval("copy2").await["kind"], "script");
+    assert_eq!(console.value("1 + 1").await, 2);
+    assert!(daemon.is_alive());
+}

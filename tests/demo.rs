@@ -351,11 +351,7 @@ async fn the_whole_demo() {
     assert_eq!(top_rows[0]["pid"], runaway_pid.as_str(), "{top_rows}");
     assert_eq!(top_rows[0]["name"], "sum", "{top_rows}");
     let pid = format!("pid(\"{runaway_pid}\")");
-    let stack = rpc(
-        &home,
-        &format!("Process.info({pid}, \"current_stacktrace\")"),
-    )
-    .await;
+    let stack = rpc(&home, &format!("Process.info({pid}, :current_stacktrace)")).await;
     assert!(
         stack[0]
             .as_str()
@@ -381,7 +377,10 @@ async fn the_whole_demo() {
         "Part 3: scheduler usage samples while -1 ran: {}",
         usages.join(" ")
     );
-    assert_eq!(rpc(&home, &format!("Process.kill({pid})")).await, true);
+    assert_eq!(
+        rpc(&home, &format!("Process.kill({pid}, :kill)")).await,
+        true
+    );
     let killed = page.answer(runaway, PATIENCE).await;
     assert_eq!(killed["status"], "error", "{killed}");
     assert_eq!(killed["reason"], "killed", "{killed}");

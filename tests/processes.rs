@@ -70,6 +70,48 @@ async fn kill_stops_a_busy_process_at_its_next_yield() {
     assert!(!registry.kill(pid));
 }
 
+/// Erlang's `exit(Pid, Reason)` for a process that does not trap exits,
+/// one reason at a time.
+#[tokio::test(flavor = "current_thread")]
+async fn exit_signals_follow_erlang_for_each_reason() {
+    let registry = ProcessRegistry::new();
+    // `normal`: nothing happens; true while it is alive.
+    let pid = registry.spawn(spec("busy"), busy);
+    let monitor = registry.monitor(pid);
+    assert!(registry.exit_signal(pid, "normal"));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(registry.is_alive(pid), "`normal` leaves it running");
+    // Any other reason ends it with that reason, for every monitor.
+    let second = registry.monitor(pid);
+    assert!(registry.exit_signal(pid, "oops"));
+    assert!(!registry.exit_signal(pid, "again"), "already dying");
+    assert_eq!(monitor.await.reason, ExitReason::Exit("oops".into()));
+    assert_eq!(second.await.reason, ExitReason::Exit("oops".into()));
+    assert_eq!(ExitReason::Exit("oops".into()).to_string(), "oops");
+    assert!(!registry.exit_signal(pid, "normal"), "not alive any more");
+    assert!(!registry.exit_signal(pid, "oops"));
+    // `kill`: killed, unconditionally.
+    let pid = registry.spawn(spec("busy"), busy);
+    let monitor = registry.monitor(pid);
+    assert!(registry.exit_signal(pid, "kill"));
+    assert_eq!(monitor.await.reason, ExitReason::Killed);
+    // A plain kill after a reasoned one does not replace the reason.
+    let pid = registry.spawn(spec("busy"), busy);
+    let monitor = registry.monitor(pid);
+    assert!(registry.exit_signal(pid, "shutdown_requested"));
+    assert!(!registry.kill(pid));
+    assert_eq!(
+        monitor.await.reason,
+        ExitReason::Exit("shutdown_requested".into())
+    );
+    // A reason given before the first poll is kept too.
+    let monitor = registry.spawn_monitor(spec("busy"), busy);
+    assert!(registry.exit_signal(monitor.pid(), "early"));
+    assert_eq!(monitor.await.reason, ExitReason::Exit("early".into()));
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn monitoring_a_dead_or_unknown_pid_gives_noproc() {
     let registry = ProcessRegistry::new();

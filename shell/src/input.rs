@@ -14,6 +14,7 @@ pub const API_NAMES: &[&str] = &[
     "Process.list()",
     "Process.info(",
     "Process.kill(",
+    "Process.exit(",
     "Process.whereis(",
     "Process.alive(",
     "Process.count()",
@@ -31,7 +32,13 @@ pub const API_NAMES: &[&str] = &[
     "pid(",
     "hd(",
     "whereis(",
-    "\"current_stacktrace\"",
+    "help()",
+    ":current_stacktrace",
+    ":current_function",
+    ":reductions",
+    ":status",
+    ":kill",
+    ":normal",
 ];
 
 /// The console's rustyline helper.
@@ -48,7 +55,7 @@ impl Completer for ConsoleHelper {
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
         let start = before
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.' || c == '"'))
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.' || c == ':'))
             .map_or(0, |i| i + 1);
         let word = &before[start..];
         if word.is_empty() {
@@ -127,5 +134,29 @@ mod tests {
         assert_eq!(open_brackets("let s = \"({[\"; ["), 1);
         assert_eq!(open_brackets("// ( comment\n1"), 0);
         assert_eq!(open_brackets("#{a: [1,\n2]}"), 0);
+    }
+
+    #[test]
+    fn completes_api_names_and_atoms() {
+        let history = rustyline::history::DefaultHistory::new();
+        let context = Context::new(&history);
+        let complete = |line: &str| {
+            let (start, pairs) = ConsoleHelper
+                .complete(line, line.len(), &context)
+                .expect("completion");
+            (
+                start,
+                pairs.into_iter().map(|p| p.replacement).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            complete("Runtime.to"),
+            (0, vec!["Runtime.top()".to_owned()])
+        );
+        assert_eq!(
+            complete("Process.info(pid, :current_s"),
+            (18, vec![":current_stacktrace".to_owned()])
+        );
+        assert_eq!(complete("Process.kill(pid, :ki").1, [":kill"]);
     }
 }

@@ -1,7 +1,7 @@
 //! The console's Rhai API: the constants `Process`, `Runtime`, `System`, `Load` and `Code`
 //! (custom types with methods, so `Process.list()` reads as in the talk),
-//! the `Pid` type, and the short forms `info`, `trace`, `kill`, `top`,
-//! `pid`, `hd`, `whereis`.
+//! the `Pid` type, the short forms `info`, `trace`, `kill`, `top`,
+//! `pid`, `hd`, `whereis`, and `help()`.
 //!
 //! It only observes and kills processes through the registry; it must not
 //! give scripts file, network or module access, and it must not run on a
@@ -15,6 +15,7 @@ use std::time::Duration;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, Scope};
 use tokio::runtime::Handle;
 
+use super::help::{self, Help};
 use crate::node::Node;
 use crate::process::{Pid, ProcessInfo};
 
@@ -40,6 +41,10 @@ pub struct LoadModule;
 /// The value of the `Code` constant.
 #[derive(Clone, Copy, Debug)]
 pub struct CodeModule;
+
+/// The longest exit reason `Process.kill(pid, reason)` takes (it is shown
+/// on the page's line and in the log).
+pub const MAX_EXIT_REASON: usize = 200;
 
 /// `Code.purge()`: how long it waits for the old libraries to unload.
 pub const PURGE_PATIENCE: Duration = Duration::from_secs(5);
@@ -108,6 +113,10 @@ impl Api {
         self.register_code(engine);
         let api = self.clone();
         engine.register_fn("info", move |_: SystemModule| api.system_info());
+        engine
+            .register_type_with_name::<Help>("Help")
+            .register_fn("to_string", |_: &mut Help| help::TEXT.to_owned())
+            .register_fn("help", || Help);
     }
 
     fn register_process(&self, engine: &mut Engine) {
@@ -152,6 +161,17 @@ impl Api {
         });
         let api = self.clone();
         engine.register_fn("kill", move |pid: Pid| api.node.registry.kill(pid));
+        // `Process.kill(pid, reason)`, and Elixir's name for it, `Process.exit(pid, reason)`.
+        for name in ["kill", "exit"] {
+            let api = self.clone();
+            engine.register_fn(name, move |_: ProcessModule, pid: Pid, reason: &str| {
+                api.exit_signal(pid, reason)
+            });
+        }
+        let api = self.clone();
+        engine.register_fn("kill", move |pid: Pid, reason: &str| {
+            api.exit_signal(pid, reason)
+        });
     }
 
     fn register_runtime(&self, engine: &mut Engine) {
@@ -271,6 +291,19 @@ impl Api {
                 _ = watch => Err(interrupted()),
             }
         })
+    }
+
+    /// `Process.kill(pid, reason)`: Erlang's `exit(pid, reason)` for a
+    /// process that does not trap exits (see `ProcessRegistry::exit_signal`).
+    fn exit_signal(&self, pid: Pid, reason: &str) -> Fallible<bool> {
+        let reason = reason.strip_prefix(':').unwrap_or(reason);
+        if reason.is_empty() || reason.len() > MAX_EXIT_REASON {
+            return Err(format!(
+                "an exit reason is 1 to {MAX_EXIT_REASON} bytes, e.g. :kill, :normal or :oops"
+            )
+            .into());
+        }
+        Ok(self.node.registry.exit_signal(pid, reason))
     }
 
     fn info(&self, pid: Pid) -> Dynamic {

@@ -1,13 +1,18 @@
 //! The admin endpoint: a Unix socket in the daemon's home (mode 0600 in the
 //! 0700 home), bound at start and served by the `admin_server` process, which checks each
-//! peer's credentials and starts one `console_session` process per client.
+//! peer's credentials and starts one `console_session` process per client,
+//! at most [`MAX_SESSIONS`] at once.
 //! The protocol is in docs/admin-protocol.md.
 //!
 //! It accepts and authorises; it must not evaluate anything itself (that is
 //! the session's thread) nor trust a client the kernel did not vouch for.
 
 pub mod api;
+pub mod atom;
+pub mod binding;
+pub mod budget;
 pub mod frame;
+pub mod help;
 pub mod render;
 pub mod session;
 
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
 use crate::node::Node;
 use crate::process::ProcessContext;
@@ -31,6 +37,10 @@ pub enum AdminError {
     #[error("cannot restrict the admin socket {path} to its owner: {source}")]
     Permissions { path: String, source: io::Error },
 }
+
+/// Console sessions open at once (each has a thread and up to
+/// `budget::SESSION_BUDGET` of variables); the next connection is refused.
+pub const MAX_SESSIONS: usize = 16;
 
 /// True if a peer with `peer_uid` may use a daemon running as `daemon_uid`:
 /// the same user, or root.
@@ -76,13 +86,14 @@ async fn accept_loop(
 ) -> io::Result<()> {
     let listener = UnixListener::from_std(listener.try_clone()?)?;
     let daemon_uid = nix::unistd::geteuid().as_raw();
+    let seats = Arc::new(Semaphore::new(MAX_SESSIONS));
     loop {
         let accepted = tokio::select! {
             _ = node.shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => admit(&node, stream, daemon_uid),
+            Ok((stream, _)) => admit(&node, stream, daemon_uid, &seats),
             Err(error) => {
                 tracing::warn!("admin socket: accept failed: {error}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -91,8 +102,10 @@ async fn accept_loop(
     }
 }
 
-/// Starts a session for an authorised peer; refuses any other with an error frame.
-fn admit(node: &Arc<Node>, stream: UnixStream, daemon_uid: u32) {
+/// Starts a session for an authorised peer while fewer than
+/// [`MAX_SESSIONS`] are open; refuses any other with an error frame (and
+/// closes its connection).
+fn admit(node: &Arc<Node>, stream: UnixStream, daemon_uid: u32, seats: &Arc<Semaphore>) {
     let credentials = match stream.peer_cred() {
         Ok(credentials) => credentials,
         Err(error) => {
@@ -118,7 +131,18 @@ fn admit(node: &Arc<Node>, stream: UnixStream, daemon_uid: u32) {
         );
         return;
     }
-    let pid = session::start(node.clone(), stream, peer.clone());
+    let Ok(seat) = seats.clone().try_acquire_owned() else {
+        tracing::warn!("admin socket: refused {peer}: {MAX_SESSIONS} console sessions are open");
+        refuse(
+            &stream,
+            &format!(
+                "too many console sessions: {MAX_SESSIONS} are open, the most at once; \
+                 close one and try again"
+            ),
+        );
+        return;
+    };
+    let pid = session::start(node.clone(), stream, peer.clone(), seat);
     tracing::info!("console session {pid} opened by {peer}");
 }
 

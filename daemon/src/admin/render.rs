@@ -1,12 +1,13 @@
 //! How console results look: Rhai values as readable text (maps as
 //! `#{key: value}`, arrays of maps as aligned tables, pids as `#PID<0.N.0>`)
-//! and as JSON for `system rpc --json`.
+//! and as JSON for `system rpc --json`; `help()` as its text.
 //!
 //! Pure formatting: it must not evaluate anything or reach the node.
 
 use rhai::{Array, Dynamic, Map};
 use serde_json::{Value, json};
 
+use super::help::{self, Help};
 use crate::process::Pid;
 
 /// Inline forms longer than this are broken over several lines.
@@ -17,6 +18,9 @@ const LINE_WIDTH: usize = 80;
 pub const SHOWN: usize = 100;
 
 pub fn text(value: &Dynamic) -> String {
+    if value.is::<Help>() {
+        return help::TEXT.to_owned();
+    }
     if let Ok(array) = value.as_array_ref()
         && array.len() > SHOWN
     {
@@ -44,6 +48,9 @@ pub fn json(value: &Dynamic) -> Value {
     }
     if let Some(pid) = value.clone().try_cast::<Pid>() {
         return json!(pid.to_string());
+    }
+    if value.is::<Help>() {
+        return json!(help::TEXT);
     }
     if let Ok(flag) = value.as_bool() {
         return json!(flag);

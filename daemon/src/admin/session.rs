@@ -15,16 +15,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
-use rhai::{AST, Dynamic, Engine, EvalAltResult, Scope};
+use rhai::{AST, Dynamic, Engine, EvalAltResult, OptimizationLevel, Position, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::UnixStream;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::api::Api;
+use super::atom::Atoms;
+use super::budget::{self, RunningCheck, SESSION_BUDGET};
 use super::frame::{FrameError, FrameReader, write_frame};
-use super::render;
+use super::{binding, render};
 use crate::node::Node;
 use crate::process::{Pid, ProcessContext, Spec};
 use crate::upgrade::{self, Target};
@@ -75,21 +77,23 @@ struct Reply {
     done: bool,
 }
 
-/// Starts the process that serves one accepted, authorised connection.
-pub fn start(node: Arc<Node>, stream: UnixStream, peer: String) -> Pid {
+/// Starts the process that serves one accepted, authorised connection;
+/// `seat` is its place among the sessions allowed at once, held until its
+/// evaluation thread ends.
+pub fn start(node: Arc<Node>, stream: UnixStream, peer: String, seat: OwnedSemaphorePermit) -> Pid {
     let spec = Spec::new("console_session", format!("Admin.Session.init(\"{peer}\")"));
     let tracker = node.connections.clone();
     node.registry.clone().spawn(spec, move |ctx| {
-        tracker.track_future(run(ctx, node, stream))
+        tracker.track_future(run(ctx, node, stream, seat))
     })
 }
 
-async fn run(ctx: ProcessContext, node: Arc<Node>, stream: UnixStream) {
+async fn run(ctx: ProcessContext, node: Arc<Node>, stream: UnixStream, seat: OwnedSemaphorePermit) {
     ctx.enter(&"Admin.Session.loop/1");
     let (reader, mut writer) = stream.into_split();
     let mut reader = FrameReader::new(reader);
     let (replies_tx, mut replies) = mpsc::channel(REPLY_QUEUE);
-    let worker = match Worker::spawn(node.clone(), Handle::current(), replies_tx) {
+    let worker = match Worker::spawn(node.clone(), Handle::current(), replies_tx, seat) {
         Ok(worker) => worker,
         Err(error) => {
             tracing::error!(
@@ -243,6 +247,7 @@ impl Worker {
         node: Arc<Node>,
         handle: Handle,
         replies: mpsc::Sender<Reply>,
+        seat: OwnedSemaphorePermit,
     ) -> std::io::Result<Worker> {
         let (jobs, queue) = std_mpsc::channel::<Job>();
         let interrupt = Arc::new(AtomicBool::new(false));
@@ -251,6 +256,7 @@ impl Worker {
             .name("console-session".to_owned())
             .stack_size(THREAD_STACK)
             .spawn(move || {
+                let _seat = seat;
                 let mut evaluator = Evaluator::new(node, handle, flag, replies.clone());
                 while let Ok(job) = queue.recv() {
                     let frame = evaluator.run(&job);
@@ -267,6 +273,7 @@ impl Worker {
 struct Evaluator {
     node: Arc<Node>,
     engine: Engine,
+    atoms: Atoms,
     scope: Scope<'static>,
     functions: AST,
     current: Arc<AtomicU64>,
@@ -280,17 +287,19 @@ impl Evaluator {
         replies: mpsc::Sender<Reply>,
     ) -> Evaluator {
         let current = Arc::new(AtomicU64::new(0));
-        let engine = engine(
+        let mut engine = engine(
             Api::new(node.clone(), handle, interrupt.clone()),
             interrupt,
             replies,
             current.clone(),
         );
+        let atoms = Atoms::install(&mut engine);
         let mut scope = Scope::new();
         Api::push_constants(&mut scope);
         Evaluator {
             node,
             engine,
+            atoms,
             scope,
             functions: AST::empty(),
             current,
@@ -358,15 +367,51 @@ impl Evaluator {
         }
     }
 
+    /// Compiles (atoms included), binds the line's new top-level names,
+    /// runs it, and keeps the session's variables within their budget.
     fn evaluate(&mut self, script: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        self.atoms.reset();
         let ast = self.engine.compile_with_scope(&self.scope, script)?;
+        let bound = binding::unbound_targets(&ast, &self.scope);
+        let shown = binding::last_assigned(&ast);
+        let ast = self
+            .engine
+            .optimize_ast(&self.scope, ast, OptimizationLevel::Simple);
         let program = self.functions.merge(&ast);
+        let before = self.scope.len();
+        for name in &bound {
+            self.scope.push_dynamic(name.clone(), Dynamic::UNIT);
+        }
         let result = self
             .engine
-            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program)
+            .map(|value| match &shown {
+                Some(name) if value.is_unit() => self.scope.get(name).cloned().unwrap_or(value),
+                _ => value,
+            });
+        if result.is_err() {
+            // A line that failed binds nothing it had not assigned yet.
+            for name in &bound {
+                if self.scope.get(name).is_some_and(Dynamic::is_unit) {
+                    let _ = self.scope.remove::<Dynamic>(name);
+                }
+            }
+        }
         let mut functions = program;
         functions.clear_statements();
         self.functions = functions;
+        if let Some((held, dropped)) = budget::enforce(&mut self.scope, before, SESSION_BUDGET) {
+            let names = dropped
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let message = format!(
+                "{}; dropped {names}; the session goes on",
+                budget::over_budget(held, SESSION_BUDGET)
+            );
+            return Err(EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into());
+        }
         result
     }
 }
@@ -375,6 +420,13 @@ impl Evaluator {
 fn script_error(id: u64, error: &EvalAltResult) -> Value {
     if let EvalAltResult::ErrorTerminated(..) = error {
         return json!({"type": "error", "id": id, "kind": "interrupted", "message": "interrupted"});
+    }
+    if let EvalAltResult::ErrorRuntime(value, _) = error
+        && value
+            .read_lock::<rhai::ImmutableString>()
+            .is_some_and(|message| message.starts_with(budget::OVER_BUDGET))
+    {
+        return json!({"type": "error", "id": id, "kind": "memory", "message": value.to_string()});
     }
     let position = error.position();
     json!({
@@ -406,7 +458,21 @@ fn engine(
         .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH)
         .set_max_variables(MAX_VARIABLES)
         .set_max_functions(MAX_FUNCTIONS)
-        .set_max_modules(0);
+        .set_max_modules(0)
+        // Compiled as written, so that `binding` sees the line's own top
+        // level; `evaluate` optimizes afterwards.
+        .set_optimization_level(OptimizationLevel::None);
+    let running = RunningCheck::new(SESSION_BUDGET);
+    #[allow(deprecated)] // "volatile", not deprecated
+    engine.on_def_var(move |is_runtime, _, context| {
+        if !is_runtime {
+            return Ok(true); // the parser asks too; nothing is held yet
+        }
+        running
+            .check(context.scope())
+            .map(|()| true)
+            .map_err(Into::into)
+    });
     engine.on_progress(move |_| {
         interrupt
             .load(Relaxed)

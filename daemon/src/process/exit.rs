@@ -11,8 +11,10 @@ use super::Pid;
 pub enum ExitReason {
     /// Its code returned.
     Normal,
-    /// Somebody called `kill` on it.
+    /// Somebody called `kill` on it (an exit signal `kill`).
     Killed,
+    /// An exit signal with this reason (neither `kill` nor `normal`) ended it.
+    Exit(String),
     /// Its code panicked; the panic message.
     Panic(String),
     /// The daemon is stopping.
@@ -26,6 +28,7 @@ impl fmt::Display for ExitReason {
         match self {
             ExitReason::Normal => f.write_str("normal"),
             ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Exit(reason) => f.write_str(reason),
             ExitReason::Panic(message) => f.write_str(message),
             ExitReason::Shutdown => f.write_str("shutdown"),
             ExitReason::NoProc => f.write_str("noproc"),

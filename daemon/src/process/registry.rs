@@ -29,6 +29,10 @@ use super::{Down, ExitReason, Pid, ProcessContext};
 pub struct ProcessRegistry {
     next_pid: AtomicU64,
     table: DashMap<u64, Arc<ProcessEntry>>,
+    /// Reasons of exit signals other than `kill` and `normal`, by pid, until
+    /// the process's exit reads them: rare, so kept here rather than in
+    /// every entry.
+    exit_reasons: DashMap<u64, Box<str>>,
     /// Name each task `kind #PID<…>` for tokio-console (costs a format per spawn).
     task_names: AtomicBool,
     /// Crash reports since start (processes that panicked, quiet ones
@@ -69,6 +73,7 @@ impl ProcessRegistry {
             // Low pids are the BEAM's own; start where a fresh node's user processes do.
             next_pid: AtomicU64::new(100),
             table: DashMap::new(),
+            exit_reasons: DashMap::new(),
             task_names: AtomicBool::new(false),
             crash_reports: AtomicU64::new(0),
         })
@@ -172,6 +177,41 @@ impl ProcessRegistry {
         let Some(entry) = self.lookup(pid) else {
             return false;
         };
+        Self::deliver_kill(&entry)
+    }
+
+    /// Sends `pid` an exit signal, as Erlang's `exit(Pid, Reason)` does to a
+    /// process that does not trap exits: `kill` kills it unconditionally (its
+    /// monitors get `killed`); `normal` leaves it alone; any other reason
+    /// ends it at its next yield and its monitors get
+    /// [`ExitReason::Exit`] with that reason. True if it was alive (and, but
+    /// for `normal`, not already being killed).
+    pub fn exit_signal(&self, pid: Pid, reason: &str) -> bool {
+        match reason {
+            "kill" => self.kill(pid),
+            "normal" => self.is_alive(pid),
+            reason => {
+                let Some(entry) = self.lookup(pid) else {
+                    return false;
+                };
+                // Before `killed`: whoever sees the kill sees its reason. If
+                // another signal got there first, the process dies of either
+                // (as with two concurrent exit signals in Erlang).
+                self.exit_reasons
+                    .entry(pid.0)
+                    .or_insert_with(|| reason.into());
+                let delivered = Self::deliver_kill(&entry);
+                if !self.is_alive(pid) {
+                    // It had ended already (its exit decided its reason
+                    // before leaving the table): nobody will read this one.
+                    self.exit_reasons.remove(&pid.0);
+                }
+                delivered
+            }
+        }
+    }
+
+    fn deliver_kill(entry: &ProcessEntry) -> bool {
         if entry.killed.swap(true, Relaxed) {
             return false;
         }
@@ -260,6 +300,10 @@ impl ProcessRegistry {
         entry.activity.retire();
         self.table.remove(&entry.pid.0);
         let at = PANIC_AT.take().unwrap_or_default();
+        if entry.killed.load(Relaxed) {
+            // A reason that came as it ended on its own is not read.
+            self.exit_reasons.remove(&entry.pid.0);
+        }
         if let ExitReason::Panic(message) = &reason
             && !entry.spec.quiet
         {
@@ -294,7 +338,10 @@ impl Drop for ExitGuard {
     fn drop(&mut self) {
         let reason = self.reason.take().unwrap_or_else(|| {
             if self.entry.killed.load(Relaxed) {
-                ExitReason::Killed
+                match self.registry.exit_reasons.remove(&self.entry.pid.0) {
+                    Some((_, reason)) => ExitReason::Exit(reason.into()),
+                    None => ExitReason::Killed,
+                }
             } else {
                 ExitReason::Shutdown
             }

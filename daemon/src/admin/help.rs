@@ -1,0 +1,36 @@
+//! `help()` in the console: the API, one example a call, and the two rules
+//! that make the talk's lines work as typed (atoms, binding).
+//!
+//! Text only; docs/admin-protocol.md is the full reference and must say the same.
+
+/// What `help()` returns; the console prints it as it is, not as a string.
+#[derive(Clone, Copy, Debug)]
+pub struct Help;
+
+pub const TEXT: &str = "\
+The console speaks Rhai (https://rhai.rs), with the talk's IEx habits:
+  :name          an atom, read as the string \"name\" (not inside strings, comments or maps' `key:`)
+  name = expr    at the top level of a line, binds a new variable (as `let name = expr`)
+
+Process.list()                          every live pid
+Process.info(pid)                       #{pid, name, initial_call, status, reductions, ...} or ()
+Process.info(pid, :current_stacktrace)  one key's value; also :reductions, :status, :current_function, ...
+Process.kill(pid)                       kills it; true if it was alive
+Process.kill(pid, :kill)                the same (Erlang's exit(pid, :kill)); Process.exit(pid, reason) too
+Process.kill(pid, :normal)              does nothing; true if it is alive
+Process.kill(pid, :oops)                ends it with reason oops (its monitors see `oops`)
+Process.whereis(\"admin_server\")         the pid of a named process, or ()
+Process.alive(pid)  Process.count()     bool, number of processes
+Runtime.top()                           the ten busiest processes over 1 s
+Runtime.trace(pid)                      its calls for 1 s (at most 50)
+System.info()                           node, version, uptime, schedulers, plugin
+Load.get()  Load.set(1000)  Load.set(1000, 5)   the synthetic load (jobs, failure rate %)
+Code.versions()  Code.purge()           loaded plugin versions; kill what runs old code
+pid(\"0.123.0\")  hd(list)                a pid from text; a list's first item
+Short forms: info(pid), trace(pid), kill(pid), top(), whereis(name)
+
+Example (the talk's Part 3):
+  pid = hd(Runtime.top()).pid
+  Process.info(pid, :current_stacktrace)
+  Process.kill(pid, :kill)
+Ctrl-C interrupts a running line, Ctrl-D leaves.";
