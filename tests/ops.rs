@@ -344,7 +344,7 @@ fn log_follow_keeps_printing_across_rotations() {
 
 #[test]
 fn foreground_notifies_a_service_manager_and_stops_cleanly_on_sigterm() {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let sockets = tempfile::tempdir().unwrap();
     let notify_path = sockets.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).expect("a notify socket");
@@ -397,7 +397,7 @@ fn open_files_limits(pid: i32) -> (String, String) {
 
 /// `system start` with the open-files limits set to `soft` and `hard` first.
 fn start_with_open_files_limits(soft: u64, hard: u64) -> Daemon {
-    let home = tempfile::tempdir().unwrap();
+    let home = support::home();
     let mut start = Command::new(support::binary());
     start
         .arg("--home")

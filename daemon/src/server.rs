@@ -121,6 +121,8 @@ async fn serve(
         tokio::select! {
             _ = signals.hangup.recv() => {
                 tracing::info!("SIGHUP: reopening the log");
+                // What was logged before goes to the file being rotated away.
+                crate::log::flush(Duration::from_secs(1)); // (main thread, not a scheduler)
                 crate::log::reopen();
                 continue;
             }
