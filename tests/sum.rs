@@ -124,7 +124,7 @@ async fn a_websocket_from_a_foreign_origin_is_refused() {
         .insert("origin", "http://evil.example".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(request).await.is_err());
     assert!(
-        daemon.log().contains("refused a WebSocket"),
+        daemon.log().contains("refused GET \"/ws\""),
         "{}",
         daemon.log()
     );

@@ -79,6 +79,10 @@ impl Home {
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("log/system.log")
     }
+    /// The access token (0600), while a daemon that requires one runs.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.join("access_token")
+    }
     pub fn plugins_dir(&self) -> PathBuf {
         self.dir.join("plugins")
     }

@@ -15,6 +15,7 @@ pub mod process;
 pub mod scheduler;
 pub mod server;
 pub mod sum;
+pub mod throttle;
 pub mod top;
 pub mod upgrade;
 

@@ -153,6 +153,9 @@ pub fn status(home: &Home) -> anyhow::Result<()> {
         state.schedulers,
         state.version
     );
+    if let Some(token) = crate::http::token::read(home) {
+        println!("access token required: open {}/?token={token}", state.url);
+    }
     Ok(())
 }
 
