@@ -2,6 +2,10 @@
 //! JSON messages (see docs/protocol.md), starts a monitored `SumTask` per
 //! submission, and turns each task's result or DOWN into exactly one reply.
 //!
+//! It pings its peer and ends if the peer stays silent (a dead peer holds
+//! nothing for long). A page's `kill` reaches only user work (sums, load
+//! workers); system processes are the console's to kill.
+//!
 //! It never computes anything itself, and no crash or kill of a task it
 //! started can close it. When it ends, the tasks it started are killed
 //! (they are linked to it, as Elixir's tasks are to their caller).
