@@ -45,12 +45,15 @@ impl Write for CheckedStderr {
     }
 }
 
-/// Installs the subscriber. Level from `SYSTEM_LOG` (default `info`). With
+/// Installs the subscriber. Level from `SYSTEM_LOG` (default `info`, less
+/// hyper's per-connection warnings: a client could cause one line per
+/// connection; the HTTP listener logs what matters, throttled). With
 /// `console`, also serves tokio-console's gRPC API on that address.
 pub fn init(to_stdout: bool, console: Option<SocketAddr>) {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_env("SYSTEM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("SYSTEM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=error"));
     let log = if to_stdout {
         fmt::layer().with_writer(io::stdout).boxed()
     } else {
