@@ -256,7 +256,7 @@ fn describe(request: &Request<Body>, peer: SocketAddr, refusal: Refusal) -> Stri
     let field = |name: &str| text(headers, name).map_or_else(|| "none".to_owned(), throttle::clip);
     format!(
         "refused {} {} from {peer} ({:?}): Host {}, Origin {}, Sec-Fetch-Site {}, Content-Type {}",
-        request.method(),
+        throttle::clip(request.method().as_str()).trim_matches('"'),
         throttle::clip(request.uri().path()),
         refusal,
         field("host"),
