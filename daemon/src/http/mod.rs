@@ -90,7 +90,7 @@ pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<Listener>
                     }
                     request.extensions_mut().insert(Peer(peer));
                     let mut response = routes.call(request).await?;
-                    forbid_framing(response.headers_mut());
+                    protective_headers(response.headers_mut());
                     Ok(response)
                 }
             });
@@ -131,7 +131,7 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
 
 /// No page of ours may be framed by another site (no clickjacking of its
 /// buttons), nor a response sniffed as another type.
-fn forbid_framing(headers: &mut hyper::HeaderMap) {
+fn protective_headers(headers: &mut hyper::HeaderMap) {
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
