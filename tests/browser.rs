@@ -13,7 +13,9 @@
 //! The security tests drive the attacks of issue 13 from the browser: a page
 //! of another origin (served by the test itself) posting text/plain to
 //! `/api/load` and opening a WebSocket, and a DNS-rebinding name
-//! (`--host-resolver-rules`) pointing at the daemon: nothing changes in it.
+//! (`--host-resolver-rules`) pointing at the daemon: nothing changes in it;
+//! and with `--access-token`, the URL `system status` prints opens a page
+//! that connects (by the cookie) and keeps no token in its address.
 //!
 //! What they must not do: sleep for a fixed time (every wait polls against a
 //! deadline), talk to the daemon other than through the browser (except to
@@ -612,4 +614,30 @@ async fn a_rebinding_name_cannot_reach_the_daemon() {
         "{}",
         daemon.log()
     );
+}
+
+#[tokio::test]
+async fn the_token_url_opens_a_page_that_connects_and_forgets_the_token() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start_with(&["--access-token"]);
+    let status = support::text(&daemon.system(&["status"]));
+    let url = status
+        .split_whitespace()
+        .find(|word| word.contains("?token="))
+        .unwrap_or_else(|| panic!("no token URL in {status:?}"))
+        .replace("/?token=", "/load?token=");
+    let browser = Browser::start().await;
+    // Without the token: refused.
+    browser
+        .client
+        .goto(&format!("{}/load", daemon.url))
+        .await
+        .expect("navigate");
+    let refused = browser.text("body").await.unwrap_or_default();
+    assert!(refused.contains("access token"), "{refused}");
+    // With it: the page, its WebSocket (by the cookie), and no token in the address bar.
+    browser.open(&url).await;
+    let address = browser.client.current_url().await.expect("the URL");
+    assert_eq!(address.as_str(), format!("{}/load", daemon.url));
+    browser.screenshot("load-with-token").await;
 }
