@@ -11,8 +11,16 @@
 //! back with a node heart restarted (its lost line reads `error`, "node
 //! restarted"), and that every page shows its WebSocket as connected.
 //!
+//! The security tests drive the attacks of issue 13 from the browser: a page
+//! of another origin (served by the test itself) posting text/plain to
+//! `/api/load` and opening a WebSocket, and a DNS-rebinding name
+//! (`--host-resolver-rules`) pointing at the daemon: nothing changes in it;
+//! and with `--access-token`, the URL `system status` prints opens a page
+//! that connects (by the cookie) and keeps no token in its address.
+//!
 //! What they must not do: sleep for a fixed time (every wait polls against a
-//! deadline), talk to the daemon other than through the browser, or leave a
+//! deadline), talk to the daemon other than through the browser (except to
+//! read the load and the log an attack must not have changed), or leave a
 //! browser or chromedriver running (dropping [`Browser`] ends both). They
 //! run one at a time: two Chromiums at once would starve a 2-core machine.
 
@@ -68,6 +76,11 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
+        Browser::start_with(&[]).await
+    }
+
+    /// Starts with extra Chromium arguments (e.g. `--host-resolver-rules=…`).
+    async fn start_with(extra: &[&str]) -> Browser {
         let driver_port = free_port();
         let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let driver = Command::new(&chromedriver)
@@ -94,6 +107,9 @@ impl Browser {
                 format!("--user-data-dir={}", profile.path().display()),
             ]
         });
+        if let Some(args) = options["args"].as_array_mut() {
+            args.extend(extra.iter().map(|arg| json!(arg)));
+        }
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         if std::path::Path::new(&chromium).exists() {
             options["binary"] = json!(chromium);
@@ -503,4 +519,158 @@ async fn a_page_comes_back_with_the_node_after_a_crash_and_marks_its_lost_sum() 
     );
     sum(&browser, "5", "15").await;
     browser.screenshot("sum-after-node-restart").await;
+}
+
+/// A one-page web server of another origin: answers every request on its
+/// port with `html`, for as long as the test runs. Returns its URL.
+fn serve_page(html: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the page's server");
+    let url = format!(
+        "http://{}",
+        listener.local_addr().expect("the page server's address")
+    );
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    url
+}
+
+fn load_jobs(daemon: &Daemon) -> Value {
+    let (status, body) = daemon.get("/api/load");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).expect("JSON")["jobs"].clone()
+}
+
+#[tokio::test]
+async fn a_page_of_another_origin_cannot_change_the_load_or_connect() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start();
+    let target = daemon.url.clone();
+    let ws = daemon.ws_url();
+    // The issue's attack: a no-cors text/plain POST needs no preflight.
+    let page = format!(
+        r#"<!doctype html><title>evil</title><body><p id="post">pending</p><p id="ws">pending</p><script>
+        fetch('{target}/api/load', {{method: 'POST', mode: 'no-cors',
+            headers: {{'Content-Type': 'text/plain'}}, body: '{{"jobs":1234,"failure_rate":100}}'}})
+          .then(() => {{ document.getElementById('post').textContent = 'sent'; }},
+                () => {{ document.getElementById('post').textContent = 'failed'; }});
+        const socket = new WebSocket('{ws}');
+        socket.onopen = () => {{ document.getElementById('ws').textContent = 'open'; }};
+        socket.onerror = () => {{ document.getElementById('ws').textContent = 'refused'; }};
+        </script>"#
+    );
+    let evil = serve_page(page);
+    let browser = Browser::start().await;
+    browser.client.goto(&evil).await.expect("navigate");
+    browser
+        .until("the page's POST to be sent", || async {
+            let post = browser.text("#post").await?;
+            (post != "pending").then_some(())
+        })
+        .await;
+    let ws_state = browser
+        .until("the page's WebSocket to settle", || async {
+            let ws = browser.text("#ws").await?;
+            (ws != "pending").then_some(ws)
+        })
+        .await;
+    assert_eq!(ws_state, "refused");
+    browser.screenshot("cross-origin-page").await;
+    // The POST reached the daemon and was refused; the load is unchanged.
+    let log = daemon.log();
+    let evil_origin = format!("Origin {:?}", evil);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused POST \"/api/load\"") && l.contains(&evil_origin)),
+        "{log}"
+    );
+    assert_eq!(load_jobs(&daemon), json!(0));
+}
+
+#[tokio::test]
+async fn a_rebinding_name_cannot_reach_the_daemon() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start();
+    let browser = Browser::start_with(&["--host-resolver-rules=MAP evil.example 127.0.0.1"]).await;
+    let port = daemon.url.rsplit(':').next().expect("a port");
+    let evil = format!("http://evil.example:{port}");
+    // After a rebinding, the attacker's page is this origin: its pages are refused…
+    browser
+        .client
+        .goto(&format!("{evil}/load"))
+        .await
+        .expect("navigate");
+    let text = browser
+        .until("the refusal", || async {
+            let body = browser.text("body").await?;
+            body.contains("not served here").then_some(body)
+        })
+        .await;
+    assert!(text.contains("421"), "{text}");
+    assert!(
+        browser.text("#ws-state").await.is_none(),
+        "no page, no connection"
+    );
+    browser.screenshot("rebinding-refused").await;
+    // …and so are its same-origin scripts: a JSON POST and a WebSocket.
+    let outcome = browser
+        .client
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+            const result = {};
+            fetch('/api/load', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                body: '{"jobs":2000,"failure_rate":100}'})
+              .then(r => { result.post = r.status; }, () => { result.post = 'failed'; })
+              .then(() => {
+                const socket = new WebSocket(`ws://${location.host}/ws`);
+                socket.onopen = () => { result.ws = 'open'; done(result); };
+                socket.onerror = () => { result.ws = 'refused'; done(result); };
+              });"#,
+            vec![],
+        )
+        .await
+        .expect("the script runs");
+    assert_eq!(outcome, json!({"post": 421, "ws": "refused"}));
+    assert_eq!(load_jobs(&daemon), json!(0));
+    assert!(
+        daemon.log().contains("Host \"evil.example:"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test]
+async fn the_token_url_opens_a_page_that_connects_and_forgets_the_token() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start_with(&["--access-token"]);
+    let status = support::text(&daemon.system(&["status"]));
+    let url = status
+        .split_whitespace()
+        .find(|word| word.contains("?token="))
+        .unwrap_or_else(|| panic!("no token URL in {status:?}"))
+        .replace("/?token=", "/load?token=");
+    let browser = Browser::start().await;
+    // Without the token: refused.
+    browser
+        .client
+        .goto(&format!("{}/load", daemon.url))
+        .await
+        .expect("navigate");
+    let refused = browser.text("body").await.unwrap_or_default();
+    assert!(refused.contains("access token"), "{refused}");
+    // With it: the page, its WebSocket (by the cookie), and no token in the address bar.
+    browser.open(&url).await;
+    let address = browser.client.current_url().await.expect("the URL");
+    assert_eq!(address.as_str(), format!("{}/load", daemon.url));
+    browser.screenshot("load-with-token").await;
 }

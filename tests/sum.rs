@@ -122,7 +122,7 @@ async fn a_websocket_from_a_foreign_origin_is_refused() {
         .headers_mut()
         .insert("origin", "http://evil.example".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(request).await.is_err());
-    daemon.log_containing("refused a WebSocket");
+    daemon.log_containing("refused GET \"/ws\"");
 }
 
 #[tokio::test]

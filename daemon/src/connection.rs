@@ -2,6 +2,10 @@
 //! JSON messages (see docs/protocol.md), starts a monitored `SumTask` per
 //! submission, and turns each task's result or DOWN into exactly one reply.
 //!
+//! It pings its peer and ends if the peer stays silent (a dead peer holds
+//! nothing for long). A page's `kill` reaches only user work (sums, load
+//! workers); system processes are the console's to kill.
+//!
 //! It never computes anything itself, and no crash or kill of a task it
 //! started can close it. When it ends, the tasks it started are killed
 //! (they are linked to it, as Elixir's tasks are to their caller).
@@ -16,6 +20,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use tokio::time::{Instant, MissedTickBehavior};
 use warp::ws::{Message, WebSocket};
 
 use crate::node::Node;
@@ -25,6 +30,16 @@ use crate::{load, metrics, sum};
 
 /// Computations one connection may have running at once.
 pub const MAX_SUMS_PER_CONNECTION: usize = 32;
+
+/// How often the connection pings its peer.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// A peer heard nothing from (not even a pong) for this long is dead: the
+/// connection ends.
+pub const LIVENESS: Duration = Duration::from_secs(45);
+
+/// Refused kills logged per second at most.
+static REFUSED_KILLS: crate::throttle::Throttle = crate::throttle::Throttle::new(5);
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -98,6 +113,9 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
     let mut pending = vec![hello];
     let mut top_feed: Option<BoxFuture<'static, Vec<TopRow>>> = None;
     let mut metrics_feed = None;
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
     loop {
         for message in pending.drain(..) {
             if outgoing
@@ -113,35 +131,49 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                 let _ = outgoing.send(Message::close_with(1001u16, "server stopping")).await;
                 return;
             }
-            received = incoming.next() => match received {
-                Some(Ok(message)) if message.is_text() => {
-                    let text = message.to_str().unwrap_or_default();
-                    connection.ctx.enter(&"Web.Connection.handle_in/2");
-                    match serde_json::from_str::<Request>(text) {
-                        Ok(Request::Subscribe { topic: Topic::Top }) => {
-                            top_feed = Some(next_top(&node));
-                        }
-                        Ok(Request::Subscribe { topic: Topic::Metrics }) => {
-                            let (history, feed) = node.metrics.subscribe();
-                            pending.push(json!({"type": "history", "samples": history}));
-                            metrics_feed = Some(feed);
-                        }
-                        Ok(request) => pending.extend(connection.handle(request)),
-                        Err(error) => pending.push(error_reply(format!("malformed message: {error}"))),
-                    }
-                    connection.ctx.enter(&"Web.Connection.loop/1");
-                }
-                Some(Ok(message)) if message.is_close() => return,
-                Some(Ok(message)) if message.is_ping() || message.is_pong() => {}
-                Some(Ok(_)) => pending.push(error_reply("binary messages are not understood".into())),
-                Some(Err(error)) => {
-                    // A frame over the size limit, or a broken stream: say so if we still can.
-                    let _ = outgoing.send(Message::close_with(1009u16, "message too big or malformed")).await;
-                    tracing::info!("WebSocket {} closed: {error}", connection.ctx.pid());
+            _ = ping.tick() => {
+                if last_heard.elapsed() > LIVENESS {
+                    tracing::info!("WebSocket {} closed: no answer to pings for {LIVENESS:?}", connection.ctx.pid());
                     return;
                 }
-                None => return,
-            },
+                if outgoing.send(Message::ping(Vec::new())).await.is_err() {
+                    return;
+                }
+            }
+            received = incoming.next() => {
+                if matches!(received, Some(Ok(_))) {
+                    last_heard = Instant::now();
+                }
+                match received {
+                    Some(Ok(message)) if message.is_text() => {
+                        let text = message.to_str().unwrap_or_default();
+                        connection.ctx.enter(&"Web.Connection.handle_in/2");
+                        match serde_json::from_str::<Request>(text) {
+                            Ok(Request::Subscribe { topic: Topic::Top }) => {
+                                top_feed = Some(next_top(&node));
+                            }
+                            Ok(Request::Subscribe { topic: Topic::Metrics }) => {
+                                let (history, feed) = node.metrics.subscribe();
+                                pending.push(json!({"type": "history", "samples": history}));
+                                metrics_feed = Some(feed);
+                            }
+                            Ok(request) => pending.extend(connection.handle(request)),
+                            Err(error) => pending.push(error_reply(format!("malformed message: {error}"))),
+                        }
+                        connection.ctx.enter(&"Web.Connection.loop/1");
+                    }
+                    Some(Ok(message)) if message.is_close() => return,
+                    Some(Ok(message)) if message.is_ping() || message.is_pong() => {}
+                    Some(Ok(_)) => pending.push(error_reply("binary messages are not understood".into())),
+                    Some(Err(error)) => {
+                        // A frame over the size limit, or a broken stream: say so if we still can.
+                        let _ = outgoing.send(Message::close_with(1009u16, "message too big or malformed")).await;
+                        tracing::info!("WebSocket {} closed: {error}", connection.ctx.pid());
+                        return;
+                    }
+                    None => return,
+                }
+            }
             Some((pid, reply)) = connection.sums.next() => {
                 connection.running.remove(&pid);
                 pending.push(reply);
@@ -185,13 +217,33 @@ impl Connection {
                 Err(error) => vec![error_reply(error.to_string())],
             },
             Request::Kill { pid } => match pid.parse::<Pid>() {
-                Ok(pid) => {
-                    let killed = self.node.registry.kill(pid);
-                    vec![json!({"type": "kill", "pid": pid.to_string(), "killed": killed})]
-                }
+                Ok(pid) => vec![self.kill(pid)],
                 Err(error) => vec![error_reply(error.to_string())],
             },
             Request::Subscribe { .. } => vec![],
+        }
+    }
+
+    /// Kills `pid` if a web page may (see `Spec::killable_from_web`); a
+    /// system process is refused with an error naming it.
+    fn kill(&self, pid: Pid) -> Value {
+        let registry = &self.node.registry;
+        match registry.spec(pid) {
+            Some(spec) if !spec.killable_from_web => {
+                let name = spec.name;
+                crate::throttle::warn(&REFUSED_KILLS, || {
+                    format!(
+                        "refused a kill of {name} {pid} from WebSocket {}",
+                        self.ctx.pid()
+                    )
+                });
+                json!({
+                    "type": "error",
+                    "pid": pid.to_string(),
+                    "message": format!("{pid} is a system process ({name}): a web page cannot kill it; use the console"),
+                })
+            }
+            _ => json!({"type": "kill", "pid": pid.to_string(), "killed": registry.kill(pid)}),
         }
     }
 

@@ -240,6 +240,10 @@ impl Home {
     pub fn load_file(&self) -> PathBuf {
         self.dir.join("load.json")
     }
+    /// The access token (0600), while a daemon that requires one runs.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.join("access_token")
+    }
     pub fn plugins_dir(&self) -> PathBuf {
         self.dir.join("plugins")
     }

@@ -19,6 +19,7 @@ pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod sum;
+pub mod throttle;
 pub mod top;
 pub mod upgrade;
 

@@ -290,6 +290,9 @@ pub fn status(home: &Home) -> anyhow::Result<()> {
         (Some(pid), None) => println!("heart (pid {pid}): no restarts"),
         (None, _) => println!("heart: off (--no-heart)"),
     }
+    if let Some(token) = crate::http::token::read(home) {
+        println!("access token required: open {}/?token={token}", state.url);
+    }
     Ok(())
 }
 

@@ -172,7 +172,9 @@ impl Drop for LogGuard {
     }
 }
 
-/// Installs the subscriber. Level from `SYSTEM_LOG` (default `info`). With
+/// Installs the subscriber. Level from `SYSTEM_LOG` (default `info`, less
+/// hyper's per-connection warnings: a client could cause one line per
+/// connection; the HTTP listener logs what matters, throttled). With
 /// `console`, also serves tokio-console's API on that address.
 pub fn init(destination: Destination, console: Option<SocketAddr>) -> LogGuard {
     use tracing_subscriber::prelude::*;
@@ -201,7 +203,8 @@ pub fn init(destination: Destination, console: Option<SocketAddr>) -> LogGuard {
         .name("log-summary".into())
         .spawn(move || summarize(&sink, &dropped, &stopped))
         .ok();
-    let filter = EnvFilter::try_from_env("SYSTEM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("SYSTEM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=error"));
     let log = fmt::layer().with_ansi(ansi).with_writer(writer);
     let console = console.map(|address| {
         console_subscriber::ConsoleLayer::builder()

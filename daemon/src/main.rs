@@ -110,6 +110,18 @@ struct ServerArgs {
     #[arg(long, default_value_t = system::load::DEFAULT_MAX_LOAD,
           value_parser = clap::value_parser!(u64).range(0..=system::load::HIGHEST_CAP))]
     max_load: u64,
+    /// Require a random access token (shown by `system status`) on every
+    /// HTTP request; needed to serve beyond loopback.
+    #[arg(long)]
+    access_token: bool,
+    /// Serve beyond loopback without an access token: anyone who reaches
+    /// the port may drive the load and kill sums.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Another host name the pages may be reached by (e.g. behind a proxy);
+    /// NAME or NAME:PORT. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -162,6 +174,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         log_rotation,
         heart_pid: None,
         restart: false,
+        access_token: args.access_token,
+        insecure_http: args.insecure_http,
+        allow_hosts: args.allow_hosts,
     };
     match cli.command {
         Command::Start(args) => lifecycle::start(

@@ -42,6 +42,13 @@ pub struct Config {
     pub restart: bool,
     /// How big the log file may grow (`start` only; `foreground` logs to stdout).
     pub log_rotation: crate::log::Rotation,
+    /// Require the access token on every HTTP request.
+    pub access_token: bool,
+    /// Serve beyond loopback without a token, knowingly.
+    pub insecure_http: bool,
+    /// Host names (with or without a port) the pages may be reached by,
+    /// besides the bound address and the loopback names.
+    pub allow_hosts: Vec<String>,
 }
 
 /// Runs the daemon until it is told to stop. `ready` is called once: with
@@ -79,6 +86,7 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
     console.shutdown_timeout(Duration::from_secs(1));
     runtime.shutdown_timeout(Duration::from_secs(1));
     config.home.remove_runtime_files();
+    crate::http::token::remove(&config.home);
     tracing::info!("stopped");
     drop(lock);
     result
@@ -173,13 +181,46 @@ async fn start(
     config: &Config,
     (scheduler, console): (Handle, Handle),
 ) -> anyhow::Result<(Arc<Node>, DaemonState, crate::process::Monitor)> {
-    let listener = TcpListener::bind(config.http)
+    if !config.http.ip().is_loopback() && !config.access_token && !config.insecure_http {
+        anyhow::bail!(
+            "{} is reachable from other machines: add --access-token (pages then need the URL \
+             `system status` shows) or, knowingly, --insecure-http (anyone who reaches it may \
+             drive the load and kill sums)",
+            config.http
+        );
+    }
+    let socket = TcpListener::bind(config.http)
         .await
         .with_context(|| format!("cannot listen on {}", config.http))?;
-    let address = listener.local_addr().context("reading the bound address")?;
-    if !address.ip().is_loopback() {
-        tracing::warn!("listening on {address}, which is reachable from other machines");
+    let address = socket.local_addr().context("reading the bound address")?;
+    if !address.ip().is_loopback() && !config.access_token {
+        tracing::warn!("listening on {address} without an access token (--insecure-http)");
     }
+    // A daemon heart restarted keeps its token: open pages keep their cookie.
+    let kept = config
+        .restart
+        .then(|| crate::http::token::Token::kept(&config.home))
+        .flatten();
+    let token = match kept {
+        Some(token) if config.access_token => Some(token),
+        _ if config.access_token => Some(
+            crate::http::token::Token::create(&config.home).context("writing the access token")?,
+        ),
+        _ => {
+            crate::http::token::remove(&config.home);
+            None
+        }
+    };
+    let limits = crate::http::limits::Limits::from_open_files_limit();
+    tracing::info!(
+        "at most {} HTTP connections (open-files limit less a reserve)",
+        limits.cap()
+    );
+    let listener = Arc::new(crate::http::Listener {
+        socket,
+        guard: crate::http::guard::Guard::new(address, &config.allow_hosts, token),
+        limits,
+    });
     let node = Node::new(config.home.clone(), config.schedulers, scheduler, console);
     if !config.restart {
         node.code
@@ -212,7 +253,6 @@ async fn start(
         plugin.display()
     );
 
-    let listener = Arc::new(listener);
     let admin = Arc::new(crate::admin::bind(&config.home.admin_socket())?);
     let root = supervisor::start(
         &node.registry,
@@ -241,7 +281,7 @@ async fn start(
 /// The system processes, each restarted by the root supervisor if it ends.
 fn children(
     node: &Arc<Node>,
-    listener: &Arc<TcpListener>,
+    listener: &Arc<crate::http::Listener>,
     admin: &Arc<std::os::unix::net::UnixListener>,
 ) -> Vec<Child> {
     let http = {

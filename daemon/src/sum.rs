@@ -53,10 +53,10 @@ pub fn spawn(
     n: i64,
     result: oneshot::Sender<i128>,
 ) -> Monitor {
-    node.registry
-        .spawn_monitor(Spec::new("sum", format!("Math.sum({n})")), move |ctx| {
-            run(ctx, version, n, result)
-        })
+    node.registry.spawn_monitor(
+        Spec::new("sum", format!("Math.sum({n})")).killable_from_web(),
+        move |ctx| run(ctx, version, n, result),
+    )
 }
 
 async fn run(

@@ -173,7 +173,9 @@ impl Workers {
         let pool = self.pool.clone();
         // Indices stay below the cap, which is at most u32::MAX.
         let index_u32 = u32::try_from(index).unwrap_or(u32::MAX);
-        let spec = Spec::new("load_worker", "Load.Worker.start_link()").quiet();
+        let spec = Spec::new("load_worker", "Load.Worker.start_link()")
+            .quiet()
+            .killable_from_web();
         let pid = self
             .registry
             .spawn(spec, move |ctx| worker::run(ctx, pool, index_u32));

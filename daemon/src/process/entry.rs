@@ -52,6 +52,9 @@ pub struct Spec {
     pub initial_call: Cow<'static, str>,
     /// Do not log a crash report when it panics (its supervisor counts them).
     pub quiet: bool,
+    /// A web page may kill it (user work: sums, load workers). Everything
+    /// else is a system process only the console may kill.
+    pub killable_from_web: bool,
 }
 
 impl Spec {
@@ -63,11 +66,18 @@ impl Spec {
             name: name.into(),
             initial_call: initial_call.into(),
             quiet: false,
+            killable_from_web: false,
         }
     }
 
     pub fn quiet(mut self) -> Spec {
         self.quiet = true;
+        self
+    }
+
+    /// Marks it as user work that a web page may kill.
+    pub fn killable_from_web(mut self) -> Spec {
+        self.killable_from_web = true;
         self
     }
 }

@@ -222,6 +222,11 @@ impl ProcessRegistry {
         true
     }
 
+    /// The spec `pid` was started with, while it is alive.
+    pub fn spec(&self, pid: Pid) -> Option<Spec> {
+        self.lookup(pid).map(|entry| entry.spec.clone())
+    }
+
     pub(crate) fn lookup(&self, pid: Pid) -> Option<Arc<ProcessEntry>> {
         self.table.get(&pid.0).map(|entry| entry.clone())
     }

@@ -1,0 +1,529 @@
+//! Who may do what over HTTP and WebSockets, against the real daemon (the
+//! threat model is in docs/reliability.md): each reproduction of issue 13
+//! (cross-site POST, DNS rebinding, a web page killing system processes,
+//! idle connections exhausting descriptors, a long Origin flooding the log)
+//! is refused here, and what a legitimate page does still works.
+//!
+//! Requests are written by hand on a plain TCP socket where a header must
+//! be chosen exactly (Host, Origin, Content-Type). Nothing sleeps to wait
+//! for an event: every wait polls against a deadline.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Client, Daemon, PATIENCE};
+use tokio_tungstenite::tungstenite;
+use tungstenite::client::IntoClientRequest;
+
+/// `host:port` of the daemon.
+fn address(daemon: &Daemon) -> String {
+    daemon.url.trim_start_matches("http://").to_owned()
+}
+
+/// Sends `request` exactly as given; returns (status, headers, body).
+fn raw(daemon: &Daemon, request: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(address(daemon)).expect("connect");
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("read timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// A POST of `body` to /api/load with the given extra header lines.
+fn post_load(daemon: &Daemon, headers: &str, body: &str) -> (u16, String, String) {
+    raw(
+        daemon,
+        &format!(
+            "POST /api/load HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{headers}\
+             Content-Length: {}\r\n\r\n{body}",
+            address(daemon),
+            body.len()
+        ),
+    )
+}
+
+fn jobs(daemon: &Daemon) -> u64 {
+    let (status, body) = daemon.get("/api/load");
+    assert_eq!(status, 200, "{body}");
+    let load: Value = serde_json::from_str(&body).expect("JSON");
+    load["jobs"].as_u64().expect("jobs")
+}
+
+fn rpc(daemon: &Daemon, script: &str) -> String {
+    let output = daemon.system(&["rpc", script]);
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        support::text(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// The status a WebSocket handshake with these extra headers gets (101 if
+/// it connects).
+async fn handshake(url: &str, headers: &[(&'static str, String)]) -> u16 {
+    let mut request = url.into_client_request().expect("a request");
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, value.parse().expect("a header value"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => 101,
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(error) => panic!("handshake failed otherwise: {error}"),
+    }
+}
+
+#[test]
+fn a_cross_site_post_is_refused_and_the_load_is_unchanged() {
+    let daemon = Daemon::start();
+    let attack = r#"{"jobs":1000,"failure_rate":50}"#;
+    // The issue's curl: a foreign Origin, text/plain (no preflight needed).
+    let (status, _, body) = post_load(
+        &daemon,
+        "Origin: http://evil.example\r\nContent-Type: text/plain\r\n",
+        attack,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("another origin"), "{body}");
+    // Without Origin, text/plain is still no JSON request.
+    let (status, _, body) = post_load(&daemon, "Content-Type: text/plain\r\n", attack);
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("application/json"), "{body}");
+    // A browser's cross-site (or same-site, other-port) request, even as JSON.
+    for site in ["cross-site", "same-site"] {
+        let (status, _, body) = post_load(
+            &daemon,
+            &format!("Sec-Fetch-Site: {site}\r\nContent-Type: application/json\r\n"),
+            attack,
+        );
+        assert_eq!(status, 403, "{site}: {body}");
+    }
+    assert_eq!(jobs(&daemon), 0, "the load is unchanged");
+
+    // The daemon's own page (same origin, JSON) still may.
+    let own = format!(
+        "Origin: {}\r\nSec-Fetch-Site: same-origin\r\nContent-Type: application/json; charset=utf-8\r\n",
+        daemon.url
+    );
+    let (status, _, body) = post_load(&daemon, &own, r#"{"jobs":10}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(jobs(&daemon), 10);
+}
+
+#[tokio::test]
+async fn requests_and_handshakes_for_another_host_are_refused() {
+    let daemon = Daemon::start();
+    let port = daemon.url.rsplit(':').next().expect("a port").to_owned();
+    let evil = format!("evil.example:{port}");
+    // The rebinding handshake of the issue: Origin and Host agree, on a foreign name.
+    let status = handshake(
+        &daemon.ws_url(),
+        &[("host", evil.clone()), ("origin", format!("http://{evil}"))],
+    )
+    .await;
+    assert_eq!(status, 421);
+    let (status, _, body) = raw(
+        &daemon,
+        &format!("GET /load HTTP/1.1\r\nHost: {evil}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 421, "{body}");
+    assert!(body.contains("not served here"), "{body}");
+    let (status, _, body) = raw(
+        &daemon,
+        &format!(
+            "POST /api/load HTTP/1.1\r\nHost: {evil}\r\nOrigin: http://{evil}\r\n\
+             Content-Type: application/json\r\nContent-Length: 13\r\nConnection: close\r\n\r\n\
+             {{\"jobs\":2000}}"
+        ),
+    );
+    assert_eq!(status, 421, "{body}");
+    assert_eq!(jobs(&daemon), 0);
+    // Missing Host is refused too.
+    let (status, _, _) = raw(&daemon, "GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(status, 421);
+
+    // The loopback names with the port are served, and a page can't be framed.
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, head, _) = raw(
+            &daemon,
+            &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 200, "{host}");
+        assert!(head.contains("x-frame-options: DENY"), "{head}");
+        let origin = format!("http://{host}");
+        let status = handshake(&daemon.ws_url(), &[("host", host), ("origin", origin)]).await;
+        assert_eq!(status, 101);
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_host_name_is_served() {
+    let daemon = Daemon::start_with(&[
+        "--allow-host",
+        "system.test",
+        "--allow-host",
+        "other.test:8443",
+    ]);
+    let port = daemon.url.rsplit(':').next().expect("a port").to_owned();
+    for (host, served) in [
+        (format!("system.test:{port}"), true),
+        ("system.test".to_owned(), true),
+        ("other.test:8443".to_owned(), true),
+        (format!("other.test:{port}"), false),
+        (format!("evil.test:{port}"), false),
+    ] {
+        let (status, _, _) = raw(
+            &daemon,
+            &format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status == 200, served, "{host}: {status}");
+    }
+}
+
+#[tokio::test]
+async fn a_web_page_cannot_kill_system_processes_but_the_console_can() {
+    let daemon = Daemon::start();
+    let mut page = Client::connect(&daemon).await;
+    let _other_page = Client::connect(&daemon).await;
+    let session_script = "Process.list().filter(|p| Process.info(p).name == \"ws_connection\")";
+    let connections = rpc(&daemon, session_script);
+    // The later one is the other page's.
+    let other = connections
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(str::trim)
+        .rfind(|pid| !pid.is_empty())
+        .expect("a ws_connection pid")
+        .to_owned();
+    let mut system_pids: Vec<(String, String)> = [
+        "supervisor",
+        "http_listener",
+        "admin_server",
+        "metrics_sampler",
+        "load_supervisor",
+    ]
+    .iter()
+    .map(|name| {
+        (
+            name.to_string(),
+            rpc(&daemon, &format!("whereis(\"{name}\")")),
+        )
+    })
+    .collect();
+    system_pids.push(("ws_connection".into(), other));
+    for (name, pid) in &system_pids {
+        assert!(pid.starts_with("#PID<0."), "{name}: {pid}");
+        page.send(json!({"type": "kill", "pid": pid})).await;
+        let refused = page
+            .expect(|m| m["type"] == "error" || m["type"] == "kill")
+            .await;
+        assert_eq!(refused["type"], "error", "{name}: {refused}");
+        let message = refused["message"].as_str().unwrap_or_default();
+        assert!(message.contains("system process"), "{message}");
+        assert!(message.contains(name.as_str()), "{message}");
+        assert_eq!(
+            rpc(&daemon, &format!("Process.alive(pid(\"{pid}\"))")),
+            "true",
+            "{name}"
+        );
+    }
+    assert!(daemon.is_alive());
+    // The page still works, and may kill user work: a sum and a load worker.
+    page.sum(1, "-1").await;
+    let sum = page.calculating(1).await["pid"].clone();
+    page.send(json!({"type": "kill", "pid": sum})).await;
+    assert_eq!(page.expect(|m| m["type"] == "kill").await["killed"], true);
+    assert_eq!(page.answer(1).await["reason"], "killed");
+    page.send(json!({"type": "load", "jobs": 5})).await;
+    page.expect(|m| m["type"] == "load").await;
+    let deadline = Instant::now() + PATIENCE;
+    let worker = loop {
+        let worker = rpc(&daemon, "whereis(\"load_worker\")");
+        if worker.starts_with("#PID<0.") {
+            break worker;
+        }
+        assert!(Instant::now() < deadline, "no load worker started");
+    };
+    page.send(json!({"type": "kill", "pid": worker})).await;
+    let killed = page
+        .expect(|m| m["type"] == "kill" || m["type"] == "error")
+        .await;
+    assert_eq!(killed["type"], "kill", "{killed}");
+    // The console may kill anything: the listener (restarted by its supervisor).
+    assert_eq!(rpc(&daemon, "kill(whereis(\"http_listener\"))"), "true");
+    let log = daemon.log();
+    assert!(log.contains("refused a kill of supervisor"), "{log}");
+}
+
+/// Starts a daemon whose open-files limit (soft and hard) is `limit`.
+fn start_with_open_files(limit: u64) -> Daemon {
+    let home = tempfile::tempdir().expect("a temporary home");
+    let mut command = Command::new(support::binary());
+    command
+        .arg("--home")
+        .arg(home.path())
+        .args(["start", "--http", "127.0.0.1:0"])
+        .env_remove("SYSTEM_HOME")
+        .env("SYSTEM_PLUGIN", support::plugin());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, limit, limit)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let output = command.output().expect("the system binary runs");
+    let said = support::text(&output);
+    assert!(output.status.success(), "start failed: {said}");
+    Daemon::adopt(home, &said)
+}
+
+#[test]
+fn idle_connections_beyond_the_cap_leave_the_console_and_health_answering() {
+    // 256 descriptors: at most 128 HTTP connections, the rest in reserve.
+    let daemon = start_with_open_files(256);
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(address(&daemon)).expect("connect"))
+        .collect();
+    // Every one of them is accepted or waiting in the backlog: the daemon
+    // reaches its cap (it says so) and stops accepting.
+    let deadline = Instant::now() + PATIENCE;
+    while !daemon.log().contains("HTTP connections open (the cap)") {
+        assert!(
+            Instant::now() < deadline,
+            "no cap reached: {}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        daemon.log().contains("at most 128 HTTP connections"),
+        "{}",
+        daemon.log()
+    );
+    // The owner's console still answers while they are held.
+    assert_eq!(rpc(&daemon, "1 + 1"), "2");
+    // And /health answers: idle connections are closed after the header
+    // timeout, which frees their slots.
+    let (status, body) = daemon.get("/health");
+    assert_eq!(status, 200, "{body}");
+    drop(idle);
+    assert!(daemon.is_alive());
+    // Timed-out connections are not one log line each.
+    let log = daemon.log();
+    assert!(log.lines().count() < 100, "{log}");
+}
+
+#[test]
+fn a_request_head_that_never_ends_is_cut_off() {
+    let daemon = Daemon::start();
+    let mut stream = TcpStream::connect(address(&daemon)).expect("connect");
+    stream
+        .set_read_timeout(Some(PATIENCE * 3))
+        .expect("timeout");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .expect("send half a head");
+    let mut rest = Vec::new();
+    // The daemon closes the connection (EOF) instead of waiting forever.
+    let read = stream.read_to_end(&mut rest);
+    assert!(read.is_ok(), "{read:?}");
+}
+
+#[test]
+fn a_long_foreign_origin_does_not_bloat_the_log() {
+    let daemon = Daemon::start();
+    let before = daemon.log().len();
+    let origin = format!("http://{}.example", "x".repeat(7000));
+    let refused = |daemon: &Daemon| {
+        let (status, _, _) = raw(
+            daemon,
+            &format!(
+                "GET /ws HTTP/1.1\r\nHost: {}\r\nOrigin: {origin}\r\nConnection: Upgrade, close\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                address(daemon)
+            ),
+        );
+        assert_eq!(status, 403);
+    };
+    for _ in 0..300 {
+        refused(&daemon);
+    }
+    // Later refusals report how many were suppressed.
+    let deadline = Instant::now() + PATIENCE;
+    while !daemon.log().contains("similar warnings") {
+        assert!(Instant::now() < deadline, "no suppression summary");
+        refused(&daemon);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = daemon.log();
+    let grown = log.len() - before;
+    // 300 verbatim lines would be over 2 MB; clipped and throttled, a few KB.
+    assert!(grown < 64 * 1024, "the log grew by {grown} bytes");
+    let line = log
+        .lines()
+        .find(|line| line.contains("refused GET \"/ws\""))
+        .expect("a refusal line");
+    assert!(line.len() < 1000, "{line}");
+    assert!(line.contains("from 127.0.0.1:"), "the real peer: {line}");
+}
+
+#[tokio::test]
+async fn an_access_token_is_required_once_set_and_travels_by_cookie() {
+    let daemon = Daemon::start_with(&["--access-token"]);
+    let status = daemon.system(&["status"]);
+    let said = support::text(&status);
+    let token = said
+        .split("?token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no token in {said:?}"))
+        .to_owned();
+    assert_eq!(token.len(), 64, "{token}");
+    let file = daemon.home().join("access_token");
+    let mode = std::fs::metadata(&file)
+        .expect("the token file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let get = |path: &str, extra: &str| {
+        raw(
+            &daemon,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{extra}\r\n",
+                address(&daemon)
+            ),
+        )
+    };
+    let (status, _, body) = get("/load", "");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("system status"), "{body}");
+    let (status, _, _) = get(&format!("/load?token={}", "0".repeat(64)), "");
+    assert_eq!(status, 401, "a wrong token");
+    // The URL's token becomes a cookie and leaves the address bar.
+    let (status, head, _) = get(&format!("/load?token={token}"), "");
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /load\r\n"), "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no cookie in {head}"));
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    let pair = cookie.split(';').next().expect("name=value");
+    let (status, _, body) = get("/load", &format!("Cookie: {pair}\r\n"));
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = get("/api/load", &format!("Authorization: Bearer {token}\r\n"));
+    assert_eq!(status, 200);
+
+    // WebSockets too: refused without, served with the cookie.
+    assert_eq!(handshake(&daemon.ws_url(), &[]).await, 401);
+    let with_cookie = [("cookie", pair.to_owned())];
+    assert_eq!(handshake(&daemon.ws_url(), &with_cookie).await, 101);
+
+    let stop = daemon.system(&["stop"]);
+    assert!(stop.status.success(), "{}", support::text(&stop));
+    assert!(!file.exists(), "the token file is removed at stop");
+}
+
+#[test]
+fn serving_beyond_loopback_needs_a_token_or_insecure_http() {
+    let home = tempfile::tempdir().expect("a home");
+    let refused = support::system(home.path(), &["start", "--http", "0.0.0.0:0"]);
+    assert!(!refused.status.success());
+    let said = support::text(&refused);
+    assert!(said.contains("--access-token"), "{said}");
+    assert!(said.contains("--insecure-http"), "{said}");
+    for flag in ["--access-token", "--insecure-http"] {
+        let home = tempfile::tempdir().expect("a home");
+        let started = support::system(home.path(), &["start", "--http", "0.0.0.0:0", flag]);
+        assert!(started.status.success(), "{}", support::text(&started));
+        let daemon = Daemon::adopt(home, &support::text(&started));
+        let status = daemon.system(&["status"]);
+        assert!(status.status.success(), "{flag}");
+        assert_eq!(
+            support::text(&status).contains("access token required"),
+            flag == "--access-token"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_peer_that_answers_no_ping_is_closed() {
+    let daemon = Daemon::start();
+    let (mut silent, _) = tokio_tungstenite::connect_async(daemon.ws_url())
+        .await
+        .expect("connects");
+    let mut alive = Client::connect(&daemon).await;
+    // `alive` reads (and so answers pings) all along; `silent` reads nothing
+    // until the daemon has given up on it.
+    let silent_ended = async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let pids = rpc_async(
+                &daemon,
+                "Process.list().filter(|p| Process.info(p).name == \"ws_connection\").len()",
+            )
+            .await;
+            if pids == "1" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the silent peer is still connected"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        _ = silent_ended => {}
+        _ = alive.next() => panic!("the answering client got an unexpected message or close"),
+    }
+    alive.sum(1, "5").await;
+    assert_eq!(alive.answer(1).await["result"], "15");
+    // The silent one finds its stream ended after the pings it never answered.
+    use futures::StreamExt;
+    let mut pings = 0;
+    while let Some(Ok(message)) = silent.next().await {
+        if message.is_ping() {
+            pings += 1;
+        }
+    }
+    assert!(pings >= 2, "{pings} pings");
+}
+
+async fn rpc_async(daemon: &Daemon, script: &str) -> String {
+    let home = daemon.home().to_path_buf();
+    let script = script.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let output = support::system(&home, &["rpc", &script]);
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    })
+    .await
+    .expect("the rpc thread")
+}
