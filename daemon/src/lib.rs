@@ -11,6 +11,7 @@ pub mod load;
 pub mod log;
 pub mod metrics;
 pub mod node;
+pub mod plugin_check;
 pub mod process;
 pub mod scheduler;
 pub mod server;

@@ -56,6 +56,15 @@ enum Command {
     },
     /// Build the math plugin (release) and hot-load it into the running daemon.
     Upgrade(UpgradeArgs),
+    /// (Internal) Check a plugin library in this short-lived process and
+    /// print a one-line verdict; the daemon runs it before every load.
+    #[command(name = "plugin-check", hide = true)]
+    PluginCheck {
+        library: PathBuf,
+        /// The path to name in messages (the operator's, not the copy's).
+        #[arg(long)]
+        shown_as: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -92,7 +101,14 @@ struct ServerArgs {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::PluginCheck { library, shown_as } = &cli.command {
+        // No home, no log: a verdict on stdout and an exit status.
+        let shown_as = shown_as.as_ref().unwrap_or(library);
+        let status = system::plugin_check::child_main(library, shown_as);
+        return ExitCode::from(u8::try_from(status).unwrap_or(1));
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("system: {error:#}");
@@ -132,5 +148,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rollback: args.rollback,
             },
         ),
+        Command::PluginCheck { .. } => {
+            anyhow::bail!("plugin-check is handled before the home is opened")
+        }
     }
 }

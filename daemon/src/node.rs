@@ -11,7 +11,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::code::CodeServer;
+use crate::code::{Check, CodeServer};
 use crate::home::Home;
 use crate::load::Load;
 use crate::metrics::Metrics;
@@ -44,7 +44,13 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(home: Home, schedulers: usize, scheduler: Handle, console: Handle) -> Arc<Node> {
+    pub fn new(
+        home: Home,
+        schedulers: usize,
+        scheduler: Handle,
+        console: Handle,
+        check: Check,
+    ) -> Arc<Node> {
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|name| name.into_string().ok())
@@ -52,7 +58,7 @@ impl Node {
         Arc::new(Node {
             name: format!("system@{host}"),
             version: env!("CARGO_PKG_VERSION"),
-            code: CodeServer::new(home.plugins_dir()),
+            code: CodeServer::new(home.plugins_dir(), check),
             home,
             schedulers,
             scheduler,

@@ -14,8 +14,10 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::code::Check;
 use crate::home::{DaemonState, Home};
 use crate::node::Node;
+use crate::plugin_check::ChildCheck;
 use crate::process::supervisor::{self, Child, Intensity};
 use crate::process::{Spec, install_panic_hook};
 
@@ -48,6 +50,9 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
             anyhow::bail!(message);
         }
     };
+    // Resolved now: a build may replace the binary on disk while we run.
+    let check = crate::plugin_check::ChildCheck::of_this_binary()
+        .context("locating this binary, to check plugins in a child process")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.schedulers.max(1))
         .thread_name("scheduler")
@@ -61,7 +66,7 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         .build()
         .context("building the console's runtime")?;
     let handles = (runtime.handle().clone(), console.handle().clone());
-    let result = runtime.block_on(serve(config.clone(), handles, ready));
+    let result = runtime.block_on(serve(config.clone(), handles, check, ready));
     console.shutdown_timeout(Duration::from_secs(1));
     runtime.shutdown_timeout(Duration::from_secs(1));
     config.home.remove_runtime_files();
@@ -73,9 +78,10 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
 async fn serve(
     config: Config,
     handles: (Handle, Handle),
+    check: ChildCheck,
     ready: impl FnOnce(Result<&DaemonState, String>),
 ) -> anyhow::Result<()> {
-    let started = match start(&config, handles).await {
+    let started = match start(&config, handles, check).await {
         Ok(started) => started,
         Err(error) => {
             let message = format!("{error:#}");
@@ -113,6 +119,7 @@ async fn serve(
 async fn start(
     config: &Config,
     (scheduler, console): (Handle, Handle),
+    check: ChildCheck,
 ) -> anyhow::Result<(Arc<Node>, DaemonState, crate::process::Monitor)> {
     let listener = TcpListener::bind(config.http)
         .await
@@ -121,17 +128,27 @@ async fn start(
     if !address.ip().is_loopback() {
         tracing::warn!("listening on {address}, which is reachable from other machines");
     }
-    let node = Node::new(config.home.clone(), config.schedulers, scheduler, console);
+    let node = Node::new(
+        config.home.clone(),
+        config.schedulers,
+        scheduler,
+        console,
+        Check::Child(check),
+    );
     node.registry.set_task_names(config.tokio_console.is_some());
     node.load.set_cap(config.max_load);
     let plugin = match &config.plugin {
         Some(path) => path.clone(),
         None => default_plugin_path()?,
     };
-    let version = node
-        .code
-        .load(&plugin)
-        .with_context(|| format!("cannot load the math plugin {}", plugin.display()))?;
+    // The check runs a child process and waits for it: off the schedulers.
+    let version = {
+        let (node, plugin) = (node.clone(), plugin.clone());
+        tokio::task::spawn_blocking(move || node.code.load(&plugin))
+            .await
+            .context("the plugin load was cancelled")?
+    }
+    .with_context(|| format!("cannot load the math plugin {}", plugin.display()))?;
     tracing::info!(
         "math plugin {} loaded from {}",
         version.version(),
