@@ -165,3 +165,117 @@ fn plugin_check_passes_the_shipped_plugin_and_reports_its_slices() {
     }
     assert!(copy.exists(), "the check leaves the file alone");
 }
+
+/// The pid in a long-schedule line of the log: `… process sum <0.123.0> …`.
+fn log_lines_of(log: &str, needle: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `… for 1,503 ms …` → 1503.
+fn ms_in(line: &str) -> u64 {
+    let before_ms = line
+        .split(" ms")
+        .next()
+        .unwrap_or_else(|| panic!("no ms in {line:?}"));
+    let number = before_ms.rsplit(' ').next().unwrap_or("");
+    number
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("no number before ms in {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_holding_the_only_scheduler_is_reported_while_it_runs_and_when_it_ends() {
+    build(&[("spins", plugin_copies::SPINS_ON_4242)]);
+    let daemon = Daemon::start();
+    let library = plugin_copies::copy_library("spins");
+    let output = daemon.system(&["upgrade", "--plugin", path(&library)]);
+    assert!(
+        output.status.success(),
+        "it passes every check: {}",
+        text(&output)
+    );
+    let counted_before = metric(&daemon, "system_long_schedules_total");
+
+    let mut browser = Client::connect(&daemon).await;
+    browser.sum(1, "4242").await;
+
+    // While it spins: the log names it, and the console still answers.
+    let mut warning = String::new();
+    eventually(Duration::from_secs(5), "the long-schedule warning", || {
+        warning = log_lines_of(&daemon.log(), "long schedule: process sum ")
+            .pop()
+            .unwrap_or_default();
+        !warning.is_empty()
+    });
+    assert!(warning.contains("started as Math.sum(4242)"), "{warning}");
+    assert!(warning.contains("plugin v2 (1.1.0-spins)"), "{warning}");
+    assert!(warning.contains("without yielding"), "{warning}");
+    let top = {
+        let home = daemon.home().to_path_buf();
+        std::thread::spawn(move || support::system(&home, &["rpc", "--json", "Runtime.top()"]))
+    };
+    let events = rpc(&daemon, "Runtime.long_schedules()");
+    let event = events
+        .as_array()
+        .and_then(|events| events.iter().rev().find(|e| e["name"] == "sum"))
+        .unwrap_or_else(|| panic!("no sum in {events}"))
+        .clone();
+    assert_eq!(event["running"], true, "{event}");
+    assert_eq!(event["plugin"], "v2 (1.1.0-spins)", "{event}");
+    let pid = event["pid"].as_str().expect("a pid").to_owned();
+    assert!(warning.contains(&pid), "{warning} names {pid}");
+    let info = rpc(&daemon, &format!("Process.info(pid(\"{pid}\"))"));
+    assert_eq!(info["status"], "running", "{info}");
+    assert_eq!(info["initial_call"], "Math.sum(4242)", "{info}");
+    let kill = rpc(&daemon, &format!("Process.kill(pid(\"{pid}\"))"));
+    let kill = kill
+        .as_str()
+        .unwrap_or_else(|| panic!("not a sentence: {kill}"));
+    assert!(
+        kill.starts_with(&format!(
+            "kill pending: {pid} has been inside one poll for "
+        )),
+        "{kill}"
+    );
+    let top = top.join().expect("the top thread");
+    assert!(top.status.success(), "{}", text(&top));
+    let top: Value = serde_json::from_slice(&top.stdout).expect("JSON");
+    assert_eq!(top[0]["pid"], pid, "the stuck process comes first: {top}");
+    assert!(top[0]["stuck_ms"].as_i64().unwrap_or(0) >= 10, "{top}");
+
+    // The poll finishes the whole sum (4242 reductions fit in one slice),
+    // so the process ends normally before the kill could take effect; the
+    // event closes with its total.
+    let answer = browser.answer(1).await;
+    assert_eq!(answer["status"], "done", "{answer}");
+    assert_eq!(answer["result"], "8999403", "{answer}");
+    let mut ended = String::new();
+    eventually(Duration::from_secs(5), "the long schedule's end", || {
+        ended = log_lines_of(
+            &daemon.log(),
+            &format!("long schedule ended: process sum {pid}"),
+        )
+        .pop()
+        .unwrap_or_default();
+        !ended.is_empty()
+    });
+    let total = ms_in(&ended);
+    assert!((1_500..10_000).contains(&total), "{ended}");
+    let events = rpc(&daemon, "Runtime.long_schedules()");
+    let closed = events
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["pid"] == pid))
+        .unwrap_or_else(|| panic!("{pid} not in {events}"));
+    assert_eq!(closed["running"], false, "{closed}");
+    assert_eq!(closed["ms"].as_u64(), Some(total), "{closed}");
+    assert!(metric(&daemon, "system_long_schedules_total") > counted_before);
+
+    // And the daemon serves as before.
+    browser.sum(2, "5").await;
+    assert_eq!(browser.answer(2).await["result"], "15");
+    assert!(daemon.is_alive());
+}

@@ -9,6 +9,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod load;
 pub mod log;
+pub mod long_schedule;
 pub mod metrics;
 pub mod node;
 pub mod plugin_check;

@@ -98,6 +98,10 @@ struct ServerArgs {
     #[arg(long, default_value_t = system::load::DEFAULT_MAX_LOAD,
           value_parser = clap::value_parser!(u64).range(0..=system::load::HIGHEST_CAP))]
     max_load: u64,
+    /// Warn about any process holding a scheduler longer than MS
+    /// milliseconds in one poll (0 turns the monitor off).
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    long_schedule: u64,
 }
 
 fn main() -> ExitCode {
@@ -127,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         plugin: args.plugin,
         tokio_console: args.tokio_console,
         max_load: args.max_load,
+        long_schedule: std::time::Duration::from_millis(args.long_schedule),
     };
     match cli.command {
         Command::Start(args) => lifecycle::start(config(args)),

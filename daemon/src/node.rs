@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::code::{Check, CodeServer};
 use crate::home::Home;
 use crate::load::Load;
+use crate::long_schedule::LongSchedules;
 use crate::metrics::Metrics;
 use crate::process::ProcessRegistry;
 
@@ -41,6 +42,8 @@ pub struct Node {
     pub load: Arc<Load>,
     /// The metrics history and feed.
     pub metrics: Metrics,
+    /// Polls that held a scheduler too long (the watchdog's findings).
+    pub long_schedules: LongSchedules,
 }
 
 impl Node {
@@ -50,6 +53,7 @@ impl Node {
         scheduler: Handle,
         console: Handle,
         check: Check,
+        long_schedule: std::time::Duration,
     ) -> Arc<Node> {
         let host = nix::unistd::gethostname()
             .ok()
@@ -69,6 +73,7 @@ impl Node {
             connections: TaskTracker::new(),
             load: Arc::new(Load::new()),
             metrics: Metrics::new(),
+            long_schedules: LongSchedules::new(long_schedule),
         })
     }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use wait_timeout::ChildExt as _;
 
 use crate::code::{self, CodeError, PluginVersion, SumStep};
+use crate::process::watch::ThreadClock;
 use crate::sum::SLICE_BUDGET;
 
 /// How long the daemon waits for a check before killing it.
@@ -298,31 +299,6 @@ pub fn thousands(n: u64) -> String {
         out.push(digit);
     }
     out
-}
-
-/// The CPU-time clock of one thread, readable from any thread of the process.
-#[derive(Clone, Copy, Debug)]
-pub struct ThreadClock(nix::libc::clockid_t);
-
-impl ThreadClock {
-    /// The calling thread's clock.
-    pub fn of_this_thread() -> ThreadClock {
-        let mut clock: nix::libc::clockid_t = nix::libc::CLOCK_THREAD_CPUTIME_ID;
-        // SAFETY: pthread_self is always valid for the calling thread and
-        // `clock` is a live local the call writes into.
-        let status =
-            unsafe { nix::libc::pthread_getcpuclockid(nix::libc::pthread_self(), &mut clock) };
-        if status != 0 {
-            clock = nix::libc::CLOCK_THREAD_CPUTIME_ID;
-        }
-        ThreadClock(clock)
-    }
-
-    /// CPU time the thread has used; zero if the thread is gone.
-    pub fn now(&self) -> Duration {
-        nix::time::clock_gettime(nix::time::ClockId::from_raw(self.0))
-            .map_or(Duration::ZERO, Duration::from)
-    }
 }
 
 #[cfg(test)]

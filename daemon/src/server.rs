@@ -36,6 +36,8 @@ pub struct Config {
     pub tokio_console: Option<SocketAddr>,
     /// The most load workers a client may ask for.
     pub max_load: u64,
+    /// Report polls longer than this (zero: no long-schedule monitor).
+    pub long_schedule: Duration,
 }
 
 /// Runs the daemon until it is told to stop. `ready` is called once: with
@@ -56,6 +58,8 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.schedulers.max(1))
         .thread_name("scheduler")
+        .on_thread_start(crate::process::watch::scheduler_thread_started)
+        .on_thread_park(crate::process::watch::scheduler_thread_parks)
         .enable_all()
         .build()
         .context("building the runtime")?;
@@ -134,7 +138,9 @@ async fn start(
         scheduler,
         console,
         Check::Child(check),
+        config.long_schedule,
     );
+    crate::long_schedule::start(&node).context("starting the long-schedule monitor")?;
     node.registry.set_task_names(config.tokio_console.is_some());
     node.load.set_cap(config.max_load);
     let plugin = match &config.plugin {
