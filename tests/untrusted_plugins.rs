@@ -43,7 +43,7 @@ fn eventually(patience: Duration, what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Builds the fixtures in parallel (each is a small cdylib of its own).
-fn build(fixtures: &[(&'static str, &'static [(&'static str, &'static str)])]) {
+fn build(fixtures: &[(&'static str, Edits)]) {
     let builds: Vec<_> = fixtures
         .iter()
         .map(|&(name, edits)| {
@@ -60,8 +60,11 @@ fn path(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
+/// Text replacements in the plugin's source (see tests/plugin_copies/).
+type Edits = &'static [(&'static str, &'static str)];
+
 /// (fixture, edits, the reason the refusal must give)
-const REFUSED: [(&str, &[(&str, &str)], &str); 5] = [
+const REFUSED: [(&str, Edits, &str); 5] = [
     (
         "one-step",
         plugin_copies::NAIVE_ONE_STEP,

@@ -24,6 +24,8 @@ use crate::process::watch;
 
 /// The threshold when `--long-schedule` is not given.
 pub const DEFAULT_THRESHOLD: Duration = Duration::from_millis(10);
+/// The longest time between two looks at the slots.
+pub const PERIOD: Duration = Duration::from_millis(10);
 /// Events `Runtime.long_schedules()` keeps (the newest).
 pub const KEPT: usize = 100;
 
@@ -114,8 +116,8 @@ pub fn start(node: &Arc<Node>) -> std::io::Result<()> {
     if threshold.is_zero() {
         return Ok(());
     }
-    // Half the threshold, within 1–10 ms: a report comes at most that late.
-    let period = (threshold / 2).clamp(Duration::from_millis(1), Duration::from_millis(10));
+    // A report comes at most one period late; each wake-up costs a few µs.
+    let period = threshold.clamp(Duration::from_millis(1), PERIOD);
     let node = Arc::downgrade(node);
     std::thread::Builder::new()
         .name("long-schedule-monitor".to_owned())

@@ -33,13 +33,15 @@ pub struct Slot {
 }
 
 impl Slot {
-    const IDLE: Slot = Slot {
-        pid: AtomicU64::new(0),
-        started: AtomicU64::new(0),
-        ended: AtomicU64::new(0),
-        clock: AtomicI64::new(0),
-        live: AtomicBool::new(false),
-    };
+    const fn idle() -> Slot {
+        Slot {
+            pid: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            clock: AtomicI64::new(0),
+            live: AtomicBool::new(false),
+        }
+    }
 
     /// The poll that was running when read: `(pid, started ticks)`, or
     /// `None` if the thread is between polls.
@@ -83,7 +85,7 @@ impl Slot {
     }
 }
 
-static SLOTS: [Slot; MAX_SCHEDULERS] = [Slot::IDLE; MAX_SCHEDULERS];
+static SLOTS: [Slot; MAX_SCHEDULERS] = [const { Slot::idle() }; MAX_SCHEDULERS];
 static REGISTERED: AtomicUsize = AtomicUsize::new(0);
 
 /// 0: not a scheduler thread; 1: a scheduler thread without a slot yet;
