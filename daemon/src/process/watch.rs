@@ -194,3 +194,50 @@ impl ThreadClock {
             .map_or(Duration::ZERO, Duration::from)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::process::{ProcessRegistry, Spec};
+
+    #[test]
+    fn a_poll_in_progress_is_seen_from_another_thread_until_it_returns() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .on_thread_start(scheduler_thread_started)
+            .on_thread_park(scheduler_thread_parks)
+            .build()
+            .expect("a runtime");
+        let registry = ProcessRegistry::new();
+        let cpu_before = schedulers_cpu_time();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let pid = runtime.block_on(async {
+            registry.spawn(Spec::new("stuck", "Test.stuck()"), move |_ctx| async move {
+                // Holds its scheduler, on purpose, until the test lets go.
+                let _ = released.recv();
+                let spin = Instant::now();
+                while spin.elapsed() < Duration::from_millis(20) {
+                    std::hint::spin_loop();
+                }
+            })
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let held = loop {
+            if let Some(held) = in_poll(pid.0) {
+                break held;
+            }
+            assert!(Instant::now() < deadline, "the poll was never seen");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(held < Duration::from_secs(10), "{held:?}");
+        release.send(()).expect("the process waits");
+        while registry.is_alive(pid) {
+            assert!(Instant::now() < deadline, "the process did not end");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(in_poll(pid.0), None);
+        assert!(schedulers_cpu_time() > cpu_before, "its spin counts as CPU");
+    }
+}
