@@ -180,11 +180,7 @@ impl CodeServer {
                 Ok(slices) => tracing::info!(
                     path = %path.display(),
                     "plugin check passed in a child process; yield check slices: {}",
-                    slices
-                        .iter()
-                        .map(|s| format!("sum({}) {} µs CPU, {} µs wall, {} reductions", s.n, s.cpu_us, s.wall_us, s.reductions))
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    crate::plugin_check::describe(&slices)
                 ),
                 Err(error) => {
                     remove_versioned_copy(&versioned);

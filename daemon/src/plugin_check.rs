@@ -288,6 +288,20 @@ fn yield_check(
     Ok(timings)
 }
 
+/// The slices of a passed yield check, for the log.
+pub fn describe(slices: &[SliceTiming]) -> String {
+    slices
+        .iter()
+        .map(|s| {
+            format!(
+                "sum({}) {} µs CPU, {} µs wall, {} reductions",
+                s.n, s.cpu_us, s.wall_us, s.reductions
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `1130` → `1,130`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();

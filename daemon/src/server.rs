@@ -53,8 +53,14 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         }
     };
     // Resolved now: a build may replace the binary on disk while we run.
-    let check = crate::plugin_check::ChildCheck::of_this_binary()
-        .context("locating this binary, to check plugins in a child process")?;
+    let check = match ChildCheck::of_this_binary() {
+        Ok(check) => check,
+        Err(error) => {
+            let message = format!("cannot locate this binary to check plugins with: {error}");
+            ready(Err(message.clone()));
+            anyhow::bail!(message);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.schedulers.max(1))
         .thread_name("scheduler")
