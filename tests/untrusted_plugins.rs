@@ -282,3 +282,26 @@ async fn a_poll_holding_the_only_scheduler_is_reported_while_it_runs_and_when_it
     assert_eq!(browser.answer(2).await["result"], "15");
     assert!(daemon.is_alive());
 }
+
+#[test]
+fn a_faulty_plugin_given_at_start_is_refused_before_the_daemon_serves() {
+    build(&[("null-write", plugin_copies::NULL_WRITE_IN_VALIDATION)]);
+    let home = tempfile::tempdir().expect("a temporary home");
+    let library = plugin_copies::copy_library("null-write");
+    let output = std::process::Command::new(support::binary())
+        .arg("--home")
+        .arg(home.path())
+        .args(["start", "--http", "127.0.0.1:0", "--plugin", path(&library)])
+        .env_remove("SYSTEM_HOME")
+        .env_remove("SYSTEM_PLUGIN")
+        .output()
+        .expect("the system binary runs");
+    let said = text(&output);
+    assert!(!output.status.success(), "it must not start: {said}");
+    assert!(said.contains("cannot load the math plugin"), "{said}");
+    assert!(said.contains("killed by SIGSEGV"), "{said}");
+    assert!(
+        !home.path().join("system.pid").exists(),
+        "no daemon left behind: {said}"
+    );
+}
