@@ -26,6 +26,8 @@ use crate::process::watch;
 pub const DEFAULT_THRESHOLD: Duration = Duration::from_millis(10);
 /// The longest time between two looks at the slots.
 pub const PERIOD: Duration = Duration::from_millis(10);
+/// While a poll still runs, the log says so again this often.
+pub const REMINDER: Duration = Duration::from_secs(10);
 /// Events `Runtime.long_schedules()` keeps (the newest).
 pub const KEPT: usize = 100;
 
@@ -130,6 +132,8 @@ struct Open {
     started: u64,
     pid: u64,
     name: String,
+    /// The next reminder in the log, in ms held.
+    remind_at: u64,
 }
 
 fn watch_forever(node: &Weak<Node>, threshold: Duration, period: Duration) {
@@ -161,6 +165,21 @@ fn watch_forever(node: &Weak<Node>, threshold: Duration, period: Duration) {
                     None => {
                         let ms = crate::process::ticks_to_nanos(stuck.started, now) / 1_000_000;
                         node.long_schedules.update(index, ms, true);
+                        if ms >= stuck.remind_at {
+                            tracing::warn!(
+                                pid = stuck.pid,
+                                ms,
+                                "long schedule continues: process {} {} has held scheduler {index} for {} ms",
+                                stuck.name,
+                                Pid(stuck.pid),
+                                thousands(ms)
+                            );
+                        }
+                        if let Some(stuck) = &mut open[index] {
+                            while stuck.remind_at <= ms {
+                                stuck.remind_at += REMINDER.as_millis() as u64;
+                            }
+                        }
                         continue;
                     }
                 }
@@ -193,6 +212,7 @@ fn watch_forever(node: &Weak<Node>, threshold: Duration, period: Duration) {
                 started,
                 pid,
                 name: event.name.clone(),
+                remind_at: REMINDER.as_millis() as u64,
             });
             node.long_schedules.push(event);
         }
