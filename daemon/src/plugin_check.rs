@@ -29,8 +29,8 @@ pub const CHECK_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The longest a single production slice may run, as CPU time of the thread
 /// running it (so a busy machine does not fail a good plugin). A slice of
-/// the shipped naive loop takes ~0.11 ms in a debug build and less in
-/// release (docs/reliability.md): this leaves 18× the debug figure, and
+/// the shipped naive loop takes ~0.11 ms in a debug build and 0.02–0.04 ms
+/// in release (docs/reliability.md): this leaves 18× the debug figure, and
 /// keeps a slice within the 1-ms sum round trip the load aims for.
 pub const SLICE_CPU_CAP: Duration = Duration::from_millis(2);
 /// The longest a slice may take in wall-clock time (a plugin that sleeps or
