@@ -7,7 +7,8 @@
 //! What they check: the sum page (5 → 15, 13 → error, abc → invalid
 //! input), the load page (10,000 workers → the jobs chart reads about 10k),
 //! the top page (a running `-1` sum shows up, `info` shows its stack trace,
-//! `kill` turns its line on the sum page into `error`), that a page comes
+//! `kill` turns its line on the sum page into `error`; a process holding a
+//! scheduler in one poll is marked, with a banner), that a page comes
 //! back with a node heart restarted (its lost line reads `error`, "node
 //! restarted"), and that every page shows its WebSocket as connected.
 //!
@@ -24,6 +25,7 @@
 //! browser or chromedriver running (dropping [`Browser`] ends both). They
 //! run one at a time: two Chromiums at once would starve a 2-core machine.
 
+mod plugin_copies;
 mod support;
 
 use std::future::Future;
@@ -673,4 +675,49 @@ async fn the_token_url_opens_a_page_that_connects_and_forgets_the_token() {
     let address = browser.client.current_url().await.expect("the URL");
     assert_eq!(address.as_str(), format!("{}/load", daemon.url));
     browser.screenshot("load-with-token").await;
+}
+
+#[tokio::test]
+async fn top_page_marks_a_process_holding_a_scheduler() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // A plugin that passes every check but spins 1.5 s in one call for 4242.
+    let source = plugin_copies::plugin_copy("spins", plugin_copies::SPINS_ON_4242);
+    plugin_copies::prebuild("spins", &source);
+    // Two schedulers: one is held, the other keeps the page's WebSocket going.
+    let daemon = Daemon::start_with(&["--schedulers", "2"]);
+    let library = plugin_copies::copy_library("spins");
+    let upgrade = daemon.system(&["upgrade", "--plugin", &library.to_string_lossy()]);
+    assert!(upgrade.status.success(), "{}", support::text(&upgrade));
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/top", daemon.url)).await;
+    browser.connected().await;
+    // One 4242 at a time, from the page's own socket, each after the last.
+    browser
+        .js("let n = 0;
+             const next = () => App.send({ type: 'sum', id: ++n, input: '4242' });
+             App.on('sum', (m) => { if (m.status !== 'calculating') next(); });
+             next();
+             return n;")
+        .await;
+    let (row, banner) = browser
+        .until("a row marked stuck, with the banner", || async {
+            let marked = browser
+                .js("const tr = document.querySelector('#top tbody tr.stuck');
+                     const banner = document.getElementById('stuck-banner');
+                     return tr && !banner.hidden
+                       ? [tr.querySelector('.name').textContent, banner.textContent] : null;")
+                .await;
+            let marked = marked.as_array()?;
+            Some((
+                marked.first()?.as_str()?.to_owned(),
+                marked.get(1)?.as_str()?.to_owned(),
+            ))
+        })
+        .await;
+    assert_eq!(row, "sum");
+    assert!(
+        banner.contains("has held a scheduler for") && banner.contains("without yielding"),
+        "{banner}"
+    );
+    browser.screenshot("top-stuck").await;
 }

@@ -85,6 +85,22 @@ pub fn process_cpu_ns(pid: i32) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// Nanoseconds on CPU of the threads of `pid` named `name` (their `comm`),
+/// e.g. the daemon's `scheduler` threads.
+pub fn named_threads_cpu_ns(pid: i32, name: &str) -> anyhow::Result<u64> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+        let task = task?.path();
+        let named =
+            std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == name);
+        if named && let Ok(ns) = schedstat_ns(&task.join("schedstat")) {
+            total += ns;
+        }
+    }
+    Ok(total)
+}
+
 /// Nanoseconds on CPU of one thread of this process.
 pub fn thread_cpu_ns(tid: i32) -> anyhow::Result<u64> {
     schedstat_ns(Path::new(&format!("/proc/self/task/{tid}/schedstat")))

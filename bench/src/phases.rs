@@ -174,7 +174,16 @@ pub async fn scale(run: &mut Run) -> anyhow::Result<()> {
     for jobs in run.options.scale_loads.clone() {
         let ramp = run.ensure_load(jobs).await?;
         run.mark(&format!("{}k", jobs / 1000));
+        // What /metrics calls scheduler usage, against the OS's own count of
+        // the scheduler threads' CPU time over the same window.
+        let threads_before = (
+            os::named_threads_cpu_ns(run.daemon.pid, "scheduler")?,
+            std::time::Instant::now(),
+        );
         let window = run.measure(run.options.window()).await;
+        let threads_cpu = os::named_threads_cpu_ns(run.daemon.pid, "scheduler")?
+            .saturating_sub(threads_before.0) as f64
+            / threads_before.1.elapsed().as_nanos().max(1) as f64;
         let memory_mb = run.feed.latest().map_or(0.0, |s| s.memory_mb);
         let per_worker = (memory_mb - run.idle_memory_mb) * 1e6 / jobs.max(1) as f64;
         let result = merged(
@@ -184,6 +193,7 @@ pub async fn scale(run: &mut Run) -> anyhow::Result<()> {
                 "memory_mb": round(memory_mb, 1),
                 "idle_memory_mb": round(run.idle_memory_mb, 1),
                 "bytes_per_worker": round(per_worker, 0),
+                "scheduler_threads_cpu": round(threads_cpu, 3),
             }),
             run.load_fields(&window),
         );

@@ -200,11 +200,12 @@ fn notes(name: &str, r: &Value) -> String {
             num(r, "command_seconds").unwrap_or(0.0)
         ),
         _ if name.starts_with("scale-") => format!(
-            "RSS {:.0} MB, {:.0} B/worker, ramp {:.2} s, scheduler {:.0} %",
+            "RSS {:.0} MB, {:.0} B/worker, ramp {:.2} s, scheduler {:.0} % (threads' CPU per schedstat {:.0} %)",
             num(r, "memory_mb").unwrap_or(0.0),
             num(r, "bytes_per_worker").unwrap_or(0.0),
             num(r, "ramp_seconds").unwrap_or(0.0),
-            100.0 * num(r, "scheduler_usage_median").unwrap_or(0.0)
+            100.0 * num(r, "scheduler_usage_median").unwrap_or(0.0),
+            100.0 * num(r, "scheduler_threads_cpu").unwrap_or(0.0)
         ),
         _ if name.starts_with("console-") => format!(
             "list {} ms (len() {} ms), info {} ms, eval floor {} ms, {} pids{}",

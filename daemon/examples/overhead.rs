@@ -38,8 +38,11 @@ async fn worker(jobs: Arc<AtomicU64>, on_job: impl Fn()) {
 
 /// CPU nanoseconds per job over `seconds`, after the workers settled.
 fn measure(workers: u64, seconds: u64, instrumented: bool) -> f64 {
+    // As the daemon's: each poll also writes its scheduler's watch slot.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .on_thread_start(system::process::watch::scheduler_thread_started)
+        .on_thread_park(system::process::watch::scheduler_thread_parks)
         .enable_all()
         .build()
         .expect("a runtime");

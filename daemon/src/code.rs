@@ -4,7 +4,8 @@
 //! the Rust stand-in for the BEAM's hot code loading.
 //!
 //! Each load copies the library to a new versioned file name (dlopen caches by
-//! path), checks the ABI and symbols, runs a self-test, and only then makes it
+//! path), has it checked in a child process (`plugin_check`: ABI, symbols,
+//! self-test, yield check) before opening it here, and only then makes it
 //! current. It must never unload a library while a computation still holds it
 //! (`Arc<PluginVersion>` keeps the `Library` alive; the server keeps only weak
 //! references to old versions), never let a failed load change anything, and
@@ -62,8 +63,26 @@ pub enum CodeError {
     BadVersionString { path: PathBuf, reason: String },
     #[error("{} failed its self-test: {reason}", path.display())]
     SelfTest { path: PathBuf, reason: String },
+    #[error("{} failed the yield check: {reason}", path.display())]
+    YieldCheck { path: PathBuf, reason: String },
+    /// The check process ended without a verdict (signal, deadline, exit status).
+    #[error("{} was refused: {reason}", path.display())]
+    Check { path: PathBuf, reason: String },
+    /// The check process refused the library; `message` is its reason.
+    #[error("{message}")]
+    Refused { kind: String, message: String },
     #[error("there is no previous version to roll back to")]
     NoPrevious,
+}
+
+/// Where a candidate library is checked before it is opened in the daemon.
+#[derive(Clone, Debug)]
+pub enum Check {
+    /// In a child process (the daemon): a crash or hang there costs nothing.
+    Child(crate::plugin_check::ChildCheck),
+    /// In this process (unit tests of trusted builds only): the self-test
+    /// runs after opening; a faulty library can take the process down.
+    InProcess,
 }
 
 /// Loads plugin versions and knows which one is current.
@@ -72,6 +91,8 @@ pub struct CodeServer {
     dir: PathBuf,
     /// The current and previous versions, kept for a restarted daemon.
     kept: KeptPlugins,
+    /// How candidates are checked before they load.
+    check: Check,
     /// Serialises loads, so versions become current in load order.
     loading: Mutex<()>,
     state: Mutex<Loaded>,
@@ -103,14 +124,16 @@ pub struct VersionInfo {
 }
 
 impl CodeServer {
-    /// A server with no version loaded; versioned copies go to `dir` (created on first load).
+    /// A server with no version loaded; versioned copies go to `dir`
+    /// (created on first load); candidates are checked as `check` says.
     /// Versioned copies a dead daemon left in `dir` are removed; the
     /// versions kept for restarts (`dir/kept`) stay.
-    pub fn new(dir: PathBuf) -> Self {
+    pub fn new(dir: PathBuf, check: Check) -> Self {
         remove_stale_copies(&dir);
         CodeServer {
             kept: KeptPlugins::new(dir.join("kept")),
             dir,
+            check,
             loading: Mutex::new(()),
             state: Mutex::new(Loaded::default()),
         }
@@ -133,7 +156,7 @@ impl CodeServer {
                 source,
             },
         })?;
-        self.load_bytes(path, bytes.into())
+        self.load_bytes(path, bytes.into(), false)
     }
 
     /// Loads a kept version again under its own id (a daemon restarted by heart).
@@ -146,7 +169,8 @@ impl CodeServer {
         result
     }
 
-    /// Loads again the version that was current before the current one.
+    /// Loads again the version that was current before the current one
+    /// (its bytes passed the check when they were first loaded).
     pub fn rollback(&self) -> Result<Arc<PluginVersion>, CodeError> {
         let previous = {
             let state = lock(&self.state);
@@ -154,10 +178,16 @@ impl CodeServer {
             (count >= 2).then(|| state.recent[count - 2].clone())
         };
         let (path, bytes) = previous.ok_or(CodeError::NoPrevious)?;
-        self.load_bytes(&path, bytes)
+        self.load_bytes(&path, bytes, true)
     }
 
-    fn load_bytes(&self, path: &Path, bytes: Arc<[u8]>) -> Result<Arc<PluginVersion>, CodeError> {
+    /// `checked`: these bytes already passed the check in this daemon.
+    fn load_bytes(
+        &self,
+        path: &Path,
+        bytes: Arc<[u8]>,
+        checked: bool,
+    ) -> Result<Arc<PluginVersion>, CodeError> {
         let _one_load_at_a_time = lock(&self.loading);
         let sha256 = hex(&Sha256::digest(&bytes));
         let id = lock(&self.state).loaded + 1;
@@ -166,6 +196,20 @@ impl CodeServer {
             .join(format!("math_plugin-v{id}-{}.so", &sha256[..12]));
         write_versioned_copy(&self.dir, &versioned, &bytes)?;
 
+        // Nothing of the library runs in the daemon before it passed here.
+        if let (Check::Child(child), false) = (&self.check, checked) {
+            match child.run(&versioned, path) {
+                Ok(slices) => tracing::info!(
+                    path = %path.display(),
+                    "plugin check passed in a child process; yield check slices: {}",
+                    crate::plugin_check::describe(&slices)
+                ),
+                Err(error) => {
+                    remove_versioned_copy(&versioned);
+                    return Err(error);
+                }
+            }
+        }
         let version = match PluginVersion::open(id, path, versioned.clone(), sha256) {
             Ok(version) => Arc::new(version),
             Err(error) => {
@@ -174,10 +218,12 @@ impl CodeServer {
             }
         };
         // On failure, dropping `version` unloads it and removes its copy.
-        self_test(&version).map_err(|reason| CodeError::SelfTest {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+        if matches!(self.check, Check::InProcess) {
+            self_test(&version).map_err(|reason| CodeError::SelfTest {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+        }
 
         let old = {
             let mut state = lock(&self.state);
@@ -330,7 +376,7 @@ unsafe fn resolve<T: Copy>(
 }
 
 /// Checks that a freshly opened version computes and validates correctly.
-fn self_test(version: &Arc<PluginVersion>) -> Result<(), String> {
+pub(crate) fn self_test(version: &Arc<PluginVersion>) -> Result<(), String> {
     version
         .validate(5)
         .map_err(|reason| format!("validate(5) was rejected: {reason}"))?;
@@ -382,6 +428,15 @@ pub struct PluginVersion {
 }
 
 impl PluginVersion {
+    /// Opens `library` only to check it (in the check process): id 0, and
+    /// dropping it leaves the file alone.
+    pub(crate) fn open_for_check(
+        library: &Path,
+        shown_as: &Path,
+    ) -> Result<PluginVersion, CodeError> {
+        PluginVersion::open(0, shown_as, library.to_path_buf(), String::new())
+    }
+
     /// Opens the versioned copy and checks ABI version, symbols and version string.
     /// `source_path` is the file the operator asked for, used in errors.
     fn open(
@@ -499,6 +554,10 @@ impl Drop for PluginVersion {
             && let Err(error) = library.close()
         {
             tracing::warn!(id = self.id, %error, "could not unload math_plugin version");
+        }
+        if self.id == 0 {
+            // Opened only to be checked: the file is the daemon's, not ours.
+            return;
         }
         remove_versioned_copy(&self.path);
         tracing::info!("code purged: math_plugin v{} ({})", self.id, self.version);
@@ -684,7 +743,7 @@ mod tests {
     #[test]
     fn loads_the_built_plugin_and_sums_in_slices() {
         let dir = TestDir::new("sums");
-        let server = CodeServer::new(dir.0.clone());
+        let server = CodeServer::new(dir.0.clone(), Check::InProcess);
         assert!(server.current().is_none());
         let version = server
             .load(&built_plugin())
@@ -709,7 +768,7 @@ mod tests {
     #[test]
     fn rollback_returns_to_the_previous_version_even_after_it_was_unloaded() {
         let dir = TestDir::new("rollback");
-        let server = CodeServer::new(dir.0.clone());
+        let server = CodeServer::new(dir.0.clone(), Check::InProcess);
         assert!(matches!(server.rollback(), Err(CodeError::NoPrevious)));
         let first = server.load(&built_plugin()).expect("v1 loads");
         let first_sha = first.sha256().to_owned();
@@ -726,7 +785,7 @@ mod tests {
     #[test]
     fn thirteen_crashes_with_error() {
         let dir = TestDir::new("thirteen");
-        let server = CodeServer::new(dir.0.clone());
+        let server = CodeServer::new(dir.0.clone(), Check::InProcess);
         let version = server
             .load(&built_plugin())
             .expect("the built plugin loads");
@@ -743,7 +802,7 @@ mod tests {
     #[test]
     fn minus_one_yields_with_growing_frame_args() {
         let dir = TestDir::new("minus-one");
-        let server = CodeServer::new(dir.0.clone());
+        let server = CodeServer::new(dir.0.clone(), Check::InProcess);
         let version = server
             .load(&built_plugin())
             .expect("the built plugin loads");
@@ -770,7 +829,7 @@ mod tests {
     #[test]
     fn a_non_library_is_refused_and_nothing_changes() {
         let dir = TestDir::new("not-a-library");
-        let server = CodeServer::new(dir.0.join("versions"));
+        let server = CodeServer::new(dir.0.join("versions"), Check::InProcess);
         let good = server
             .load(&built_plugin())
             .expect("the built plugin loads");
@@ -806,7 +865,7 @@ mod tests {
     #[test]
     fn a_missing_file_is_refused_clearly() {
         let dir = TestDir::new("missing");
-        let server = CodeServer::new(dir.0.clone());
+        let server = CodeServer::new(dir.0.clone(), Check::InProcess);
         let missing = dir.0.join("no-such-plugin.so");
         let error = server.load(&missing).expect_err("nothing to load");
         assert!(matches!(error, CodeError::MissingFile { .. }), "{error:?}");
@@ -836,7 +895,7 @@ mod tests {
             })
             .expect("thiserror's proc-macro library is built with this crate");
         let dir = TestDir::new("missing-symbol");
-        let server = CodeServer::new(dir.0.clone());
+        let server = CodeServer::new(dir.0.clone(), Check::InProcess);
         let error = server.load(&other_library).expect_err("no plugin symbols");
         assert!(
             matches!(
@@ -855,7 +914,7 @@ mod tests {
     #[test]
     fn two_loads_get_distinct_files_and_ids() {
         let dir = TestDir::new("two-loads");
-        let server = CodeServer::new(dir.0.clone());
+        let server = CodeServer::new(dir.0.clone(), Check::InProcess);
         let first = server.load(&built_plugin()).expect("first load");
         let second = server.load(&built_plugin()).expect("second load");
         assert_eq!((first.id(), second.id()), (1, 2));
@@ -872,7 +931,7 @@ mod tests {
     #[test]
     fn an_old_version_lives_while_a_computation_holds_it() {
         let dir = TestDir::new("old-version");
-        let server = CodeServer::new(dir.0.clone());
+        let server = CodeServer::new(dir.0.clone(), Check::InProcess);
         let old = server.load(&built_plugin()).expect("first load");
         let old_path = old.path().to_path_buf();
         let mut endless = old.start_sum(-1);

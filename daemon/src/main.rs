@@ -60,6 +60,15 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), e.g. `system man | man -l -`.
     Man,
+    /// (Internal) Check a plugin library in this short-lived process and
+    /// print a one-line verdict; the daemon runs it before every load.
+    #[command(name = "plugin-check", hide = true)]
+    PluginCheck {
+        library: PathBuf,
+        /// The path to name in messages (the operator's, not the copy's).
+        #[arg(long)]
+        shown_as: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -122,10 +131,21 @@ struct ServerArgs {
     /// NAME or NAME:PORT. Repeatable.
     #[arg(long = "allow-host", value_name = "NAME")]
     allow_hosts: Vec<String>,
+    /// Warn about any process holding a scheduler longer than MS
+    /// milliseconds in one poll (0 turns the monitor off).
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    long_schedule: u64,
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::PluginCheck { library, shown_as } = &cli.command {
+        // No home, no log: a verdict on stdout and an exit status.
+        let shown_as = shown_as.as_ref().unwrap_or(library);
+        let status = system::plugin_check::child_main(library, shown_as);
+        return ExitCode::from(u8::try_from(status).unwrap_or(1));
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("system: {error:#}");
@@ -177,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         access_token: args.access_token,
         insecure_http: args.insecure_http,
         allow_hosts: args.allow_hosts,
+        long_schedule: std::time::Duration::from_millis(args.long_schedule),
     };
     match cli.command {
         Command::Start(args) => lifecycle::start(
@@ -208,5 +229,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         ),
         Command::Completions { .. } | Command::Man => Ok(()),
+        Command::PluginCheck { .. } => {
+            anyhow::bail!("plugin-check is handled before the home is opened")
+        }
     }
 }

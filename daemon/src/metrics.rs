@@ -212,7 +212,7 @@ pub fn resident_bytes() -> Option<u64> {
 pub fn prometheus(node: &Node) -> String {
     let latest = node.metrics.latest().unwrap_or_default();
     let load = &node.load;
-    let metrics: [(&str, &str, &str, f64); 14] = [
+    let metrics: [(&str, &str, &str, f64); 15] = [
         (
             "system_jobs_succeeded_total",
             "counter",
@@ -270,8 +270,14 @@ pub fn prometheus(node: &Node) -> String {
         (
             "system_scheduler_usage_ratio",
             "gauge",
-            "Busy fraction of all schedulers (last 100 ms sample).",
+            "On-CPU time of the scheduler threads over wall time, all schedulers (last 100 ms sample).",
             latest.scheduler_usage,
+        ),
+        (
+            "system_long_schedules_total",
+            "counter",
+            "Polls that held a scheduler longer than the long-schedule threshold.",
+            node.long_schedules.total() as f64,
         ),
         (
             "system_schedulers",

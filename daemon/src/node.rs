@@ -11,9 +11,10 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::code::CodeServer;
+use crate::code::{Check, CodeServer};
 use crate::home::Home;
 use crate::load::Load;
+use crate::long_schedule::LongSchedules;
 use crate::metrics::Metrics;
 use crate::process::ProcessRegistry;
 
@@ -44,10 +45,19 @@ pub struct Node {
     pub load: Arc<Load>,
     /// The metrics history and feed.
     pub metrics: Metrics,
+    /// Polls that held a scheduler too long (the watchdog's findings).
+    pub long_schedules: LongSchedules,
 }
 
 impl Node {
-    pub fn new(home: Home, schedulers: usize, scheduler: Handle, console: Handle) -> Arc<Node> {
+    pub fn new(
+        home: Home,
+        schedulers: usize,
+        scheduler: Handle,
+        console: Handle,
+        check: Check,
+        long_schedule: std::time::Duration,
+    ) -> Arc<Node> {
         let host = nix::unistd::gethostname()
             .ok()
             .and_then(|name| name.into_string().ok())
@@ -55,7 +65,7 @@ impl Node {
         Arc::new(Node {
             name: format!("system@{host}"),
             version: env!("CARGO_PKG_VERSION"),
-            code: CodeServer::new(home.plugins_dir()),
+            code: CodeServer::new(home.plugins_dir(), check),
             home,
             schedulers,
             scheduler,
@@ -69,6 +79,7 @@ impl Node {
             connections: TaskTracker::new(),
             load: Arc::new(Load::new()),
             metrics: Metrics::new(),
+            long_schedules: LongSchedules::new(long_schedule),
         })
     }
 }

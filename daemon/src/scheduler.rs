@@ -1,5 +1,9 @@
-//! Scheduler usage: the busy fraction of the runtime's worker threads, read
-//! from tokio's own per-worker busy time (not the OS's CPU figure).
+//! Scheduler usage: the on-CPU time of the schedulers' worker threads (each
+//! thread's own CPU clock, `pthread_getcpuclockid`, registered by
+//! `process::watch`) over wall-clock time × the number of schedulers. It
+//! counts everything those threads do — polling processes, tokio's timer
+//! wheel and I/O driver, run-queue work — so a saturated core reads 100 %
+//! (tokio's own busy time leaves the drivers out and read 68 % there).
 //!
 //! It only measures; it never changes how the runtime schedules.
 
@@ -7,25 +11,19 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-/// Total time all worker threads spent running tasks since the runtime started.
-fn busy_time(handle: &Handle) -> Duration {
-    let metrics = handle.metrics();
-    (0..metrics.num_workers())
-        .map(|worker| metrics.worker_total_busy_duration(worker))
-        .sum()
-}
+use crate::process::watch;
 
-/// Turns two readings of the busy time into a usage over the interval.
+/// Turns two readings of the schedulers' CPU time into a usage over the interval.
 pub struct UsageMeter {
     handle: Handle,
-    busy: Duration,
+    cpu: Duration,
     at: Instant,
 }
 
 impl UsageMeter {
     pub fn new(handle: Handle) -> UsageMeter {
         UsageMeter {
-            busy: busy_time(&handle),
+            cpu: watch::schedulers_cpu_time(),
             at: Instant::now(),
             handle,
         }
@@ -33,12 +31,12 @@ impl UsageMeter {
 
     /// Usage (0.0–1.0 of all schedulers) since the previous call.
     pub fn sample(&mut self) -> f64 {
-        let busy = busy_time(&self.handle);
+        let cpu = watch::schedulers_cpu_time();
         let now = Instant::now();
         let workers = self.handle.metrics().num_workers().max(1) as f64;
         let wall = now.duration_since(self.at).as_secs_f64() * workers;
-        let used = busy.saturating_sub(self.busy).as_secs_f64();
-        self.busy = busy;
+        let used = cpu.saturating_sub(self.cpu).as_secs_f64();
+        self.cpu = cpu;
         self.at = now;
         if wall <= 0.0 {
             0.0

@@ -15,8 +15,10 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::code::Check;
 use crate::home::{DaemonState, Home};
 use crate::node::Node;
+use crate::plugin_check::ChildCheck;
 use crate::process::supervisor::{self, Child, Intensity};
 use crate::process::{Spec, install_panic_hook};
 
@@ -49,6 +51,8 @@ pub struct Config {
     /// Host names (with or without a port) the pages may be reached by,
     /// besides the bound address and the loopback names.
     pub allow_hosts: Vec<String>,
+    /// Report polls longer than this (zero: no long-schedule monitor).
+    pub long_schedule: Duration,
 }
 
 /// Runs the daemon until it is told to stop. `ready` is called once: with
@@ -69,9 +73,20 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         }
     };
     crate::service::raise_open_files_limit();
+    // Resolved now: a build may replace the binary on disk while we run.
+    let check = match ChildCheck::of_this_binary() {
+        Ok(check) => check,
+        Err(error) => {
+            let message = format!("cannot locate this binary to check plugins with: {error}");
+            ready(Err(message.clone()));
+            anyhow::bail!(message);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.schedulers.max(1))
         .thread_name("scheduler")
+        .on_thread_start(crate::process::watch::scheduler_thread_started)
+        .on_thread_park(crate::process::watch::scheduler_thread_parks)
         .enable_all()
         .build()
         .context("building the runtime")?;
@@ -82,7 +97,7 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         .build()
         .context("building the console's runtime")?;
     let handles = (runtime.handle().clone(), console.handle().clone());
-    let result = runtime.block_on(serve(config.clone(), handles, ready));
+    let result = runtime.block_on(serve(config.clone(), handles, check, ready));
     console.shutdown_timeout(Duration::from_secs(1));
     runtime.shutdown_timeout(Duration::from_secs(1));
     config.home.remove_runtime_files();
@@ -95,13 +110,14 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
 async fn serve(
     config: Config,
     handles: (Handle, Handle),
+    check: ChildCheck,
     ready: impl FnOnce(Result<&DaemonState, String>),
 ) -> anyhow::Result<()> {
     // Signals are installed before readiness is told: a signal sent as soon
     // as `start` returns must find its handler (SIGHUP would otherwise kill).
     let started = async {
         let signals = Signals::install()?;
-        Ok::<_, anyhow::Error>((start(&config, handles).await?, signals))
+        Ok::<_, anyhow::Error>((start(&config, handles, check).await?, signals))
     }
     .await;
     let (started, mut signals) = match started {
@@ -180,6 +196,7 @@ impl Signals {
 async fn start(
     config: &Config,
     (scheduler, console): (Handle, Handle),
+    check: ChildCheck,
 ) -> anyhow::Result<(Arc<Node>, DaemonState, crate::process::Monitor)> {
     if !config.http.ip().is_loopback() && !config.access_token && !config.insecure_http {
         anyhow::bail!(
@@ -221,7 +238,15 @@ async fn start(
         guard: crate::http::guard::Guard::new(address, &config.allow_hosts, token),
         limits,
     });
-    let node = Node::new(config.home.clone(), config.schedulers, scheduler, console);
+    let node = Node::new(
+        config.home.clone(),
+        config.schedulers,
+        scheduler,
+        console,
+        Check::Child(check),
+        config.long_schedule,
+    );
+    crate::long_schedule::start(&node).context("starting the long-schedule monitor")?;
     if !config.restart {
         node.code
             .kept()
@@ -242,9 +267,15 @@ async fn start(
         (None, Some(path)) => path.clone(),
         (None, None) => default_plugin_path()?,
     };
-    let version = match &kept {
-        Some(current) => node.code.restore(current),
-        None => node.code.load(&plugin),
+    // The check runs a child process and waits for it: off the schedulers.
+    let version = {
+        let (node, plugin, kept) = (node.clone(), plugin.clone(), kept.clone());
+        tokio::task::spawn_blocking(move || match &kept {
+            Some(current) => node.code.restore(current),
+            None => node.code.load(&plugin),
+        })
+        .await
+        .context("the plugin load was cancelled")?
     }
     .with_context(|| format!("cannot load the math plugin {}", plugin.display()))?;
     tracing::info!(

@@ -24,6 +24,9 @@ pub struct TopRow {
     pub cpu: f64,
     /// Reductions in the window.
     pub reductions: u64,
+    /// Set while the process holds a scheduler in one poll longer than the
+    /// long-schedule threshold: for how long so far, in ms.
+    pub stuck_ms: Option<u64>,
 }
 
 async fn snapshot(registry: &Arc<ProcessRegistry>) -> Vec<(Pid, u64)> {
@@ -36,6 +39,7 @@ async fn snapshot(registry: &Arc<ProcessRegistry>) -> Vec<(Pid, u64)> {
 /// The `count` processes with the most reductions over `window`.
 pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow> {
     let mut usage = UsageMeter::new(node.scheduler.clone());
+    let stuck_before = node.long_schedules.running();
     let before: HashMap<Pid, u64> = snapshot(&node.registry).await.into_iter().collect();
     tokio::time::sleep(window).await;
     let after = snapshot(&node.registry).await;
@@ -50,24 +54,47 @@ pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow
         })
         .collect();
     let total: u64 = deltas.iter().map(|(_, delta)| delta).sum();
-    let count = count.min(deltas.len());
+    // A process stuck in one poll (at the start of the window or its end)
+    // has counted nothing yet: it comes first, with how long it held on.
+    let events = node.long_schedules.events();
+    let mut stuck = node.long_schedules.running();
+    for before in stuck_before {
+        if !stuck.iter().any(|event| event.pid == before.pid) {
+            let latest = events
+                .iter()
+                .rev()
+                .find(|event| event.pid == before.pid && event.started_at == before.started_at);
+            stuck.push(latest.cloned().unwrap_or(before));
+        }
+    }
+    let mut rows: Vec<TopRow> = stuck
+        .iter()
+        .map(|event| TopRow {
+            pid: event.pid.clone(),
+            name: event.name.clone(),
+            cpu: (1000.0 / node.schedulers.max(1) as f64).round() / 10.0,
+            reductions: 0,
+            stuck_ms: Some(event.ms),
+        })
+        .collect();
+    deltas.retain(|(pid, _)| !stuck.iter().any(|event| event.pid == pid.to_string()));
+    let count = count.saturating_sub(rows.len()).min(deltas.len());
     if count == 0 {
-        return Vec::new();
+        return rows;
     }
     deltas.select_nth_unstable_by(count - 1, |a, b| b.1.cmp(&a.1));
     deltas.truncate(count);
     deltas.sort_unstable_by_key(|(_, delta)| std::cmp::Reverse(*delta));
-    deltas
-        .into_iter()
-        .filter_map(|(pid, reductions)| {
-            let name = node.registry.name(pid)?;
-            let share = reductions as f64 / total.max(1) as f64;
-            Some(TopRow {
-                pid: pid.to_string(),
-                name,
-                cpu: (scheduler_usage * share * 1000.0).round() / 10.0,
-                reductions,
-            })
+    rows.extend(deltas.into_iter().filter_map(|(pid, reductions)| {
+        let name = node.registry.name(pid)?;
+        let share = reductions as f64 / total.max(1) as f64;
+        Some(TopRow {
+            pid: pid.to_string(),
+            name,
+            cpu: (scheduler_usage * share * 1000.0).round() / 10.0,
+            reductions,
+            stuck_ms: None,
         })
-        .collect()
+    }));
+    rows
 }

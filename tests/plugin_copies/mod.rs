@@ -202,3 +202,60 @@ fn write_if_changed(path: &Path, text: &str) {
     fs::write(&partial, text).expect("write the copy");
     fs::rename(&partial, path).expect("move the copy into place");
 }
+
+// ---- Untrusted plugins: each passes the build, each must be refused (or
+// ---- caught while it runs) without touching the daemon. ----
+
+/// The one-step "fix": the naive sum in a single call, no slices.
+pub const NAIVE_ONE_STEP: &[(&str, &str)] = &[
+    (
+        "    Phase::Looping {\n        from: 1,\n        to: n,\n        acc: 0,\n    }\n}",
+        "    Phase::Finished { result: (1..=n).map(black_box).sum() }\n}",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.1.0-one-step\"\n"),
+];
+
+/// A loop that runs to the end whatever its budget, yet reports at most the budget.
+pub const IGNORES_BUDGET: &[(&str, &str)] = &[
+    (
+        "    while *used < budget {\n        *used += 1;\n",
+        "    loop {\n        *used = (*used + 1).min(budget);\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.1.0-ignores-budget\"\n"),
+];
+
+/// A write through a null pointer in `validate`.
+pub const NULL_WRITE_IN_VALIDATION: &[(&str, &str)] = &[
+    (
+        "pub fn validate(n: i64) -> Result<(), String> {\n",
+        "pub fn validate(n: i64) -> Result<(), String> {\n    unsafe { std::ptr::null_mut::<i64>().write_volatile(n) };\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.1.0-null-write\"\n"),
+];
+
+/// `abort()` in the sum.
+pub const ABORTS_IN_SUM: &[(&str, &str)] = &[
+    (
+        "    if n == 13 {\n        panic!(\"error\");\n    }\n",
+        "    if n > 0 {\n        std::process::abort();\n    }\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.1.0-aborts\"\n"),
+];
+
+/// `loop {}` in `validate`.
+pub const LOOPS_IN_VALIDATION: &[(&str, &str)] = &[
+    (
+        "pub fn validate(n: i64) -> Result<(), String> {\n",
+        "pub fn validate(n: i64) -> Result<(), String> {\n    if n > 0 {\n        #[allow(clippy::empty_loop)]\n        loop {}\n    }\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.1.0-loops\"\n"),
+];
+
+/// Passes every check, but for 4242 spins 1.5 s in one call without yielding.
+pub const SPINS_ON_4242: &[(&str, &str)] = &[
+    (
+        "    if n == 13 {\n        panic!(\"error\");\n    }\n",
+        "    if n == 4242 {\n        let start = std::time::Instant::now();\n        while start.elapsed() < std::time::Duration::from_millis(1500) {\n            std::hint::spin_loop();\n        }\n    }\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.1.0-spins\"\n"),
+];

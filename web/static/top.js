@@ -12,8 +12,10 @@
   const panel = $('info-panel');
   const killStatus = $('kill-status');
   const layout = $('top-layout');
+  const stuckBanner = $('stuck-banner');
   let selected = null;   // pid shown in the info panel
   let killTimer = null;
+  let lastTop = 0;       // when the last `top` message came (ms)
 
   function el(tag, props, ...children) {
     const e = document.createElement(tag);
@@ -44,9 +46,18 @@
           typeof r.reductions === 'number' ? r.reductions.toLocaleString('en-US') : String(r.reductions ?? '')),
         el('td', { className: 'actions' }, button('info', pid), ' ', button('kill', pid)));
       if (pid === selected) tr.classList.add('selected');
+      if (typeof r.stuck_ms === 'number') {
+        tr.classList.add('stuck');
+        tr.title = `holding a scheduler in one poll for ${r.stuck_ms} ms`;
+      }
       frag.append(tr);
     }
     tbody.replaceChildren(frag);
+    // The daemon's long-schedule monitor marks a process stuck in one poll.
+    const stuck = rows.filter((r) => typeof r.stuck_ms === 'number');
+    stuckBanner.textContent = stuck.map((r) =>
+      `${r.pid} ${r.name} has held a scheduler for ${r.stuck_ms.toLocaleString('en-US')} ms without yielding`).join('; ');
+    stuckBanner.hidden = stuck.length === 0;
     $('top-empty').hidden = rows.length > 0;
   }
 
@@ -129,7 +140,19 @@
     if (ev.key === 'Escape' && !panel.hidden) hidePanel();
   });
 
-  App.on('top', (msg) => renderRows(Array.isArray(msg.rows) ? msg.rows : []));
+  App.on('top', (msg) => {
+    lastTop = Date.now();
+    renderRows(Array.isArray(msg.rows) ? msg.rows : []);
+  });
+  // With every scheduler held, no message can come: say so rather than
+  // showing a stale table as if it were live.
+  setInterval(() => {
+    const late = Date.now() - lastTop;
+    if (lastTop && late > 2500) {
+      stuckBanner.textContent = `no update for ${(late / 1000).toFixed(1)} s: a process may be holding the scheduler (the daemon's log names it)`;
+      stuckBanner.hidden = false;
+    }
+  }, 500);
 
   App.on('info', (msg) => {
     const pid = String(msg.pid);

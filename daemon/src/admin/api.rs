@@ -111,6 +111,7 @@ impl Api {
         self.register_runtime(engine);
         self.register_load(engine);
         self.register_code(engine);
+        self.register_long_schedules(engine);
         let api = self.clone();
         engine.register_fn("info", move |_: SystemModule| api.system_info());
         engine
@@ -156,11 +157,9 @@ impl Api {
         engine.register_fn("info", move |pid: Pid, key: &str| api.info_item(pid, key));
 
         let api = self.clone();
-        engine.register_fn("kill", move |_: ProcessModule, pid: Pid| {
-            api.node.registry.kill(pid)
-        });
+        engine.register_fn("kill", move |_: ProcessModule, pid: Pid| api.kill(pid));
         let api = self.clone();
-        engine.register_fn("kill", move |pid: Pid| api.node.registry.kill(pid));
+        engine.register_fn("kill", move |pid: Pid| api.kill(pid));
         // `Process.kill(pid, reason)`, and Elixir's name for it, `Process.exit(pid, reason)`.
         for name in ["kill", "exit"] {
             let api = self.clone();
@@ -363,6 +362,9 @@ impl Api {
                     "reductions".into(),
                     Dynamic::from_int(to_int(row.reductions)),
                 );
+                if let Some(ms) = row.stuck_ms {
+                    map.insert("stuck_ms".into(), Dynamic::from_int(to_int(ms)));
+                }
                 Dynamic::from(map)
             })
             .collect())
@@ -407,6 +409,70 @@ impl Api {
                 .map_or(Dynamic::UNIT, |p| Dynamic::from_int(i64::from(p.id()))),
         );
         map
+    }
+}
+
+// ---- Long schedules (issue 14): `Runtime.long_schedules()` and what a
+// ---- kill of a process stuck in a poll says. Kept apart to ease merging.
+
+impl Api {
+    fn register_long_schedules(&self, engine: &mut Engine) {
+        let api = self.clone();
+        engine.register_fn("long_schedules", move |_: RuntimeModule| {
+            api.long_schedules()
+        });
+    }
+
+    /// `Runtime.long_schedules()`: the last 100 polls that held a scheduler
+    /// longer than the threshold, oldest first, as
+    /// `#{pid, name, function, plugin, ms, started_at, running}`.
+    fn long_schedules(&self) -> Array {
+        self.node
+            .long_schedules
+            .events()
+            .into_iter()
+            .map(|event| {
+                let mut map = Map::new();
+                let pid = event
+                    .pid
+                    .parse::<Pid>()
+                    .map_or_else(|_| Dynamic::from(event.pid.clone()), Dynamic::from);
+                map.insert("pid".into(), pid);
+                map.insert("name".into(), event.name.into());
+                map.insert("initial_call".into(), event.initial_call.into());
+                map.insert("function".into(), event.function.into());
+                map.insert(
+                    "plugin".into(),
+                    event.plugin.map_or(Dynamic::UNIT, Dynamic::from),
+                );
+                map.insert(
+                    "scheduler".into(),
+                    Dynamic::from_int(to_int(event.scheduler as u64)),
+                );
+                map.insert("ms".into(), Dynamic::from_int(to_int(event.ms)));
+                map.insert("started_at".into(), event.started_at.into());
+                map.insert("running".into(), Dynamic::from_bool(event.running));
+                Dynamic::from(map)
+            })
+            .collect()
+    }
+
+    /// `Process.kill(pid)`: `true` if it was alive (it ends at its next
+    /// yield), `false` if not; for a process inside a poll longer than the
+    /// long-schedule threshold, a sentence saying the kill waits for that
+    /// poll to return (nothing can cut a poll short).
+    fn kill(&self, pid: Pid) -> Dynamic {
+        let killed = self.node.registry.kill(pid);
+        let threshold = self.node.long_schedules.threshold();
+        match crate::process::watch::in_poll(pid.0) {
+            Some(held) if killed && !threshold.is_zero() && held >= threshold => {
+                Dynamic::from(format!(
+                    "kill pending: {pid} has been inside one poll for {} ms; the kill takes effect when that poll returns, unless the process finishes in it",
+                    crate::plugin_check::thousands(held.as_millis() as u64)
+                ))
+            }
+            _ => Dynamic::from_bool(killed),
+        }
     }
 }
 

@@ -27,6 +27,11 @@ pub(crate) fn clock_ticks() -> u64 {
     CLOCK.raw()
 }
 
+/// Nanoseconds between two readings of [`clock_ticks`].
+pub(crate) fn ticks_to_nanos(from: u64, to: u64) -> u64 {
+    CLOCK.delta_as_nanos(from, to)
+}
+
 /// The counters a process's poll writes. Single writer (the process's own
 /// task, one poll at a time), so plain loads and stores suffice.
 #[derive(Default)]

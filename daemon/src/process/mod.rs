@@ -12,7 +12,9 @@ mod exit;
 mod pid;
 mod registry;
 pub mod supervisor;
+pub mod watch;
 
+pub(crate) use activity::{clock_ticks, ticks_to_nanos};
 pub use context::ProcessContext;
 pub use entry::{ProcessInfo, Spec, Status};
 pub use exit::{Down, ExitReason};

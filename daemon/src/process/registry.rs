@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::activity::{self, Activity};
 use super::entry::{ProcessEntry, ProcessInfo, Spec, Status};
+use super::watch;
 use super::{Down, ExitReason, Pid, ProcessContext};
 
 /// Every live process of the daemon.
@@ -127,6 +128,7 @@ impl ProcessRegistry {
         let task = Instrumented {
             inner,
             activity: Activity::default(),
+            pid: pid.0,
             published: false,
             exit: ExitGuard {
                 entry: entry.clone(),
@@ -366,6 +368,8 @@ pin_project! {
     #[repr(C)]
     struct Instrumented<F> {
         activity: Activity,
+        // A copy of the pid, for the scheduler's watch slot (see `watch`).
+        pid: u64,
         published: bool,
         #[pin]
         inner: F,
@@ -391,12 +395,17 @@ impl<F: Future<Output = ()>> Future for Instrumented<F> {
         }
         activity.set_status(Status::Running);
         let started = activity::clock_ticks();
+        let watched = watch::enter_poll(*this.pid, started);
         let inner = this.inner;
         let polled = {
             let _polling = activity::polling(activity, entry);
             catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
         };
-        activity.account_poll(activity::clock_ticks().wrapping_sub(started));
+        let ended = activity::clock_ticks();
+        if let Some(slot) = watched {
+            slot.leave(ended);
+        }
+        activity.account_poll(ended.wrapping_sub(started));
         let reason = match polled {
             Ok(Poll::Pending) => {
                 activity.park();

@@ -83,7 +83,7 @@ pub fn switch(node: &Node, target: &Target, received: Instant) -> Result<Upgrade
 }
 
 /// A short name for why a load failed, for clients that act on it.
-pub fn failure_kind(error: &CodeError) -> &'static str {
+pub fn failure_kind(error: &CodeError) -> &str {
     match error {
         CodeError::MissingFile { .. } => "missing_file",
         CodeError::Unreadable { .. } => "unreadable",
@@ -93,6 +93,9 @@ pub fn failure_kind(error: &CodeError) -> &'static str {
         CodeError::AbiMismatch { .. } => "abi_mismatch",
         CodeError::BadVersionString { .. } => "bad_version",
         CodeError::SelfTest { .. } => "self_test",
+        CodeError::YieldCheck { .. } => "yield",
+        CodeError::Check { .. } => "check",
+        CodeError::Refused { kind, .. } => kind,
         CodeError::NoPrevious => "no_previous",
     }
 }

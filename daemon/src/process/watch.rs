@@ -1,0 +1,243 @@
+//! One slot per scheduler thread saying which process that thread is
+//! polling and since when, and the thread's CPU clock: what the
+//! long-schedule monitor (`crate::long_schedule`) and the scheduler usage
+//! (`crate::scheduler`) read from other threads.
+//!
+//! The poll path writes its own thread's slot only (three `Release` stores
+//! per poll, plain moves on x86, on a cache line no other scheduler
+//! writes); readers never write a slot. Nothing here may block, allocate or
+//! take a lock on the poll path.
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
+use std::time::Duration;
+
+use super::activity;
+
+/// The most scheduler threads watched (more are run but not watched).
+pub const MAX_SCHEDULERS: usize = 256;
+
+/// What one scheduler thread is doing, written only by that thread.
+#[repr(align(64))]
+pub struct Slot {
+    /// The pid being polled (or last polled).
+    pid: AtomicU64,
+    /// Clock ticks when the current (or last) poll started; 0 before the first.
+    started: AtomicU64,
+    /// Clock ticks when the last poll ended.
+    ended: AtomicU64,
+    /// The thread's CPU-time clock id (`pthread_getcpuclockid`).
+    clock: AtomicI64,
+    live: AtomicBool,
+}
+
+impl Slot {
+    const fn idle() -> Slot {
+        Slot {
+            pid: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            clock: AtomicI64::new(0),
+            live: AtomicBool::new(false),
+        }
+    }
+
+    /// The poll that was running when read: `(pid, started ticks)`, or
+    /// `None` if the thread is between polls.
+    pub fn polling(&self) -> Option<(u64, u64)> {
+        let started = self.started.load(Acquire);
+        let pid = self.pid.load(Acquire);
+        let ended = self.ended.load(Acquire);
+        // A pid of the next poll is stored after this poll's end: seeing it
+        // means seeing `ended >= started` too (both Release/Acquire).
+        (started != 0 && ended < started && self.started.load(Acquire) == started)
+            .then_some((pid, started))
+    }
+
+    /// When the poll that started at `started` ended, in ticks, once it has:
+    /// exact if no other poll started since, else an upper bound (the next
+    /// poll's start, microseconds later).
+    pub fn ended_since(&self, started: u64) -> Option<u64> {
+        let now_started = self.started.load(Acquire);
+        let ended = self.ended.load(Acquire);
+        if now_started == started {
+            (ended >= started).then_some(ended)
+        } else {
+            Some(now_started)
+        }
+    }
+
+    /// CPU time the thread has used.
+    pub fn cpu_time(&self) -> Duration {
+        ThreadClock(self.clock.load(Relaxed) as nix::libc::clockid_t).now()
+    }
+
+    #[inline]
+    fn enter(&self, pid: u64, started: u64) {
+        self.pid.store(pid, Release);
+        self.started.store(started, Release);
+    }
+
+    #[inline]
+    pub(crate) fn leave(&self, ended: u64) {
+        self.ended.store(ended, Release);
+    }
+}
+
+static SLOTS: [Slot; MAX_SCHEDULERS] = [const { Slot::idle() }; MAX_SCHEDULERS];
+static REGISTERED: AtomicUsize = AtomicUsize::new(0);
+
+/// 0: not a scheduler thread; 1: a scheduler thread without a slot yet;
+/// otherwise the address of its slot.
+const NOT_A_SCHEDULER: usize = 0;
+const UNREGISTERED: usize = 1;
+
+thread_local! {
+    static SLOT: Cell<usize> = const { Cell::new(NOT_A_SCHEDULER) };
+}
+
+/// Marks the calling thread as one of the schedulers' runtime (tokio's
+/// `on_thread_start`). It gets a slot at its first poll or park: the
+/// runtime's blocking threads start the same way but never poll a process
+/// nor park as workers do.
+pub fn scheduler_thread_started() {
+    SLOT.set(UNREGISTERED);
+}
+
+/// A worker of the schedulers' runtime parks (tokio's `on_thread_park`).
+pub fn scheduler_thread_parks() {
+    let _ = slot();
+}
+
+/// The calling thread's slot, registering it on first use.
+#[inline]
+fn slot() -> Option<&'static Slot> {
+    match SLOT.get() {
+        NOT_A_SCHEDULER => None,
+        UNREGISTERED => register(),
+        // SAFETY: only `register` stores values above 1, each the address
+        // of an element of the static `SLOTS`.
+        address => Some(unsafe { &*(address as *const Slot) }),
+    }
+}
+
+#[cold]
+fn register() -> Option<&'static Slot> {
+    let index = REGISTERED.fetch_add(1, Relaxed);
+    let Some(slot) = SLOTS.get(index) else {
+        REGISTERED.store(MAX_SCHEDULERS, Relaxed);
+        SLOT.set(NOT_A_SCHEDULER);
+        return None;
+    };
+    slot.clock
+        .store(i64::from(ThreadClock::of_this_thread().0), Relaxed);
+    slot.live.store(true, Release);
+    SLOT.set(std::ptr::from_ref(slot) as usize);
+    Some(slot)
+}
+
+/// A process's poll starts on this thread: records it if this is a
+/// scheduler thread; the caller calls [`Slot::leave`] when it ends.
+#[inline]
+pub(crate) fn enter_poll(pid: u64, started: u64) -> Option<&'static Slot> {
+    let slot = slot()?;
+    slot.enter(pid, started);
+    Some(slot)
+}
+
+/// The watched scheduler threads, in registration order (index = the
+/// scheduler's number in messages).
+pub fn schedulers() -> impl Iterator<Item = (usize, &'static Slot)> {
+    let registered = REGISTERED.load(Acquire).min(MAX_SCHEDULERS);
+    SLOTS[..registered]
+        .iter()
+        .enumerate()
+        .filter(|(_, slot)| slot.live.load(Acquire))
+}
+
+/// How long `pid` has been inside its current poll, if it is in one now.
+pub fn in_poll(pid: u64) -> Option<Duration> {
+    let now = activity::clock_ticks();
+    schedulers().find_map(|(_, slot)| {
+        let (polled, started) = slot.polling()?;
+        (polled == pid).then(|| Duration::from_nanos(activity::ticks_to_nanos(started, now)))
+    })
+}
+
+/// The CPU time all watched scheduler threads have used.
+pub fn schedulers_cpu_time() -> Duration {
+    schedulers().map(|(_, slot)| slot.cpu_time()).sum()
+}
+
+/// The CPU-time clock of one thread, readable from any thread of the process.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadClock(nix::libc::clockid_t);
+
+impl ThreadClock {
+    /// The calling thread's clock.
+    pub fn of_this_thread() -> ThreadClock {
+        let mut clock: nix::libc::clockid_t = nix::libc::CLOCK_THREAD_CPUTIME_ID;
+        // SAFETY: pthread_self is always valid for the calling thread and
+        // `clock` is a live local the call writes into.
+        let status =
+            unsafe { nix::libc::pthread_getcpuclockid(nix::libc::pthread_self(), &mut clock) };
+        if status != 0 {
+            clock = nix::libc::CLOCK_THREAD_CPUTIME_ID;
+        }
+        ThreadClock(clock)
+    }
+
+    /// CPU time the thread has used; zero if the thread is gone.
+    pub fn now(&self) -> Duration {
+        nix::time::clock_gettime(nix::time::ClockId::from_raw(self.0))
+            .map_or(Duration::ZERO, Duration::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::process::{ProcessRegistry, Spec};
+
+    #[test]
+    fn a_poll_in_progress_is_seen_from_another_thread_until_it_returns() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .on_thread_start(scheduler_thread_started)
+            .on_thread_park(scheduler_thread_parks)
+            .build()
+            .expect("a runtime");
+        let registry = ProcessRegistry::new();
+        let cpu_before = schedulers_cpu_time();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let pid = runtime.block_on(async {
+            registry.spawn(Spec::new("stuck", "Test.stuck()"), move |_ctx| async move {
+                // Holds its scheduler, on purpose, until the test lets go.
+                let _ = released.recv();
+                let spin = Instant::now();
+                while spin.elapsed() < Duration::from_millis(20) {
+                    std::hint::spin_loop();
+                }
+            })
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let held = loop {
+            if let Some(held) = in_poll(pid.0) {
+                break held;
+            }
+            assert!(Instant::now() < deadline, "the poll was never seen");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(held < Duration::from_secs(10), "{held:?}");
+        release.send(()).expect("the process waits");
+        while registry.is_alive(pid) {
+            assert!(Instant::now() < deadline, "the process did not end");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(in_poll(pid.0), None);
+        assert!(schedulers_cpu_time() > cpu_before, "its spin counts as CPU");
+    }
+}
