@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
@@ -233,26 +233,16 @@ async fn measure_a_crash_storm_beside_the_10k_load() {
     );
 }
 
-/// Asks for a WebSocket from a foreign origin naming `marker`: the daemon
-/// refuses it and logs one line with the marker.
-fn refused_websocket(daemon: &Daemon, marker: &str) {
-    let address = daemon.url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).expect("connect");
-    write!(
-        stream,
-        "GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Origin: http://{marker}.example\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = Vec::new();
-    let mut buffer = [0; 1024];
-    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buffer).expect("a response");
-        assert!(n > 0, "the daemon closed without a response");
-        response.extend_from_slice(&buffer[..n]);
-    }
-    assert!(response.starts_with(b"HTTP/1.1 403"), "{response:?}");
+/// What the log line of a load setting of `1000 + n` jobs says (unique per `n`).
+fn marker(n: u32) -> String {
+    format!("load set over HTTP to {} jobs", 1000 + n)
+}
+
+/// Sets the load to `1000 + n` jobs (same-origin JSON): a line with
+/// [`marker`] and one of the load supervisor's, ~170 bytes.
+fn logged_line(daemon: &Daemon, n: u32) {
+    let (status, body) = daemon.post("/api/load", &format!("{{\"jobs\":{}}}", 1000 + n));
+    assert_eq!(status, 200, "{body}");
 }
 
 fn log_files(home: &Path) -> Vec<String> {
@@ -267,11 +257,11 @@ fn log_files(home: &Path) -> Vec<String> {
 #[test]
 fn the_log_rotates_by_size_keeping_its_number_of_files() {
     let daemon = Daemon::start_with(&["--log-max-bytes", "4096", "--log-files", "3"]);
-    // About 150 bytes a line: ~27 lines a file, so 200 lines rotate ~7 times.
+    // About 170 bytes a setting: ~24 a file, so 200 settings rotate ~8 times.
     for n in 0..200 {
-        refused_websocket(&daemon, &format!("marker-{n:03}"));
+        logged_line(&daemon, n);
     }
-    daemon.log_containing("marker-199");
+    daemon.log_containing(&marker(199));
     assert_eq!(
         log_files(daemon.home()),
         ["system.log", "system.log.1", "system.log.2"]
@@ -283,10 +273,10 @@ fn the_log_rotates_by_size_keeping_its_number_of_files() {
         assert!(size <= 4096, "{name} has {size} bytes");
     }
     let oldest = std::fs::read_to_string(daemon.home().join("log/system.log.2")).unwrap();
-    assert!(!oldest.contains("marker-000"), "the oldest lines were kept");
+    assert!(!oldest.contains(&marker(0)), "the oldest lines were kept");
     let shown = support::text(&daemon.system(&["log"]));
-    assert!(shown.contains("marker-199"), "{shown}");
-    assert!(!shown.contains("marker-000"), "{shown}");
+    assert!(shown.contains(&marker(199)), "{shown}");
+    assert!(!shown.contains(&marker(0)), "{shown}");
     assert_eq!(shown, daemon.log());
 }
 
@@ -310,14 +300,14 @@ fn log_follow_keeps_printing_across_rotations() {
             }
         }
     });
-    // ~13 lines a file: batches of 8 rotate at most once between two looks
-    // of `--follow`; 48 lines rotate about 4 times.
+    // ~12 settings a file: batches of 8 rotate at most once between two looks
+    // of `--follow`; 48 settings rotate about 4 times.
     let mut seen = Vec::new();
     for batch in 0..6 {
         for n in batch * 8..batch * 8 + 8 {
-            refused_websocket(&daemon, &format!("marker-{n:03}"));
+            logged_line(&daemon, n);
         }
-        let last = format!("marker-{:03}", batch * 8 + 7);
+        let last = marker(batch * 8 + 7);
         while !seen.iter().any(|line: &String| line.contains(&last)) {
             let line = printed
                 .recv_timeout(PATIENCE)
@@ -331,14 +321,15 @@ fn log_follow_keeps_printing_across_rotations() {
         daemon.home().join("log/system.log.1").exists(),
         "the log did not rotate"
     );
-    assert!(!daemon.log().contains("marker-000"));
+    assert!(!daemon.log().contains(&marker(0)));
     // Every line once, in order, across the rotations.
-    let markers: Vec<String> = seen
+    let markers: Vec<&str> = seen
         .iter()
-        .filter_map(|line| line.split("http://marker-").nth(1))
-        .map(|rest| rest[..3].to_owned())
+        .filter_map(|line| line.split("load set over HTTP to ").nth(1))
         .collect();
-    let expected: Vec<String> = (0..48).map(|n| format!("{n:03}")).collect();
+    let expected: Vec<String> = (0..48)
+        .map(|n| format!("{} jobs, 0 % failures", 1000 + n))
+        .collect();
     assert_eq!(markers, expected);
 }
 
@@ -433,7 +424,8 @@ async fn connections_beyond_the_open_files_limit_wait_without_affecting_the_othe
     const LIMIT: u64 = 96;
     let daemon = start_with_open_files_limits(LIMIT, LIMIT);
     let mut existing = Client::connect(&daemon).await;
-    // Open WebSockets until one is not accepted (EMFILE: it waits in the backlog).
+    // Open WebSockets until one is not accepted (the connection cap, kept
+    // below the open-files limit: it waits in the backlog).
     let mut flood = Vec::new();
     let refused = loop {
         let connecting = tokio_tungstenite::connect_async(daemon.ws_url());
@@ -465,7 +457,7 @@ async fn connections_beyond_the_open_files_limit_wait_without_affecting_the_othe
     let mut newcomer = Client::connect(&daemon).await;
     newcomer.sum(2, "13").await;
     assert_eq!(newcomer.answer(2).await["status"], "error");
-    daemon.log_containing("accept failed: Too many open files");
+    daemon.log_containing("HTTP connections open (the cap): new ones wait");
 }
 
 #[test]

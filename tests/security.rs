@@ -280,7 +280,7 @@ async fn a_web_page_cannot_kill_system_processes_but_the_console_can() {
 
 /// Starts a daemon whose open-files limit (soft and hard) is `limit`.
 fn start_with_open_files(limit: u64) -> Daemon {
-    let home = tempfile::tempdir().expect("a temporary home");
+    let home = support::home();
     let mut command = Command::new(support::binary());
     command
         .arg("--home")
@@ -453,14 +453,14 @@ async fn an_access_token_is_required_once_set_and_travels_by_cookie() {
 
 #[test]
 fn serving_beyond_loopback_needs_a_token_or_insecure_http() {
-    let home = tempfile::tempdir().expect("a home");
+    let home = support::home();
     let refused = support::system(home.path(), &["start", "--http", "0.0.0.0:0"]);
     assert!(!refused.status.success());
     let said = support::text(&refused);
     assert!(said.contains("--access-token"), "{said}");
     assert!(said.contains("--insecure-http"), "{said}");
     for flag in ["--access-token", "--insecure-http"] {
-        let home = tempfile::tempdir().expect("a home");
+        let home = support::home();
         let started = support::system(home.path(), &["start", "--http", "0.0.0.0:0", flag]);
         assert!(started.status.success(), "{}", support::text(&started));
         let daemon = Daemon::adopt(home, &support::text(&started));
