@@ -274,8 +274,7 @@ async fn a_web_page_cannot_kill_system_processes_but_the_console_can() {
     assert_eq!(killed["type"], "kill", "{killed}");
     // The console may kill anything: the listener (restarted by its supervisor).
     assert_eq!(rpc(&daemon, "kill(whereis(\"http_listener\"))"), "true");
-    let log = daemon.log();
-    assert!(log.contains("refused a kill of supervisor"), "{log}");
+    daemon.log_containing("refused a kill of supervisor");
 }
 
 /// Starts a daemon whose open-files limit (soft and hard) is `limit`.
