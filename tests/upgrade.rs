@@ -233,12 +233,7 @@ async fn a_plugin_failing_its_self_test_is_refused() {
         text(&output)
     );
     // The refused library left no versioned copy behind.
-    let copies = std::fs::read_dir(daemon.home().join("plugins"))
-        .expect("the plugins directory")
-        .flatten()
-        .filter(|entry| entry.path().is_file())
-        .count();
-    assert_eq!(copies, 1, "(the kept/ directory aside)");
+    assert_eq!(support::versioned_copies(daemon.home()), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,16 @@ pub fn home() -> tempfile::TempDir {
         .expect("a temporary home")
 }
 
+/// The versioned plugin copies in a home's `plugins/` (the `kept/`
+/// directory of heart's kept versions aside).
+pub fn versioned_copies(home: &Path) -> usize {
+    std::fs::read_dir(home.join("plugins"))
+        .expect("the plugins directory")
+        .flatten()
+        .filter(|entry| entry.path().is_file())
+        .count()
+}
+
 /// Runs `system --home HOME args…` (with `SYSTEM_PLUGIN` set to [`plugin`])
 /// and returns its output.
 pub fn system(home: &Path, args: &[&str]) -> Output {
