@@ -8,12 +8,11 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::resource::{Resource, getrlimit};
 use support::{Client, Daemon, PATIENCE};
 
 /// The log's burst limit for crash reports (per second).
@@ -386,30 +385,11 @@ fn open_files_limits(pid: i32) -> (String, String) {
     (fields[3].to_owned(), fields[4].to_owned())
 }
 
-/// `system start` with the open-files limits set to `soft` and `hard` first.
-fn start_with_open_files_limits(soft: u64, hard: u64) -> Daemon {
-    let home = support::home();
-    let mut start = Command::new(support::binary());
-    start
-        .arg("--home")
-        .arg(home.path())
-        .args(["start", "--http", "127.0.0.1:0"])
-        .env_remove("SYSTEM_HOME")
-        .env("SYSTEM_PLUGIN", support::plugin());
-    // SAFETY: only an async-signal-safe system call between fork and exec.
-    unsafe {
-        start.pre_exec(move || Ok(setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?));
-    }
-    let output = start.output().unwrap();
-    assert!(output.status.success(), "{}", support::text(&output));
-    Daemon::adopt(home, &support::text(&output))
-}
-
 #[test]
 fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_limit() {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     let low = hard.min(256);
-    let daemon = start_with_open_files_limits(low, hard);
+    let daemon = Daemon::start_with_open_files(low, hard);
     let (soft, daemon_hard) = open_files_limits(daemon.pid);
     assert_eq!(daemon_hard, hard.to_string());
     assert_eq!(soft, daemon_hard);
@@ -422,7 +402,7 @@ fn the_daemon_raises_its_soft_open_files_limit_to_the_hard_limit() {
 #[tokio::test]
 async fn connections_beyond_the_open_files_limit_wait_without_affecting_the_others() {
     const LIMIT: u64 = 96;
-    let daemon = start_with_open_files_limits(LIMIT, LIMIT);
+    let daemon = Daemon::start_with_open_files(LIMIT, LIMIT);
     let mut existing = Client::connect(&daemon).await;
     // Open WebSockets until one is not accepted (the connection cap, kept
     // below the open-files limit: it waits in the backlog).

@@ -13,8 +13,6 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -277,33 +275,10 @@ async fn a_web_page_cannot_kill_system_processes_but_the_console_can() {
     daemon.log_containing("refused a kill of supervisor");
 }
 
-/// Starts a daemon whose open-files limit (soft and hard) is `limit`.
-fn start_with_open_files(limit: u64) -> Daemon {
-    let home = support::home();
-    let mut command = Command::new(support::binary());
-    command
-        .arg("--home")
-        .arg(home.path())
-        .args(["start", "--http", "127.0.0.1:0"])
-        .env_remove("SYSTEM_HOME")
-        .env("SYSTEM_PLUGIN", support::plugin());
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, limit, limit)
-                .map_err(std::io::Error::from)
-        });
-    }
-    let output = command.output().expect("the system binary runs");
-    let said = support::text(&output);
-    assert!(output.status.success(), "start failed: {said}");
-    Daemon::adopt(home, &said)
-}
-
 #[test]
 fn idle_connections_beyond_the_cap_leave_the_console_and_health_answering() {
     // 256 descriptors: at most 128 HTTP connections, the rest in reserve.
-    let daemon = start_with_open_files(256);
+    let daemon = Daemon::start_with_open_files(256, 256);
     let idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(address(&daemon)).expect("connect"))
         .collect();

@@ -96,6 +96,34 @@ impl Daemon {
         Daemon::adopt(home, &said)
     }
 
+    /// `system start` with the open-files limits set to `soft` and `hard` first.
+    pub fn start_with_open_files(soft: u64, hard: u64) -> Daemon {
+        use std::os::unix::process::CommandExt as _;
+        let home = home();
+        let mut start = Command::new(binary());
+        start
+            .arg("--home")
+            .arg(home.path())
+            .args(["start", "--http", "127.0.0.1:0"])
+            .env_remove("SYSTEM_HOME")
+            .env("SYSTEM_PLUGIN", plugin());
+        // SAFETY: only an async-signal-safe system call between fork and exec.
+        unsafe {
+            start.pre_exec(move || {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    soft,
+                    hard,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+        let output = start.output().expect("the system binary runs");
+        let said = text(&output);
+        assert!(output.status.success(), "start failed: {said}");
+        Daemon::adopt(home, &said)
+    }
+
     /// A daemon started by hand in `home`, from what `start` printed.
     pub fn adopt(home: tempfile::TempDir, said: &str) -> Daemon {
         let pid = said
