@@ -290,9 +290,7 @@ fn note(home: &Home, level: &str, message: &str) {
 
 fn write_state(home: &Home, state: &HeartState) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(state).map_err(std::io::Error::other)?;
-    let temporary = home.dir().join("heart.json.tmp");
-    crate::home::write_new(&temporary, json.as_bytes(), 0o600)?;
-    std::fs::rename(temporary, home.heart_file())
+    crate::home::replace(&home.heart_file(), json.as_bytes())
 }
 
 /// What heart last wrote, if a heart ran in this home since the last start.

@@ -104,6 +104,16 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     file.write_all(bytes)
 }
 
+/// Replaces the file at `path` with `bytes` (mode 0600) as one step: a new
+/// `PATH.tmp` (see [`write_new`]), then a rename, so a reader never sees half
+/// a file and a planted link is never followed.
+pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    write_new(Path::new(&temporary), bytes, 0o600)?;
+    fs::rename(&temporary, path)
+}
+
 /// How strict [`check_dir`] is about the mode.
 #[derive(Clone, Copy, PartialEq)]
 enum Privacy {
@@ -329,9 +339,7 @@ impl Home {
             0o600,
         )?;
         let json = serde_json::to_string_pretty(state).map_err(io::Error::other)?;
-        let temporary = self.dir.join("system.json.tmp");
-        write_new(&temporary, json.as_bytes(), 0o600)?;
-        fs::rename(temporary, self.state_file())
+        replace(&self.state_file(), json.as_bytes())
     }
 
     /// Removes the pid file, state file and admin socket (stale or at exit).

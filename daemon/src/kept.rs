@@ -113,9 +113,7 @@ impl KeptPlugins {
     fn write(&self, kept: &Kept) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let json = serde_json::to_string_pretty(kept).map_err(io::Error::other)?;
-        let temporary = self.dir.join("kept.json.tmp");
-        crate::home::write_new(&temporary, json.as_bytes(), 0o600)?;
-        fs::rename(&temporary, self.dir.join("kept.json"))?;
+        crate::home::replace(&self.dir.join("kept.json"), json.as_bytes())?;
         let named: Vec<&str> = [&kept.current, &kept.previous]
             .into_iter()
             .flatten()

@@ -5,9 +5,8 @@
 //! It makes, stores, reads and compares the secret; which requests must
 //! carry it is `guard`'s business.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io::{self, Read};
 
 use rand::RngCore;
 use subtle::ConstantTimeEq;
@@ -31,15 +30,8 @@ impl Token {
     /// must not exist (any old one is removed first; a link is never
     /// followed): created 0600, exclusively.
     pub fn create(home: &Home) -> io::Result<Token> {
-        remove(home);
         let token = Token::generate();
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(home.token_file())?;
-        file.write_all(token.0.as_bytes())?;
+        crate::home::write_new(&home.token_file(), token.0.as_bytes(), 0o600)?;
         Ok(token)
     }
 
@@ -61,11 +53,7 @@ impl Token {
 
 /// The running daemon's token, if it requires one (for `system status`).
 pub fn read(home: &Home) -> Option<String> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(home.token_file())
-        .ok()?;
+    let file = crate::home::open_read(&home.token_file()).ok()?;
     let mut text = String::new();
     file.take(128).read_to_string(&mut text).ok()?;
     let text = text.trim().to_owned();

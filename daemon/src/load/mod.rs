@@ -108,17 +108,14 @@ impl Load {
         self.save();
     }
 
-    /// Writes the setting where [`Load::remember_in`] said (temporary file, then rename).
+    /// Writes the setting where [`Load::remember_in`] said ([`crate::home::replace`]).
     fn save(&self) {
         let saved_in = crate::lock(&self.saved_in);
         let Some(file) = saved_in.as_ref() else {
             return;
         };
         let json = json!(self.setting()).to_string();
-        let temporary = file.with_extension("json.tmp");
-        if let Err(error) = crate::home::write_new(&temporary, json.as_bytes(), 0o600)
-            .and_then(|()| std::fs::rename(&temporary, file))
-        {
+        if let Err(error) = crate::home::replace(file, json.as_bytes()) {
             tracing::warn!(
                 "cannot save the load setting to {}: {error}",
                 file.display()
