@@ -231,16 +231,22 @@ async fn a_poll_holding_the_only_scheduler_is_reported_while_it_runs_and_when_it
     let info = rpc(&daemon, &format!("Process.info(pid(\"{pid}\"))"));
     assert_eq!(info["status"], "running", "{info}");
     assert_eq!(info["initial_call"], "Math.sum(4242)", "{info}");
-    let kill = rpc(&daemon, &format!("Process.kill(pid(\"{pid}\"))"));
-    let kill = kill
-        .as_str()
-        .unwrap_or_else(|| panic!("not a sentence: {kill}"));
-    assert!(
-        kill.starts_with(&format!(
-            "kill pending: {pid} has been inside one poll for "
-        )),
-        "{kill}"
-    );
+    // Both forms, the talk's `Process.kill(pid, :kill)` too, say it waits.
+    for script in [
+        format!("Process.kill(pid(\"{pid}\"))"),
+        format!("Process.kill(pid(\"{pid}\"), :kill)"),
+    ] {
+        let kill = rpc(&daemon, &script);
+        let kill = kill
+            .as_str()
+            .unwrap_or_else(|| panic!("{script}: not a sentence: {kill}"));
+        assert!(
+            kill.starts_with(&format!(
+                "kill pending: {pid} has been inside one poll for "
+            )),
+            "{script}: {kill}"
+        );
+    }
     let top = top.join().expect("the top thread");
     assert!(top.status.success(), "{}", text(&top));
     let top: Value = serde_json::from_slice(&top.stdout).expect("JSON");

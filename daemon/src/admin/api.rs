@@ -294,7 +294,7 @@ impl Api {
 
     /// `Process.kill(pid, reason)`: Erlang's `exit(pid, reason)` for a
     /// process that does not trap exits (see `ProcessRegistry::exit_signal`).
-    fn exit_signal(&self, pid: Pid, reason: &str) -> Fallible<bool> {
+    fn exit_signal(&self, pid: Pid, reason: &str) -> Fallible<Dynamic> {
         let reason = reason.strip_prefix(':').unwrap_or(reason);
         if reason.is_empty() || reason.len() > MAX_EXIT_REASON {
             return Err(format!(
@@ -302,7 +302,12 @@ impl Api {
             )
             .into());
         }
-        Ok(self.node.registry.exit_signal(pid, reason))
+        let delivered = self.node.registry.exit_signal(pid, reason);
+        Ok(match reason {
+            // Nothing is delivered: `true` only says it is alive.
+            "normal" => Dynamic::from_bool(delivered),
+            _ => self.signalled(pid, delivered),
+        })
     }
 
     fn info(&self, pid: Pid) -> Dynamic {
@@ -462,15 +467,19 @@ impl Api {
     /// long-schedule threshold, a sentence saying the kill waits for that
     /// poll to return (nothing can cut a poll short).
     fn kill(&self, pid: Pid) -> Dynamic {
-        let killed = self.node.registry.kill(pid);
+        self.signalled(pid, self.node.registry.kill(pid))
+    }
+
+    /// What a kill or an exit signal answers: whether it reached a live
+    /// process, or, for a process inside a poll holding a scheduler (this
+    /// signal or an earlier one waiting), that it waits for that poll.
+    fn signalled(&self, pid: Pid, killed: bool) -> Dynamic {
         let threshold = self.node.long_schedules.threshold();
         match crate::process::watch::in_poll(pid.0) {
-            Some(held) if killed && !threshold.is_zero() && held >= threshold => {
-                Dynamic::from(format!(
-                    "kill pending: {pid} has been inside one poll for {} ms; the kill takes effect when that poll returns, unless the process finishes in it",
-                    crate::plugin_check::thousands(held.as_millis() as u64)
-                ))
-            }
+            Some(held) if !threshold.is_zero() && held >= threshold => Dynamic::from(format!(
+                "kill pending: {pid} has been inside one poll for {} ms; the kill takes effect when that poll returns, unless the process finishes in it",
+                crate::plugin_check::thousands(held.as_millis() as u64)
+            )),
             _ => Dynamic::from_bool(killed),
         }
     }
