@@ -212,7 +212,7 @@ async fn a_poll_holding_the_only_scheduler_is_reported_while_it_runs_and_when_it
         !warning.is_empty()
     });
     assert!(warning.contains("started as Math.sum(4242)"), "{warning}");
-    assert!(warning.contains("plugin v2 (1.1.0-spins)"), "{warning}");
+    assert!(warning.contains("code v2 (1.1.0-spins)"), "{warning}");
     assert!(warning.contains("without yielding"), "{warning}");
     let top = {
         let home = daemon.home().to_path_buf();

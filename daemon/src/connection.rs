@@ -24,9 +24,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use warp::ws::{Message, WebSocket};
 
 use crate::node::Node;
-use crate::process::{ExitReason, Pid, ProcessContext, Spec};
-use crate::top::{self, TopRow};
 use crate::{load, metrics, sum};
+use system_runtime::top::{self, TopRow};
+use system_runtime::{ExitReason, Pid, ProcessContext, Spec};
 
 /// Computations one connection may have running at once.
 pub const MAX_SUMS_PER_CONNECTION: usize = 32;
@@ -180,7 +180,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
             }
             Some(reply) = connection.replies.next() => pending.push(reply),
             rows = async { top_feed.as_mut().expect("guarded").await }, if top_feed.is_some() => {
-                pending.push(json!({"type": "top", "rows": rows}));
+                pending.push(json!({"type": "top", "rows": rows.iter().map(top_row).collect::<Vec<_>>()}));
                 top_feed = Some(next_top(&node));
             }
             sample = metrics::next_sample(&mut metrics_feed), if metrics_feed.is_some() => {
@@ -194,7 +194,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
 
 fn next_top(node: &Arc<Node>) -> BoxFuture<'static, Vec<TopRow>> {
     let node = node.clone();
-    async move { top::top(&node, Duration::from_secs(1), 10).await }.boxed()
+    async move { top::top(node.top_sources(), Duration::from_secs(1), 10).await }.boxed()
 }
 
 fn error_reply(message: String) -> Value {
@@ -303,5 +303,30 @@ async fn info(node: Arc<Node>, pid: Pid) -> Value {
         .trace(pid, 50, Duration::from_secs(1))
         .await
         .unwrap_or_default();
+    let info = info.map(|info| {
+        json!({
+            "pid": info.pid,
+            "name": info.name,
+            "initial_call": info.initial_call,
+            "status": info.status.as_str(),
+            "reductions": info.reductions,
+            "cpu_time_us": info.cpu_time_us,
+            "current_function": info.current_function,
+            "monitors": info.monitors,
+            "spawned_at_ms": info.spawned_at_ms,
+            "plugin_version": info.code_version,
+        })
+    });
     json!({"type": "info", "pid": pid.to_string(), "info": info, "stacktrace": stacktrace, "trace": trace})
+}
+
+/// One row of the /top page.
+fn top_row(row: &TopRow) -> Value {
+    json!({
+        "pid": row.pid,
+        "name": row.name,
+        "cpu": row.cpu,
+        "reductions": row.reductions,
+        "stuck_ms": row.stuck_ms,
+    })
 }

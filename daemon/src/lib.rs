@@ -12,17 +12,13 @@ pub mod kept;
 pub mod lifecycle;
 pub mod load;
 pub mod log;
-pub mod long_schedule;
 pub mod metrics;
 pub mod node;
 pub mod plugin_check;
-pub mod process;
-pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod sum;
 pub mod throttle;
-pub mod top;
 pub mod upgrade;
 
 /// Locks a mutex whose data stays valid even if a holder panicked (the

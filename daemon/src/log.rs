@@ -4,14 +4,13 @@
 //!
 //! The log never stops or slows the daemon: an event that finds the queue
 //! full is dropped and counted, a burst of one kind of event (crash reports)
-//! is cut at [`burst::DEFAULT_LIMIT`] per second, and once a second a line
+//! is cut at [`system_runtime::burst::DEFAULT_LIMIT`] per second, and once a second a line
 //! says how many were dropped or suppressed (written past the queue, so it
 //! is never lost itself). Failed writes (disk full) are remembered and
 //! `/health` reports them. On SIGHUP the daemon's log file is reopened by its
 //! path (after an external rotation), never through a symlink. Nothing here
 //! decides what is logged.
 
-pub mod burst;
 pub mod rotating;
 
 use std::io::{self, IsTerminal as _, Write};
@@ -24,17 +23,14 @@ use std::time::{Duration, Instant};
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 
-pub use burst::Burst;
 pub use rotating::Rotation;
+use system_runtime::burst::Burst;
 
 /// Events waiting for the writer thread, at most; beyond, they are dropped.
 const QUEUE_LINES: usize = 16_384;
 
-/// Crash reports of processes: at most 500 a second, then a summary.
-pub static CRASH_REPORTS: Burst = Burst::new("crash reports", burst::DEFAULT_LIMIT);
-
 /// Every kind of event with a burst limit, for the summary lines.
-static BURSTS: [&Burst; 1] = [&CRASH_REPORTS];
+static BURSTS: [&Burst; 1] = [&system_runtime::CRASH_REPORTS];
 
 /// The last write error, cleared by the next successful write.
 static FAILURE: Mutex<Option<String>> = Mutex::new(None);

@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
 
 use crate::node::Node;
-use crate::process::ProcessContext;
-use crate::scheduler::UsageMeter;
+use system_runtime::ProcessContext;
+use system_runtime::usage::UsageMeter;
 
 /// Time between two samples.
 pub const PERIOD: Duration = Duration::from_millis(100);

@@ -14,9 +14,9 @@ use tokio_util::task::TaskTracker;
 use crate::code::{Check, CodeServer};
 use crate::home::Home;
 use crate::load::Load;
-use crate::long_schedule::LongSchedules;
 use crate::metrics::Metrics;
-use crate::process::ProcessRegistry;
+use system_runtime::long_schedule::LongSchedules;
+use system_runtime::{ProcessRegistry, top};
 
 /// The running daemon.
 pub struct Node {
@@ -46,10 +46,19 @@ pub struct Node {
     /// The metrics history and feed.
     pub metrics: Metrics,
     /// Polls that held a scheduler too long (the watchdog's findings).
-    pub long_schedules: LongSchedules,
+    pub long_schedules: Arc<LongSchedules>,
 }
 
 impl Node {
+    /// What `Runtime.top()` and /top look at.
+    pub fn top_sources(&self) -> top::Sources<'_> {
+        top::Sources {
+            registry: &self.registry,
+            long_schedules: &self.long_schedules,
+            schedulers: &self.scheduler,
+        }
+    }
+
     pub fn new(
         home: Home,
         schedulers: usize,
@@ -79,7 +88,7 @@ impl Node {
             connections: TaskTracker::new(),
             load: Arc::new(Load::new()),
             metrics: Metrics::new(),
-            long_schedules: LongSchedules::new(long_schedule),
+            long_schedules: Arc::new(LongSchedules::new(long_schedule)),
         })
     }
 }

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use wait_timeout::ChildExt as _;
 
 use crate::code::{self, CodeError, PluginVersion, SumStep};
-use crate::process::watch::ThreadClock;
 use crate::sum::SLICE_BUDGET;
+use system_runtime::watch::ThreadClock;
 
 /// How long the daemon waits for a check before killing it.
 pub const CHECK_DEADLINE: Duration = Duration::from_secs(5);

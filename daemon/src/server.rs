@@ -19,8 +19,8 @@ use crate::code::Check;
 use crate::home::{DaemonState, Home};
 use crate::node::Node;
 use crate::plugin_check::ChildCheck;
-use crate::process::supervisor::{self, Child, Intensity};
-use crate::process::{Spec, install_panic_hook};
+use system_runtime::supervisor::{self, Child, Intensity};
+use system_runtime::{Spec, install_panic_hook};
 
 /// How long `stop` waits for open connections to close before exiting anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -85,8 +85,8 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.schedulers.max(1))
         .thread_name("scheduler")
-        .on_thread_start(crate::process::watch::scheduler_thread_started)
-        .on_thread_park(crate::process::watch::scheduler_thread_parks)
+        .on_thread_start(system_runtime::watch::scheduler_thread_started)
+        .on_thread_park(system_runtime::watch::scheduler_thread_parks)
         .enable_all()
         .build()
         .context("building the runtime")?;
@@ -197,7 +197,7 @@ async fn start(
     config: &Config,
     (scheduler, console): (Handle, Handle),
     check: ChildCheck,
-) -> anyhow::Result<(Arc<Node>, DaemonState, crate::process::Monitor)> {
+) -> anyhow::Result<(Arc<Node>, DaemonState, system_runtime::Monitor)> {
     if !config.http.ip().is_loopback() && !config.access_token && !config.insecure_http {
         anyhow::bail!(
             "{} is reachable from other machines: add --access-token (pages then need the URL \
@@ -246,7 +246,12 @@ async fn start(
         Check::Child(check),
         config.long_schedule,
     );
-    crate::long_schedule::start(&node).context("starting the long-schedule monitor")?;
+    system_runtime::long_schedule::start(
+        &node.registry,
+        &node.long_schedules,
+        version_names(Arc::downgrade(&node)),
+    )
+    .context("starting the long-schedule monitor")?;
     if !config.restart {
         node.code
             .kept()
@@ -355,4 +360,17 @@ fn default_plugin_path() -> anyhow::Result<PathBuf> {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     )))
+}
+
+/// Names a loaded plugin version for the long-schedule monitor: `v2 (1.1.0)`.
+fn version_names(node: std::sync::Weak<Node>) -> system_runtime::long_schedule::CodeNames {
+    Box::new(move |id| {
+        node.upgrade()
+            .and_then(|node| {
+                let versions = node.code.versions();
+                let version = versions.into_iter().find(|version| version.id == id)?;
+                Some(format!("v{id} ({})", version.version))
+            })
+            .unwrap_or_else(|| format!("v{id}"))
+    })
 }

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::code::{PluginVersion, SumStep};
 use crate::node::Node;
-use crate::process::{Monitor, ProcessContext, Spec};
+use system_runtime::{Monitor, ProcessContext, Spec};
 
 /// Reductions per slice: with the naive loop (about 1 ns per number) a slice
 /// takes tens of microseconds, then the process yields.
@@ -65,7 +65,7 @@ async fn run(
     n: i64,
     result: oneshot::Sender<i128>,
 ) {
-    ctx.set_plugin_version(version.id());
+    ctx.set_code_version(version.id());
     ctx.enter(&"system::sum::SumTask::run/2");
     let mut computation = version.start_sum(n);
     drop(version);
@@ -76,7 +76,7 @@ async fn run(
         match computation.run(SLICE_BUDGET) {
             SumStep::Yielded { reductions, frame } => {
                 ctx.add_reductions(reductions);
-                ctx.enter_plugin(frame);
+                ctx.enter_frame(frame);
                 ctx.yield_now().await;
             }
             SumStep::Done {

@@ -17,7 +17,7 @@ use tokio::runtime::Handle;
 
 use super::help::{self, Help};
 use crate::node::Node;
-use crate::process::{Pid, ProcessInfo};
+use system_runtime::{Pid, ProcessInfo};
 
 /// `Runtime.top()`: the window and the number of rows.
 pub const TOP_WINDOW: Duration = Duration::from_secs(1);
@@ -351,7 +351,11 @@ impl Api {
     }
 
     fn top(&self) -> Fallible<Array> {
-        let rows = self.wait(crate::top::top(&self.node, TOP_WINDOW, TOP_COUNT))?;
+        let rows = self.wait(system_runtime::top::top(
+            self.node.top_sources(),
+            TOP_WINDOW,
+            TOP_COUNT,
+        ))?;
         Ok(rows
             .into_iter()
             .map(|row| {
@@ -448,7 +452,7 @@ impl Api {
                 map.insert("function".into(), event.function.into());
                 map.insert(
                     "plugin".into(),
-                    event.plugin.map_or(Dynamic::UNIT, Dynamic::from),
+                    event.code.map_or(Dynamic::UNIT, Dynamic::from),
                 );
                 map.insert(
                     "scheduler".into(),
@@ -475,7 +479,7 @@ impl Api {
     /// signal or an earlier one waiting), that it waits for that poll.
     fn signalled(&self, pid: Pid, killed: bool) -> Dynamic {
         let threshold = self.node.long_schedules.threshold();
-        match crate::process::watch::in_poll(pid.0) {
+        match system_runtime::watch::in_poll(pid.0) {
             Some(held) if !threshold.is_zero() && held >= threshold => Dynamic::from(format!(
                 "kill pending: {pid} has been inside one poll for {} ms; the kill takes effect when that poll returns, unless the process finishes in it",
                 crate::plugin_check::thousands(held.as_millis() as u64)
@@ -507,11 +511,7 @@ fn info_map(pid: Pid, info: ProcessInfo) -> Map {
     map.insert("pid".into(), Dynamic::from(pid));
     map.insert("name".into(), info.name.into());
     map.insert("initial_call".into(), info.initial_call.into());
-    let status = serde_json::to_value(info.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    map.insert("status".into(), status.into());
+    map.insert("status".into(), info.status.as_str().into());
     map.insert(
         "reductions".into(),
         Dynamic::from_int(to_int(info.reductions)),
@@ -528,7 +528,7 @@ fn info_map(pid: Pid, info: ProcessInfo) -> Map {
     );
     map.insert(
         "plugin_version".into(),
-        info.plugin_version
+        info.code_version
             .map_or(Dynamic::UNIT, |v| Dynamic::from_int(i64::from(v))),
     );
     map

@@ -27,7 +27,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::node::Node;
-use crate::process::ProcessContext;
+use system_runtime::ProcessContext;
 
 /// Why the admin socket could not be served.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use rhai::{Array, Dynamic, Map};
 use serde_json::{Value, json};
 
 use super::help::{self, Help};
-use crate::process::Pid;
+use system_runtime::Pid;
 
 /// Inline forms longer than this are broken over several lines.
 const LINE_WIDTH: usize = 80;

@@ -28,8 +28,8 @@ use super::budget::{self, RunningCheck, SESSION_BUDGET};
 use super::frame::{FrameError, FrameReader, write_frame};
 use super::{binding, render};
 use crate::node::Node;
-use crate::process::{Pid, ProcessContext, Spec};
 use crate::upgrade::{self, Target};
+use system_runtime::{Pid, ProcessContext, Spec};
 
 /// Stack of a session's evaluation thread (Rhai recursion is bounded below).
 const THREAD_STACK: usize = 16 * 1024 * 1024;

@@ -26,8 +26,8 @@ use warp::http::{Response, StatusCode};
 use self::guard::{Guard, Verdict};
 use self::limits::Limits;
 use crate::node::Node;
-use crate::process::ProcessContext;
 use crate::throttle::{self, Throttle};
+use system_runtime::ProcessContext;
 
 /// Accept failures and cap warnings written per second at most.
 static ACCEPT_WARNINGS: Throttle = Throttle::new(1);

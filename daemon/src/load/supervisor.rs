@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::Load;
 use super::{memory, worker};
 use crate::node::Node;
-use crate::process::{Pid, ProcessContext, ProcessRegistry, Spec};
+use system_runtime::{Pid, ProcessContext, ProcessRegistry, Spec};
 
 /// Workers started, or exit notices handled, before the supervisor yields.
 const BATCH: usize = 1_000;

@@ -15,7 +15,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::Load;
 use super::supervisor::Pool;
-use crate::process::ProcessContext;
+use system_runtime::ProcessContext;
 
 /// Time between two jobs of one worker.
 const PERIOD: Duration = Duration::from_secs(1);

@@ -112,7 +112,7 @@ fn purge(node: &Node) -> usize {
     let current = node.code.current().map(|v| v.id());
     let killed = node
         .registry
-        .plugin_users()
+        .code_users()
         .into_iter()
         .filter(|(_, id)| Some(*id) != current)
         .filter(|(pid, _)| node.registry.kill(*pid))

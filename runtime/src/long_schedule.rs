@@ -3,7 +3,7 @@
 //! process it polls, since when) every few milliseconds, and reports any
 //! poll that has held a scheduler longer than the threshold — in the log
 //! while it still runs and once more with the total when it ends, in
-//! `system_long_schedules_total`, in `Runtime.long_schedules()` and on /top.
+//! the host's views (a metric, a console call, a page).
 //!
 //! It only observes: it never touches a scheduler, never blocks the poll
 //! path (it reads slots, writes none), and cannot stop a stuck poll (nothing
@@ -14,13 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
-use crate::lock;
-use crate::node::Node;
-use crate::plugin_check::thousands;
-use crate::process::Pid;
-use crate::process::watch;
+use crate::{Pid, ProcessRegistry, lock, watch};
 
 /// The threshold when `--long-schedule` is not given.
 pub const DEFAULT_THRESHOLD: Duration = Duration::from_millis(10);
@@ -32,15 +26,15 @@ pub const REMINDER: Duration = Duration::from_secs(10);
 pub const KEPT: usize = 100;
 
 /// One poll that held a scheduler longer than the threshold.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct LongSchedule {
     pub pid: String,
     pub name: String,
     pub initial_call: String,
     /// The function it was in when first seen stuck.
     pub function: String,
-    /// The plugin version it runs, e.g. `v2 (1.1.0)`.
-    pub plugin: Option<String>,
+    /// The code version it runs, as the host names it (e.g. `v2 (1.1.0)`).
+    pub code: Option<String>,
     /// Which scheduler thread (0-based, in order of first use).
     pub scheduler: usize,
     /// When the poll started, RFC 3339 UTC.
@@ -49,6 +43,10 @@ pub struct LongSchedule {
     pub ms: u64,
     pub running: bool,
 }
+
+/// Names a code version (see [`crate::ProcessContext::set_code_version`])
+/// for the log and the events.
+pub type CodeNames = Box<dyn Fn(u32) -> String + Send>;
 
 /// The monitor's setting, counter and last events; one per node.
 pub struct LongSchedules {
@@ -112,19 +110,34 @@ impl LongSchedules {
 }
 
 /// Starts the watchdog thread (unless the threshold is zero); it ends when
-/// the node is gone.
-pub fn start(node: &Arc<Node>) -> std::io::Result<()> {
-    let threshold = node.long_schedules.threshold;
+/// `monitor` or `registry` is gone.
+pub fn start(
+    registry: &Arc<ProcessRegistry>,
+    monitor: &Arc<LongSchedules>,
+    code_names: CodeNames,
+) -> std::io::Result<()> {
+    let threshold = monitor.threshold;
     if threshold.is_zero() {
         return Ok(());
     }
     // A report comes at most one period late; each wake-up costs a few µs.
     let period = threshold.clamp(Duration::from_millis(1), PERIOD);
-    let node = Arc::downgrade(node);
+    let watched = Watched {
+        registry: Arc::downgrade(registry),
+        monitor: Arc::downgrade(monitor),
+        code_names,
+    };
     std::thread::Builder::new()
         .name("long-schedule-monitor".to_owned())
-        .spawn(move || watch_forever(&node, threshold, period))?;
+        .spawn(move || watch_forever(&watched, threshold, period))?;
     Ok(())
+}
+
+/// What the watchdog thread watches, held weakly so that it ends with them.
+struct Watched {
+    registry: Weak<ProcessRegistry>,
+    monitor: Weak<LongSchedules>,
+    code_names: CodeNames,
 }
 
 /// A poll the watchdog has reported and not yet seen end.
@@ -136,13 +149,17 @@ struct Open {
     remind_at: u64,
 }
 
-fn watch_forever(node: &Weak<Node>, threshold: Duration, period: Duration) {
+fn watch_forever(watched: &Watched, threshold: Duration, period: Duration) {
     let mut open: Vec<Option<Open>> = Vec::new();
     let threshold_ns = threshold.as_nanos() as u64;
     loop {
         std::thread::sleep(period);
-        let Some(node) = node.upgrade() else { return };
-        let now = crate::process::clock_ticks();
+        let (Some(registry), Some(monitor)) =
+            (watched.registry.upgrade(), watched.monitor.upgrade())
+        else {
+            return;
+        };
+        let now = crate::clock_ticks();
         for (index, slot) in watch::schedulers() {
             if open.len() <= index {
                 open.resize_with(index + 1, || None);
@@ -150,21 +167,21 @@ fn watch_forever(node: &Weak<Node>, threshold: Duration, period: Duration) {
             if let Some(stuck) = &open[index] {
                 match slot.ended_since(stuck.started) {
                     Some(ended) => {
-                        let ms = crate::process::ticks_to_nanos(stuck.started, ended) / 1_000_000;
+                        let ms = crate::ticks_to_nanos(stuck.started, ended) / 1_000_000;
                         tracing::warn!(
                             pid = stuck.pid,
                             ms,
                             "long schedule ended: process {} {} held scheduler {index} for {} ms in one poll",
                             stuck.name,
                             Pid(stuck.pid),
-                            thousands(ms)
+                            ms
                         );
-                        node.long_schedules.update(index, ms, false);
+                        monitor.update(index, ms, false);
                         open[index] = None;
                     }
                     None => {
-                        let ms = crate::process::ticks_to_nanos(stuck.started, now) / 1_000_000;
-                        node.long_schedules.update(index, ms, true);
+                        let ms = crate::ticks_to_nanos(stuck.started, now) / 1_000_000;
+                        monitor.update(index, ms, true);
                         if ms >= stuck.remind_at {
                             tracing::warn!(
                                 pid = stuck.pid,
@@ -172,7 +189,7 @@ fn watch_forever(node: &Weak<Node>, threshold: Duration, period: Duration) {
                                 "long schedule continues: process {} {} has held scheduler {index} for {} ms",
                                 stuck.name,
                                 Pid(stuck.pid),
-                                thousands(ms)
+                                ms
                             );
                         }
                         if let Some(stuck) = &mut open[index] {
@@ -187,11 +204,17 @@ fn watch_forever(node: &Weak<Node>, threshold: Duration, period: Duration) {
             let Some((pid, started)) = slot.polling() else {
                 continue;
             };
-            let held = crate::process::ticks_to_nanos(started, now);
+            let held = crate::ticks_to_nanos(started, now);
             if held < threshold_ns {
                 continue;
             }
-            let event = describe(&node, index, Pid(pid), Duration::from_nanos(held));
+            let event = describe(
+                &registry,
+                &watched.code_names,
+                index,
+                Pid(pid),
+                Duration::from_nanos(held),
+            );
             tracing::warn!(
                 pid,
                 ms = event.ms,
@@ -199,40 +222,40 @@ fn watch_forever(node: &Weak<Node>, threshold: Duration, period: Duration) {
                 event.name,
                 event.pid,
                 event.initial_call,
-                thousands(event.ms),
+                event.ms,
                 event.function,
                 event
-                    .plugin
+                    .code
                     .as_ref()
-                    .map(|plugin| format!(", plugin {plugin}"))
+                    .map(|code| format!(", code {code}"))
                     .unwrap_or_default()
             );
-            node.long_schedules.total.fetch_add(1, Relaxed);
+            monitor.total.fetch_add(1, Relaxed);
             open[index] = Some(Open {
                 started,
                 pid,
                 name: event.name.clone(),
                 remind_at: REMINDER.as_millis() as u64,
             });
-            node.long_schedules.push(event);
+            monitor.push(event);
         }
     }
 }
 
 /// What the registry knows of the stuck process (read from this thread:
 /// the entry's counters are readable while its task is polled).
-fn describe(node: &Node, scheduler: usize, pid: Pid, held: Duration) -> LongSchedule {
-    let info = node.registry.info(pid);
-    let plugin = info
+fn describe(
+    registry: &ProcessRegistry,
+    code_names: &CodeNames,
+    scheduler: usize,
+    pid: Pid,
+    held: Duration,
+) -> LongSchedule {
+    let info = registry.info(pid);
+    let code = info
         .as_ref()
-        .and_then(|info| info.plugin_version)
-        .map(|id| {
-            node.code
-                .versions()
-                .into_iter()
-                .find(|version| version.id == id)
-                .map_or_else(|| format!("v{id}"), |v| format!("v{id} ({})", v.version))
-        });
+        .and_then(|info| info.code_version)
+        .map(code_names);
     let started_at = SystemTime::now()
         .checked_sub(held)
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -247,7 +270,7 @@ fn describe(node: &Node, scheduler: usize, pid: Pid, held: Duration) -> LongSche
         function: info
             .as_ref()
             .map_or_else(String::new, |i| i.current_function.clone()),
-        plugin,
+        code,
         scheduler,
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         ms: held.as_millis() as u64,

@@ -4,7 +4,7 @@
 //! same kind of runtime as the daemon's (multi-thread, one worker).
 //!
 //! ```text
-//! cargo run --release -p system --example overhead [WORKERS] [SECONDS] [ROUNDS]
+//! cargo run --release -p system-runtime --example overhead [WORKERS] [SECONDS] [ROUNDS]
 //! ```
 //!
 //! It prints CPU time per job for both and their ratio in alternating
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use nix::time::{ClockId, clock_gettime};
-use system::process::{ProcessRegistry, Spec};
+use system_runtime::{ProcessRegistry, Spec};
 use tokio::time::{Instant, sleep_until};
 
 /// CPU time of the whole process so far.
@@ -41,8 +41,8 @@ fn measure(workers: u64, seconds: u64, instrumented: bool) -> f64 {
     // As the daemon's: each poll also writes its scheduler's watch slot.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .on_thread_start(system::process::watch::scheduler_thread_started)
-        .on_thread_park(system::process::watch::scheduler_thread_parks)
+        .on_thread_start(system_runtime::watch::scheduler_thread_started)
+        .on_thread_park(system_runtime::watch::scheduler_thread_parks)
         .enable_all()
         .build()
         .expect("a runtime");

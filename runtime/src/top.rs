@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use tokio::runtime::Handle;
 
-use crate::node::Node;
-use crate::process::{Pid, ProcessRegistry};
-use crate::scheduler::UsageMeter;
+use crate::long_schedule::LongSchedules;
+use crate::usage::UsageMeter;
+use crate::{Pid, ProcessRegistry};
 
 /// One line of `Runtime.top()`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct TopRow {
     pub pid: String,
     pub name: String,
@@ -36,13 +36,26 @@ async fn snapshot(registry: &Arc<ProcessRegistry>) -> Vec<(Pid, u64)> {
         .unwrap_or_default()
 }
 
+/// What `top` looks at: the processes, the polls that hold a scheduler,
+/// and the schedulers' runtime (for their usage).
+pub struct Sources<'a> {
+    pub registry: &'a Arc<ProcessRegistry>,
+    pub long_schedules: &'a LongSchedules,
+    pub schedulers: &'a Handle,
+}
+
 /// The `count` processes with the most reductions over `window`.
-pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow> {
-    let mut usage = UsageMeter::new(node.scheduler.clone());
-    let stuck_before = node.long_schedules.running();
-    let before: HashMap<Pid, u64> = snapshot(&node.registry).await.into_iter().collect();
+pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<TopRow> {
+    let Sources {
+        registry,
+        long_schedules,
+        schedulers,
+    } = sources;
+    let mut usage = UsageMeter::new(schedulers.clone());
+    let stuck_before = long_schedules.running();
+    let before: HashMap<Pid, u64> = snapshot(registry).await.into_iter().collect();
     tokio::time::sleep(window).await;
-    let after = snapshot(&node.registry).await;
+    let after = snapshot(registry).await;
     let scheduler_usage = usage.sample();
     let mut deltas: Vec<(Pid, u64)> = after
         .into_iter()
@@ -56,8 +69,8 @@ pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow
     let total: u64 = deltas.iter().map(|(_, delta)| delta).sum();
     // A process stuck in one poll (at the start of the window or its end)
     // has counted nothing yet: it comes first, with how long it held on.
-    let events = node.long_schedules.events();
-    let mut stuck = node.long_schedules.running();
+    let events = long_schedules.events();
+    let mut stuck = long_schedules.running();
     for before in stuck_before {
         if !stuck.iter().any(|event| event.pid == before.pid) {
             let latest = events
@@ -72,7 +85,7 @@ pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow
         .map(|event| TopRow {
             pid: event.pid.clone(),
             name: event.name.clone(),
-            cpu: (1000.0 / node.schedulers.max(1) as f64).round() / 10.0,
+            cpu: (1000.0 / schedulers.metrics().num_workers().max(1) as f64).round() / 10.0,
             reductions: 0,
             stuck_ms: Some(event.ms),
         })
@@ -86,7 +99,7 @@ pub async fn top(node: &Arc<Node>, window: Duration, count: usize) -> Vec<TopRow
     deltas.truncate(count);
     deltas.sort_unstable_by_key(|(_, delta)| std::cmp::Reverse(*delta));
     rows.extend(deltas.into_iter().filter_map(|(pid, reductions)| {
-        let name = node.registry.name(pid)?;
+        let name = registry.name(pid)?;
         let share = reductions as f64 / total.max(1) as f64;
         Some(TopRow {
             pid: pid.to_string(),

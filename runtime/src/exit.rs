@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::Pid;
+use crate::Pid;
 
 /// The reason a process ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! How cheap the process registry is at scale, measured in-process:
 //!
 //! ```text
-//! cargo run --release -p system --example registry
+//! cargo run --release -p system-runtime --example registry
 //! ```
 //!
 //! Spawns 1,000,000 idle processes on one scheduler and prints the CPU time
@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use nix::time::{ClockId, clock_gettime};
-use system::process::{Pid, ProcessRegistry, Spec};
+use system_runtime::{Pid, ProcessRegistry, Spec};
 
 /// CPU time of this thread (the runtime's only thread here).
 fn thread_cpu() -> Duration {

@@ -1,6 +1,6 @@
 //! Scheduler usage: the on-CPU time of the schedulers' worker threads (each
 //! thread's own CPU clock, `pthread_getcpuclockid`, registered by
-//! `process::watch`) over wall-clock time × the number of schedulers. It
+//! `watch`) over wall-clock time × the number of schedulers. It
 //! counts everything those threads do — polling processes, tokio's timer
 //! wheel and I/O driver, run-queue work — so a saturated core reads 100 %
 //! (tokio's own busy time leaves the drivers out and read 68 % there).
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-use crate::process::watch;
+use crate::watch;
 
 /// Turns two readings of the schedulers' CPU time into a usage over the interval.
 pub struct UsageMeter {

@@ -21,10 +21,15 @@ use dashmap::DashMap;
 use pin_project_lite::pin_project;
 use tokio::sync::{mpsc, oneshot};
 
-use super::activity::{self, Activity};
-use super::entry::{ProcessEntry, ProcessInfo, Spec, Status};
-use super::watch;
-use super::{Down, ExitReason, Pid, ProcessContext};
+use crate::activity::{self, Activity};
+use crate::burst::Burst;
+use crate::entry::{ProcessEntry, ProcessInfo, Spec, Status};
+use crate::watch;
+use crate::{Down, ExitReason, Pid, ProcessContext};
+
+/// Crash reports of processes: at most 500 a second are logged; the host's
+/// log says how many it suppressed.
+pub static CRASH_REPORTS: Burst = Burst::new("crash reports", crate::burst::DEFAULT_LIMIT);
 
 /// Every live process of the daemon.
 pub struct ProcessRegistry {
@@ -269,11 +274,11 @@ impl ProcessRegistry {
             .collect()
     }
 
-    /// Processes running plugin code, with the plugin version each runs.
-    pub fn plugin_users(&self) -> Vec<(Pid, u32)> {
+    /// Processes that said which code version they run, with that version.
+    pub fn code_users(&self) -> Vec<(Pid, u32)> {
         self.table
             .iter()
-            .filter_map(|entry| Some((Pid(*entry.key()), entry.plugin_version()?)))
+            .filter_map(|entry| Some((Pid(*entry.key()), entry.code_version()?)))
             .collect()
     }
 
@@ -316,7 +321,7 @@ impl ProcessRegistry {
         {
             // Relaxed: a counter for /metrics, it guards no other data.
             self.crash_reports.fetch_add(1, Relaxed);
-            if crate::log::CRASH_REPORTS.admit() {
+            if CRASH_REPORTS.admit() {
                 tracing::error!(
                     "crash report: process {} {} started as {} crashed: {message} {at}",
                     entry.spec.name,

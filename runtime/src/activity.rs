@@ -14,8 +14,8 @@ use std::sync::LazyLock;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64};
 
-use super::Status;
-use super::entry::ProcessEntry;
+use crate::Status;
+use crate::entry::ProcessEntry;
 
 /// The clock polls are timed with: the CPU's time-stamp counter where it is
 /// reliable (two reads cost ~20 ns here, against ~50 ns for two
@@ -23,12 +23,12 @@ use super::entry::ProcessEntry;
 static CLOCK: LazyLock<quanta::Clock> = LazyLock::new(quanta::Clock::new);
 
 /// Now, in the clock's raw ticks; only differences mean anything.
-pub(crate) fn clock_ticks() -> u64 {
+pub fn clock_ticks() -> u64 {
     CLOCK.raw()
 }
 
 /// Nanoseconds between two readings of [`clock_ticks`].
-pub(crate) fn ticks_to_nanos(from: u64, to: u64) -> u64 {
+pub fn ticks_to_nanos(from: u64, to: u64) -> u64 {
     CLOCK.delta_as_nanos(from, to)
 }
 
@@ -42,8 +42,8 @@ pub(crate) struct Activity {
     /// A pointer to a `'static` label (null before the first `enter`).
     location: AtomicPtr<&'static str>,
     status: AtomicU8,
-    /// Set while the entry holds a plugin frame that `enter` must clear.
-    in_plugin: AtomicBool,
+    /// Set while the entry holds a foreign frame that `enter` must clear.
+    in_frame: AtomicBool,
 }
 
 /// A copy of an [`Activity`], as observers see it.
@@ -90,20 +90,20 @@ impl Activity {
             .store(self.reductions.load(Relaxed) + n, Relaxed);
     }
 
-    /// Records the host function; true if the process just left plugin code.
+    /// Records the host function; true if the process just left a foreign frame.
     pub(crate) fn enter(&self, location: &'static &'static str) -> bool {
         // The pointer comes from a `'static` reference; it is only read back as one.
         self.location
             .store(ptr::from_ref(location).cast_mut(), Relaxed);
-        let left_plugin = self.in_plugin.load(Relaxed);
-        if left_plugin {
-            self.in_plugin.store(false, Relaxed);
+        let left_frame = self.in_frame.load(Relaxed);
+        if left_frame {
+            self.in_frame.store(false, Relaxed);
         }
-        left_plugin
+        left_frame
     }
 
-    pub(crate) fn enter_plugin(&self) {
-        self.in_plugin.store(true, Relaxed);
+    pub(crate) fn enter_frame(&self) {
+        self.in_frame.store(true, Relaxed);
     }
 
     fn snapshot(&self) -> Snapshot {

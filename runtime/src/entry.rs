@@ -5,21 +5,19 @@
 //! nothing here may block or allocate per poll.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use super::activity::{Activity, Published, with_current};
-use super::{Down, Pid};
-use crate::lock;
+use crate::activity::{Activity, Published, with_current};
+use crate::{Down, Pid, lock};
 
 /// What a process is doing, as `Process.info` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Status {
     /// Ready to run, waiting for the scheduler (e.g. between two slices).
@@ -33,6 +31,16 @@ pub enum Status {
 }
 
 impl Status {
+    /// `runnable`, `running`, `waiting` or `exiting`, as the BEAM says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Runnable => "runnable",
+            Status::Running => "running",
+            Status::Waiting => "waiting",
+            Status::Exiting => "exiting",
+        }
+    }
+
     pub(crate) fn from_u8(value: u8) -> Status {
         match value {
             0 => Status::Runnable,
@@ -42,6 +50,16 @@ impl Status {
         }
     }
 }
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a process is running in code the runtime does not see (a plugin
+/// function and its arguments, say): opaque here, shown as text.
+pub type Frame = Box<dyn fmt::Display + Send + Sync>;
 
 /// How a process is described when it is spawned.
 #[derive(Clone, Debug)]
@@ -83,7 +101,7 @@ impl Spec {
 }
 
 /// A snapshot of one process, as `Process.info` returns it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ProcessInfo {
     pub pid: String,
     pub name: String,
@@ -94,7 +112,9 @@ pub struct ProcessInfo {
     pub current_function: String,
     pub monitors: usize,
     pub spawned_at_ms: u64,
-    pub plugin_version: Option<u32>,
+    /// The host's code version the process runs (see
+    /// [`ProcessContext::set_code_version`](crate::ProcessContext::set_code_version)).
+    pub code_version: Option<u32>,
 }
 
 /// What the registry keeps of a live process. The counters a poll writes
@@ -106,9 +126,10 @@ pub(crate) struct ProcessEntry {
     pub(crate) activity: Published,
     pub(crate) killed: AtomicBool,
     pub(crate) abort: OnceLock<AbortHandle>,
-    plugin_version: AtomicU32,
-    /// The plugin function it is in, for processes that run plugin code.
-    plugin_frame: OnceLock<Box<Mutex<Option<plugin_abi::Frame>>>>,
+    code_version: AtomicU32,
+    /// The foreign frame it is in, for processes that run code the runtime
+    /// does not see (allocated at the first one).
+    frame: OnceLock<Box<Mutex<Option<Frame>>>>,
     /// `None` once the process has ended: no monitor can be added after that.
     monitors: Mutex<Option<Vec<oneshot::Sender<Down>>>>,
     tracing: AtomicBool,
@@ -128,8 +149,8 @@ impl ProcessEntry {
             activity: Published::default(),
             killed: AtomicBool::new(false),
             abort: OnceLock::new(),
-            plugin_version: AtomicU32::new(0),
-            plugin_frame: OnceLock::new(),
+            code_version: AtomicU32::new(0),
+            frame: OnceLock::new(),
             monitors: Mutex::new(Some(Vec::new())),
             tracing: AtomicBool::new(false),
             tracer: Mutex::new(None),
@@ -140,20 +161,20 @@ impl ProcessEntry {
         self.activity.read().reductions
     }
 
-    pub(crate) fn set_plugin_version(&self, id: u32) {
-        self.plugin_version.store(id, Relaxed);
+    pub(crate) fn set_code_version(&self, id: u32) {
+        self.code_version.store(id, Relaxed);
     }
 
-    pub(crate) fn plugin_version(&self) -> Option<u32> {
-        Some(self.plugin_version.load(Relaxed)).filter(|id| *id != 0)
+    pub(crate) fn code_version(&self) -> Option<u32> {
+        Some(self.code_version.load(Relaxed)).filter(|id| *id != 0)
     }
 
-    /// Records that the process entered a host function (and left any plugin
-    /// code). Only effective inside the process's own poll.
+    /// Records that the process entered a host function (and left any
+    /// foreign frame). Only effective inside the process's own poll.
     pub(crate) fn enter(&self, location: &'static &'static str) {
-        let left_plugin = with_current(self, |activity| activity.enter(location));
-        if left_plugin == Some(true)
-            && let Some(frame) = self.plugin_frame.get()
+        let left_frame = with_current(self, |activity| activity.enter(location));
+        if left_frame == Some(true)
+            && let Some(frame) = self.frame.get()
         {
             *lock(frame) = None;
         }
@@ -162,14 +183,14 @@ impl ProcessEntry {
         }
     }
 
-    /// Records that the process is inside plugin code, in `frame`.
-    pub(crate) fn enter_plugin(&self, frame: plugin_abi::Frame) {
-        with_current(self, Activity::enter_plugin);
-        let slot = self.plugin_frame.get_or_init(|| Box::new(Mutex::new(None)));
-        *lock(slot) = Some(frame);
+    /// Records that the process is inside foreign code, in `frame`.
+    pub(crate) fn enter_frame(&self, frame: Frame) {
+        with_current(self, Activity::enter_frame);
         if self.traced() {
             self.trace_call(|| frame.to_string());
         }
+        let slot = self.frame.get_or_init(|| Box::new(Mutex::new(None)));
+        *lock(slot) = Some(frame);
     }
 
     /// True while a trace of this process runs; reads no entry while no
@@ -199,8 +220,12 @@ impl ProcessEntry {
 
     fn stacktrace_at(&self, location: Option<&'static str>) -> Vec<String> {
         let mut frames = Vec::with_capacity(3);
-        if let Some(frame) = self.plugin_frame.get().and_then(|slot| *lock(slot)) {
-            frames.push(frame.to_string());
+        if let Some(frame) = self
+            .frame
+            .get()
+            .and_then(|slot| lock(slot).as_ref().map(ToString::to_string))
+        {
+            frames.push(frame);
         }
         if let Some(location) = location {
             frames.push(location.to_owned());
@@ -243,7 +268,7 @@ impl ProcessEntry {
                 .spawned_at
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            plugin_version: self.plugin_version(),
+            code_version: self.code_version(),
         }
     }
 }

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use super::{Monitor, Pid, ProcessContext, ProcessRegistry, Spec};
+use crate::{Down, Monitor, Pid, ProcessContext, ProcessRegistry, Spec};
 
 type Start = Arc<dyn Fn(ProcessContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -133,7 +133,7 @@ fn start_child(registry: &Arc<ProcessRegistry>, child: &Child) -> Monitor {
     registry.spawn_monitor(child.spec.clone(), move |ctx| start(ctx))
 }
 
-async fn tagged(index: usize, monitor: Monitor) -> (usize, super::Down) {
+async fn tagged(index: usize, monitor: Monitor) -> (usize, Down) {
     (index, monitor.await)
 }
 

@@ -1,7 +1,7 @@
 //! One slot per scheduler thread saying which process that thread is
 //! polling and since when, and the thread's CPU clock: what the
 //! long-schedule monitor (`crate::long_schedule`) and the scheduler usage
-//! (`crate::scheduler`) read from other threads.
+//! (`crate::usage`) read from other threads.
 //!
 //! The poll path writes its own thread's slot only (three `Release` stores
 //! per poll, plain moves on x86, on a cache line no other scheduler
@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
-use super::activity;
+use crate::activity;
 
 /// The most scheduler threads watched (more are run but not watched).
 pub const MAX_SCHEDULERS: usize = 256;
@@ -200,7 +200,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::process::{ProcessRegistry, Spec};
+    use crate::{ProcessRegistry, Spec};
 
     #[test]
     fn a_poll_in_progress_is_seen_from_another_thread_until_it_returns() {

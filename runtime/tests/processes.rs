@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use system::process::supervisor::{self, Child, Intensity};
-use system::process::{ExitReason, Pid, ProcessRegistry, Spec, install_panic_hook};
+use system_runtime::supervisor::{self, Child, Intensity};
+use system_runtime::{ExitReason, Pid, ProcessRegistry, Spec, install_panic_hook};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +14,7 @@ fn spec(name: &'static str) -> Spec {
 }
 
 /// A process that works forever in small slices, yielding between them.
-async fn busy(ctx: system::process::ProcessContext) {
+async fn busy(ctx: system_runtime::ProcessContext) {
     loop {
         ctx.enter(&"Test.busy/0");
         ctx.add_reductions(100);
@@ -298,7 +298,7 @@ async fn cpu_time_counts_the_time_spent_in_polls() {
     let cpu = Duration::from_micros(info.cpu_time_us);
     assert!(cpu >= Duration::from_millis(3), "cpu {cpu:?}");
     assert!(cpu <= wall, "cpu {cpu:?} > wall {wall:?}");
-    assert_eq!(info.status, system::process::Status::Waiting);
+    assert_eq!(info.status, system_runtime::Status::Waiting);
 }
 
 /// Sets its flag when dropped, slowly, so that a DOWN sent before the drop

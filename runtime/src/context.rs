@@ -1,13 +1,13 @@
 //! The handle a process's own code gets: its pid and the few ways it reports
-//! what it is doing (reductions, current function, plugin version).
+//! what it is doing (reductions, current function, foreign frame, code version).
 //!
 //! Only the process itself holds its context; it is not a way to reach
 //! others. What it records takes effect only inside the process's own poll.
 
 use std::sync::Arc;
 
-use super::entry::{ProcessEntry, Status};
-use super::{Pid, activity};
+use crate::entry::{Frame, ProcessEntry, Status};
+use crate::{Pid, activity};
 
 /// Given to a process's body when it is spawned. Not `Clone`: only the
 /// process's own task writes its counters (see `activity`).
@@ -34,14 +34,16 @@ impl ProcessContext {
         self.entry.enter(function);
     }
 
-    /// Records the plugin function (and arguments) the process is now in.
-    pub fn enter_plugin(&self, frame: plugin_abi::Frame) {
-        self.entry.enter_plugin(frame);
+    /// Records that the process is now in code the runtime does not see
+    /// (e.g. a plugin function and its arguments), until its next `enter`.
+    pub fn enter_frame(&self, frame: impl std::fmt::Display + Send + Sync + 'static) {
+        self.entry.enter_frame(Box::new(frame) as Frame);
     }
 
-    /// Records which loaded plugin version this process runs.
-    pub fn set_plugin_version(&self, id: u32) {
-        self.entry.set_plugin_version(id);
+    /// Records which version of the host's code this process runs (0: none);
+    /// [`ProcessRegistry::code_users`](crate::ProcessRegistry::code_users) lists them.
+    pub fn set_code_version(&self, id: u32) {
+        self.entry.set_code_version(id);
     }
 
     /// Gives the scheduler to other processes; resumes after them. Also the
