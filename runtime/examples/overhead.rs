@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use nix::time::{ClockId, clock_gettime};
-use system_runtime::{ProcessRegistry, Spec};
+use system_runtime::{ProcessContext, ProcessRegistry, Spec};
 use tokio::time::{Instant, sleep_until};
 
 /// CPU time of the whole process so far.
@@ -23,17 +23,33 @@ fn process_cpu() -> Duration {
     clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
 }
 
-/// The load worker's loop; `on_job` is what a process does around the job.
-async fn worker(jobs: Arc<AtomicU64>, on_job: impl Fn()) {
+/// The load worker's loop on bare tokio (its `sleep_until`).
+async fn bare_worker(jobs: Arc<AtomicU64>) {
     let mut next = Instant::now() + Duration::from_millis(rand::random_range(0..1000));
     loop {
         sleep_until(next).await;
-        on_job();
-        let sum: u64 = (1..=50u64).map(std::hint::black_box).sum();
-        std::hint::black_box(sum);
-        jobs.fetch_add(1, Relaxed);
+        job(&jobs);
         next += Duration::from_secs(1);
     }
+}
+
+/// The load worker's loop as a process: the runtime's own timer, and the
+/// bookkeeping the daemon's worker does around each job.
+async fn process_worker(ctx: ProcessContext, jobs: Arc<AtomicU64>) {
+    let mut next = Instant::now() + Duration::from_millis(rand::random_range(0..1000));
+    loop {
+        ctx.sleep_until(next).await;
+        ctx.enter(&"Load.Worker.job/1");
+        ctx.add_reductions(50);
+        job(&jobs);
+        next += Duration::from_secs(1);
+    }
+}
+
+fn job(jobs: &AtomicU64) {
+    let sum: u64 = (1..=50u64).map(std::hint::black_box).sum();
+    std::hint::black_box(sum);
+    jobs.fetch_add(1, Relaxed);
 }
 
 /// CPU nanoseconds per job over `seconds`, after the workers settled.
@@ -54,15 +70,10 @@ fn measure(workers: u64, seconds: u64, instrumented: bool) -> f64 {
             if instrumented {
                 registry.spawn(
                     Spec::new("load_worker", "Load.Worker.start_link()"),
-                    |ctx| {
-                        worker(jobs, move || {
-                            ctx.enter(&"Load.Worker.job/1");
-                            ctx.add_reductions(50);
-                        })
-                    },
+                    |ctx| process_worker(ctx, jobs),
                 );
             } else {
-                tokio::spawn(worker(jobs, || {}));
+                tokio::spawn(bare_worker(jobs));
             }
             if index % 1_000 == 999 {
                 tokio::task::yield_now().await;

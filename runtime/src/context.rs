@@ -5,14 +5,19 @@
 //! others. What it records takes effect only inside the process's own poll.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::entry::{Frame, ProcessEntry, Status};
+use crate::timer::{Sleep, Timers};
 use crate::{Pid, activity};
 
 /// Given to a process's body when it is spawned. Not `Clone`: only the
 /// process's own task writes its counters (see `activity`).
 pub struct ProcessContext {
     pub(crate) entry: Arc<ProcessEntry>,
+    pub(crate) timers: Arc<Timers>,
 }
 
 impl ProcessContext {
@@ -44,6 +49,23 @@ impl ProcessContext {
     /// [`ProcessRegistry::code_users`](crate::ProcessRegistry::code_users) lists them.
     pub fn set_code_version(&self, id: u32) {
         self.entry.set_code_version(id);
+    }
+
+    /// Sleeps until `deadline` on the runtime's own timer wheel (see
+    /// `timer`): never wakes before it, normally within 1–2 ms after it.
+    /// The process reads as waiting meanwhile, and a kill ends it at once.
+    pub fn sleep_until(&self, deadline: Instant) -> Sleep<'_> {
+        Sleep::new(&self.timers, deadline)
+    }
+
+    /// Sleeps for `duration` (see [`ProcessContext::sleep_until`]).
+    pub fn sleep(&self, duration: Duration) -> Sleep<'_> {
+        let now = Instant::now();
+        // An unreachable deadline (e.g. `Duration::MAX`): about 30 years.
+        let deadline = now
+            .checked_add(duration)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        self.sleep_until(deadline)
     }
 
     /// Gives the scheduler to other processes; resumes after them. Also the

@@ -18,6 +18,7 @@ pub mod long_schedule;
 mod pid;
 mod registry;
 pub mod supervisor;
+mod timer;
 pub mod top;
 pub mod usage;
 pub mod watch;
@@ -28,6 +29,7 @@ pub use entry::{Frame, ProcessInfo, Spec, Status};
 pub use exit::{Down, ExitReason};
 pub use pid::{ParsePidError, Pid};
 pub use registry::{CRASH_REPORTS, Monitor, ProcessRegistry, install_panic_hook};
+pub use timer::{SLOTS as TIMER_SLOTS, Sleep};
 
 /// Locks a mutex whose data stays valid even if a holder panicked (a
 /// process's panic must never take the runtime's locks down with it).

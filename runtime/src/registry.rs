@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::activity::{self, Activity};
 use crate::burst::Burst;
 use crate::entry::{ProcessEntry, ProcessInfo, Spec, Status};
+use crate::timer::Timers;
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
 
@@ -44,6 +45,8 @@ pub struct ProcessRegistry {
     /// Crash reports since start (processes that panicked, quiet ones
     /// excepted), whether the log's burst limit let them be written or not.
     crash_reports: AtomicU64,
+    /// The wheels processes sleep on (`ProcessContext::sleep_until`).
+    timers: Arc<Timers>,
 }
 
 /// Resolves to the DOWN message of the monitored process.
@@ -82,6 +85,7 @@ impl ProcessRegistry {
             exit_reasons: DashMap::new(),
             task_names: AtomicBool::new(false),
             crash_reports: AtomicU64::new(0),
+            timers: Timers::new(),
         })
     }
 
@@ -129,6 +133,7 @@ impl ProcessRegistry {
         self.table.insert(pid.0, entry.clone());
         let inner = body(ProcessContext {
             entry: entry.clone(),
+            timers: self.timers.clone(),
         });
         let task = Instrumented {
             inner,
@@ -251,6 +256,13 @@ impl ProcessRegistry {
 
     pub fn count(&self) -> usize {
         self.table.len()
+    }
+
+    /// Process sleeps registered on the runtime's timer wheels and not yet
+    /// woken; a killed sleeper's stays counted until its slot has passed
+    /// (at most `TIMER_SLOTS` ms).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.pending()
     }
 
     /// Crash reports since start, logged or suppressed by the burst limit.

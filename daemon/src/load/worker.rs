@@ -4,14 +4,15 @@
 //! below its index.
 //!
 //! A worker must stay small (the benchmark runs a million of them): its
-//! state is a context, a pool pointer, an index, a deadline and a timer.
+//! state is a context, a pool pointer, an index, a deadline and a sleep on
+//! the runtime's own timer wheel (`ProcessContext::sleep_until`).
 //! It never logs and never restarts itself; its supervisor does that.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::Load;
 use super::supervisor::Pool;
@@ -31,7 +32,7 @@ pub(super) async fn run(ctx: ProcessContext, pool: Arc<Pool>, index: u32) {
     life.ctx.enter(&"Load.Worker.loop/1");
     let mut next = Instant::now() + Duration::from_millis(rand::random_range(0..1000));
     loop {
-        sleep_until(next).await;
+        life.ctx.sleep_until(next).await;
         if life.pool.is_surplus(life.index) {
             life.ended_normally = true;
             return;
