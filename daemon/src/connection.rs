@@ -20,7 +20,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use warp::ws::{Message, WebSocket};
 
 use crate::node::Node;
@@ -113,8 +113,8 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
     let mut pending = vec![hello];
     let mut top_feed: Option<BoxFuture<'static, Vec<TopRow>>> = None;
     let mut metrics_feed = None;
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // On the runtime's timer wheel; a late ping moves the next one back.
+    let mut ping_at = Instant::now() + PING_INTERVAL;
     let mut last_heard = Instant::now();
     loop {
         for message in pending.drain(..) {
@@ -131,7 +131,12 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                 let _ = outgoing.send(Message::close_with(1001u16, "server stopping")).await;
                 return;
             }
-            _ = ping.tick() => {
+            _ = connection.ctx.sleep_until(ping_at) => {
+                ping_at += PING_INTERVAL;
+                let now = Instant::now();
+                if ping_at <= now {
+                    ping_at = now + PING_INTERVAL;
+                }
                 if last_heard.elapsed() > LIVENESS {
                     tracing::info!("WebSocket {} closed: no answer to pings for {LIVENESS:?}", connection.ctx.pid());
                     return;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
-use tokio::time::MissedTickBehavior;
 
 use crate::node::Node;
 use system_runtime::ProcessContext;
@@ -128,14 +127,18 @@ pub async fn next_sample(feed: &mut Option<Feed>) -> Option<Sample> {
 pub async fn sample_forever(ctx: ProcessContext, node: Arc<Node>) {
     ctx.enter(&"Metrics.Sampler.loop/1");
     let mut meter = UsageMeter::new(node.scheduler.clone());
-    let mut ticks = tokio::time::interval(PERIOD);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ticks.tick().await;
+    // On the runtime's timer wheel; a late tick moves the next one back.
+    let mut next = tokio::time::Instant::now() + PERIOD;
     let mut previous = Totals::read(&node);
     loop {
         tokio::select! {
             _ = node.shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
+            _ = ctx.sleep_until(next) => {}
+        }
+        next += PERIOD;
+        let now = tokio::time::Instant::now();
+        if next <= now {
+            next = now + PERIOD;
         }
         ctx.enter(&"Metrics.Sampler.sample/1");
         let totals = Totals::read(&node);

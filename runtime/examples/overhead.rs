@@ -4,7 +4,7 @@
 //! same kind of runtime as the daemon's (multi-thread, one worker).
 //!
 //! ```text
-//! cargo run --release -p system-runtime --example overhead [WORKERS] [SECONDS] [ROUNDS]
+//! cargo run --release -p system-runtime --example overhead [WORKERS] [SECONDS] [ROUNDS] [bare|processes]
 //! ```
 //!
 //! It prints CPU time per job for both and their ratio in alternating
@@ -92,6 +92,12 @@ fn main() {
     let workers = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let seconds = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let rounds = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    // `bare` or `processes`: only that side, once (e.g. under `perf record`).
+    if let Some(only) = args.next() {
+        let cost = measure(workers, seconds, only == "processes");
+        println!("{workers} workers, {seconds} s: {only} {cost:.0} ns/job");
+        return;
+    }
     let mut ratios = Vec::new();
     for round in 0..rounds {
         // Alternate which goes first, so a drifting machine favours neither.

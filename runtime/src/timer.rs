@@ -271,9 +271,7 @@ async fn drive(timers: Arc<Timers>, shard_index: usize) {
     tokio::pin!(timer);
     loop {
         let next = shard.take_due(timers.elapsed_ms(), &mut batch);
-        for waker in batch.drain(..) {
-            waker.wake();
-        }
+        wake_all(&mut batch);
         match next {
             Some(ms) => {
                 let Some(at) = timers
@@ -294,6 +292,36 @@ async fn drive(timers: Arc<Timers>, shard_index: usize) {
             None => shard.earlier.notified().await,
         }
     }
+}
+
+/// Wakes every waker in `batch`, emptying it. Waking a task first touches
+/// its header, which with many sleepers is a cache miss each; asking for
+/// the header a few wakers ahead overlaps those misses.
+fn wake_all(batch: &mut Vec<Waker>) {
+    const AHEAD: usize = 8;
+    for waker in batch.iter().take(AHEAD) {
+        prefetch(waker.data());
+    }
+    let mut wakers = batch.drain(..);
+    while let Some(waker) = wakers.next() {
+        if let Some(ahead) = wakers.as_slice().get(AHEAD - 1) {
+            prefetch(ahead.data());
+        }
+        waker.wake();
+    }
+}
+
+/// Asks the CPU to bring the cache line at `data` closer; reads nothing.
+#[inline]
+fn prefetch(data: *const ()) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of every x86_64 CPU; a prefetch is a hint that
+    // never faults and reads nothing, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(data.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }
 
 /// A waker's identity (what `Waker::will_wake` compares), kept without a
