@@ -48,10 +48,14 @@ pub struct Options {
     #[arg(long)]
     pub quick: bool,
     /// Worker counts for the scale and bare-scale phases.
-    #[arg(long, value_delimiter = ',', default_value = "100000,300000,1000000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100000,300000,1000000,2000000"
+    )]
     pub scale_loads: Vec<u64>,
     /// Worker counts for the overhead phase.
-    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pub overhead_loads: Vec<u64>,
     /// Where to write the chart of jobs/s over the run (SVG).
     #[arg(long, default_value = "docs/performance-scenario.svg")]

@@ -203,11 +203,13 @@ pub async fn scale(run: &mut Run) -> anyhow::Result<()> {
 }
 
 pub async fn console(run: &mut Run) -> anyhow::Result<()> {
+    // The console's targets are at 1M (2M is a scale phase only).
     let largest = run
         .options
         .scale_loads
         .iter()
         .copied()
+        .filter(|jobs| *jobs <= 1_000_000)
         .max()
         .unwrap_or(DEMO_LOAD);
     let mut sizes = vec![DEMO_LOAD, largest];

@@ -135,6 +135,129 @@ pub fn verdicts(results: &[Value]) -> Vec<Verdict> {
         }),
         met: info.map(|v| v <= 1.0),
     });
+    verdicts.extend(issue_19(results));
+    verdicts
+}
+
+/// The targets of issue 19 (a million processes on one core, a node that
+/// still answers at once); bare tokio's figures beside the daemon's.
+fn issue_19(results: &[Value]) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    for (jobs, target) in [
+        (100_000, "issue 19: CPU per job <= 0.4x bare tokio at 100k"),
+        (1_000_000, "issue 19: CPU per job <= 0.4x bare tokio at 1M"),
+    ] {
+        let overhead = phase(results, &format!("overhead-{jobs}"));
+        let ratio = overhead.and_then(|r| num(r, "ratio"));
+        verdicts.push(Verdict {
+            target,
+            measured: ratio.map_or("-".into(), |v| {
+                format!(
+                    "{v:.2}x (daemon {:.0} ns/job, bare {:.0}; side by side {:.2}x)",
+                    overhead
+                        .and_then(|r| num(r, "daemon_ns_per_job"))
+                        .unwrap_or(0.0),
+                    overhead
+                        .and_then(|r| num(r, "bare_ns_per_job"))
+                        .unwrap_or(0.0),
+                    overhead
+                        .and_then(|r| num(r, "side_by_side_ratio"))
+                        .unwrap_or(0.0),
+                )
+            }),
+            met: ratio.map(|v| v <= 0.4),
+        });
+    }
+    let bare_beside = |jobs: u64| {
+        phase(results, &format!("bare-scale-{jobs}")).map_or(String::new(), |r| {
+            format!(
+                "; bare tokio min {:.2} % / median {:.2} % at {:.0} % CPU",
+                num(r, "min_pct").unwrap_or(0.0),
+                num(r, "median_pct").unwrap_or(0.0),
+                num(r, "cpu_pct").unwrap_or(0.0)
+            )
+        })
+    };
+    let million = phase(results, "scale-1000000");
+    let min = million.and_then(|r| num(r, "min_pct"));
+    let cpu = million.and_then(|r| num(r, "scheduler_threads_cpu"));
+    verdicts.push(Verdict {
+        target: "issue 19: 1M workers: min >= 99 % with scheduler CPU <= 50 %",
+        measured: match (min, cpu) {
+            (Some(min), Some(cpu)) => format!(
+                "min {min:.2} %, scheduler threads' CPU {:.0} %{}",
+                100.0 * cpu,
+                bare_beside(1_000_000)
+            ),
+            _ => "-".into(),
+        },
+        met: min.zip(cpu).map(|(min, cpu)| min >= 99.0 && cpu <= 0.5),
+    });
+    let two = phase(results, "scale-2000000");
+    let (min, median) = (
+        two.and_then(|r| num(r, "min_pct")),
+        two.and_then(|r| num(r, "median_pct")),
+    );
+    verdicts.push(Verdict {
+        target: "issue 19: 2M workers: median >= 99 %, min >= 95 %",
+        measured: match (min, median) {
+            (Some(min), Some(median)) => format!(
+                "min {min:.2} %, median {median:.2} %, scheduler threads' CPU {:.0} %{}",
+                100.0
+                    * two
+                        .and_then(|r| num(r, "scheduler_threads_cpu"))
+                        .unwrap_or(0.0),
+                bare_beside(2_000_000)
+            ),
+            _ => "-".into(),
+        },
+        met: min
+            .zip(median)
+            .map(|(min, median)| min >= 95.0 && median >= 99.0),
+    });
+    for (jobs, limit, target) in [
+        (
+            300_000,
+            5.0,
+            "issue 19: sum(5) round trip p99 <= 5 ms at 300k",
+        ),
+        (
+            1_000_000,
+            10.0,
+            "issue 19: sum(5) round trip p99 <= 10 ms at 1M",
+        ),
+    ] {
+        let scale = phase(results, &format!("scale-{jobs}"));
+        let p99 = scale
+            .filter(|r| r["probes"].as_u64().unwrap_or(0) > 0)
+            .and_then(|r| num(r, "rtt_p99_ms"));
+        verdicts.push(Verdict {
+            target,
+            measured: p99.map_or("-".into(), |v| {
+                format!(
+                    "{v:.3} ms (p50 {:.3}, load at min {:.2} %)",
+                    scale.and_then(|r| num(r, "rtt_p50_ms")).unwrap_or(0.0),
+                    scale.and_then(|r| num(r, "min_pct")).unwrap_or(0.0)
+                )
+            }),
+            met: p99.map(|v| v <= limit),
+        });
+    }
+    // The round trip at every scale, for the record (no target below 300k).
+    for scale in phases_starting(results, "scale-") {
+        if let (Some(name), Some(p99)) = (scale["phase"].as_str(), num(scale, "rtt_p99_ms")) {
+            eprintln!("scenario: {name}: sum(5) round trip p99 {p99:.3} ms");
+        }
+    }
+    let worst_bytes = phases_starting(results, "scale-")
+        .iter()
+        .filter_map(|r| num(r, "bytes_per_worker"))
+        .reduce(f64::max);
+    verdicts.push(Verdict {
+        target: "issue 19: memory per worker <= 1 KB (worst scale)",
+        measured: worst_bytes.map_or("-".into(), |v| format!("{v:.0} B")),
+        met: worst_bytes.map(|v| v <= 1024.0),
+    });
     verdicts
 }
 
