@@ -29,6 +29,12 @@ impl Daemon {
             .prefix("system-bench-")
             .tempdir()
             .context("creating a temporary home")?;
+        // A home must be private to its user (the daemon refuses others).
+        std::fs::set_permissions(
+            home.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .context("making the temporary home private")?;
         let mut command = Command::new(binary);
         command
             .arg("--home")
