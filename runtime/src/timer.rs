@@ -61,9 +61,6 @@ struct Shard {
     /// Every slot up to this millisecond has been woken. Written under the
     /// wheel's lock before the batch is woken; read without it by sleeps.
     fired_through: AtomicU64,
-    /// Sleepers registered and not yet woken (killed ones included until
-    /// their slot comes, or their overflow entry is removed).
-    entries: AtomicUsize,
     /// Tells the driver an earlier slot was filled than the one it waits for.
     earlier: Notify,
 }
@@ -82,6 +79,9 @@ struct Wheel {
     /// while it waits for a registration).
     driver_target: u64,
     driver_running: bool,
+    /// Sleepers registered and not yet woken (killed ones included until
+    /// their slot comes, or their overflow entry is removed).
+    entries: usize,
 }
 
 /// Which thread registered: an index into the shards, fixed per thread.
@@ -104,7 +104,6 @@ impl Timers {
                         ..Wheel::default()
                     }),
                     fired_through: AtomicU64::new(0),
-                    entries: AtomicUsize::new(0),
                     earlier: Notify::new(),
                 })
                 .collect(),
@@ -116,14 +115,20 @@ impl Timers {
     pub(crate) fn pending(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| shard.entries.load(Relaxed))
+            .map(|shard| lock(&shard.wheel).entries)
             .sum()
     }
 
     /// The first whole millisecond (since the epoch) at or after `deadline`.
     fn slot_of(&self, deadline: Instant) -> u64 {
-        let nanos = deadline.saturating_duration_since(self.epoch).as_nanos();
-        u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX - 1)
+        // In u64 (a u128 division is a library call on every sleep).
+        let since = deadline.saturating_duration_since(self.epoch);
+        let part = u64::from(since.subsec_nanos().div_ceil(1_000_000));
+        since
+            .as_secs()
+            .saturating_mul(1_000)
+            .saturating_add(part)
+            .min(u64::MAX - 1)
     }
 
     /// The whole milliseconds since the epoch that have fully passed.
@@ -154,7 +159,7 @@ impl Timers {
         } else {
             wheel.overflow.entry(ms).or_default().push(waker.clone());
         }
-        shard.entries.fetch_add(1, Relaxed);
+        wheel.entries += 1;
         let start_driver = !wheel.driver_running;
         let wake_driver = !start_driver && ms < wheel.driver_target;
         if start_driver {
@@ -175,12 +180,13 @@ impl Timers {
     fn cancel(&self, shard_index: usize, ms: u64, waker_id: WakerId) {
         let shard = &self.shards[shard_index];
         let mut wheel = lock(&shard.wheel);
+        let wheel = &mut *wheel;
         let Some(wakers) = wheel.overflow.get_mut(&ms) else {
             return;
         };
         if let Some(at) = wakers.iter().position(|w| WakerId::of(w) == waker_id) {
             wakers.swap_remove(at);
-            shard.entries.fetch_sub(1, Relaxed);
+            wheel.entries -= 1;
             if wakers.is_empty() {
                 wheel.overflow.remove(&ms);
             }
@@ -195,6 +201,7 @@ impl Shard {
     fn take_due(&self, now_ms: u64, batch: &mut Vec<Waker>) -> Option<u64> {
         let mut wheel = lock(&self.wheel);
         let wheel = &mut *wheel;
+        let already = batch.len();
         let fired_through = self.fired_through.load(Relaxed);
         if now_ms > fired_through && !wheel.slots.is_empty() {
             let last = now_ms.min(fired_through + SLOTS);
@@ -221,7 +228,7 @@ impl Shard {
             }
         }
         self.fired_through.store(fired_through, Release);
-        self.entries.fetch_sub(batch.len(), Relaxed);
+        wheel.entries -= batch.len() - already;
         let next = if wheel.slots.is_empty() {
             None
         } else {
