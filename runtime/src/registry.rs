@@ -106,6 +106,17 @@ impl ProcessRegistry {
         F: FnOnce(ProcessContext) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.spawn_monitor_ending(spec, body)
+    }
+
+    /// [`spawn_monitor`](Self::spawn_monitor) for a body that ends with its
+    /// own reason (a supervisor that gives up). Public bodies return `()`:
+    /// one that only panics would otherwise have no output type to infer.
+    pub(crate) fn spawn_monitor_ending<F, Fut>(self: &Arc<Self>, spec: Spec, body: F) -> Monitor
+    where
+        F: FnOnce(ProcessContext) -> Fut,
+        Fut: Future<Output: Into<ExitReason>> + Send + 'static,
+    {
         let (tx, down) = oneshot::channel();
         let pid = self.start(spec, Some(tx), body);
         Monitor { pid, down }
@@ -119,7 +130,7 @@ impl ProcessRegistry {
     ) -> Pid
     where
         F: FnOnce(ProcessContext) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output: Into<ExitReason>> + Send + 'static,
     {
         let pid = Pid(self.next_pid.fetch_add(1, Relaxed));
         let entry = Arc::new(ProcessEntry::new(pid, spec));
@@ -387,7 +398,7 @@ pin_project! {
     }
 }
 
-impl<F: Future<Output = ()>> Future for Instrumented<F> {
+impl<F: Future<Output: Into<ExitReason>>> Future for Instrumented<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -416,7 +427,7 @@ impl<F: Future<Output = ()>> Future for Instrumented<F> {
                 activity.park();
                 return Poll::Pending;
             }
-            Ok(Poll::Ready(())) => ExitReason::Normal,
+            Ok(Poll::Ready(ended)) => ended.into(),
             Err(payload) => ExitReason::Panic(panic_message(payload.as_ref())),
         };
         // (tokio never polls a finished task again.)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use system_runtime::supervisor::{self, Child, Intensity};
+use system_runtime::supervisor::{self, Child, Intensity, Restart};
 use system_runtime::{ExitReason, Pid, ProcessRegistry, Spec, install_panic_hook};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -189,10 +189,72 @@ async fn the_supervisor_gives_up_beyond_its_restart_intensity() {
         CancellationToken::new(),
     );
     let down = supervisor.await;
-    assert_eq!(
-        down.reason,
-        ExitReason::Panic("reached maximum restart intensity".into())
+    assert_eq!(down.reason, ExitReason::Exit(supervisor::GAVE_UP.into()));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_child_is_restarted_as_its_restart_type_says() {
+    let registry = ProcessRegistry::new();
+    let shutdown = CancellationToken::new();
+    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    // Each child reports its start, then ends normally (the "normal" ones)
+    // or crashes: which of them come back says which restart type was applied.
+    let child = |name: &'static str, restart: Restart, crash: bool| {
+        let started = started.clone();
+        Child::new(spec(name), move |_| {
+            let _ = started.send(name);
+            async move {
+                if crash {
+                    panic!("crash of {name}");
+                }
+            }
+        })
+        .restart(restart)
+    };
+    install_panic_hook();
+    let supervisor = supervisor::start(
+        &registry,
+        spec("supervisor"),
+        vec![
+            child("temporary", Restart::Temporary, true),
+            child("transient_normal", Restart::Transient, false),
+            child("transient_crash", Restart::Transient, true),
+            child("permanent_normal", Restart::Permanent, false),
+        ],
+        Intensity {
+            max_restarts: 1_000,
+            within: Duration::from_secs(60),
+        },
+        shutdown.clone(),
     );
+    let mut counts = std::collections::HashMap::new();
+    // The two that restart each start at least three times; the others once.
+    while counts.get("transient_crash").copied().unwrap_or(0) < 3
+        || counts.get("permanent_normal").copied().unwrap_or(0) < 3
+    {
+        let name = starts.recv().await.expect("the supervisor runs");
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    shutdown.cancel();
+    supervisor.await;
+    while let Ok(name) = starts.try_recv() {
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(counts.get("temporary"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("transient_normal"), Some(&1), "{counts:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_supervisor_of_children_that_all_ended_for_good_ends_normally() {
+    let registry = ProcessRegistry::new();
+    let supervisor = supervisor::start(
+        &registry,
+        spec("supervisor"),
+        vec![Child::new(spec("once"), |_| async {}).restart(Restart::Transient)],
+        Intensity::default(),
+        CancellationToken::new(),
+    );
+    assert_eq!(supervisor.await.reason, ExitReason::Normal);
 }
 
 #[tokio::test(flavor = "current_thread")]
