@@ -309,6 +309,7 @@ async fn info(node: Arc<Node>, pid: Pid) -> Value {
             "name": info.name,
             "initial_call": info.initial_call,
             "status": info.status.as_str(),
+            "priority": info.priority.as_str(),
             "reductions": info.reductions,
             "cpu_time_us": info.cpu_time_us,
             "current_function": info.current_function,

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::activity::{Activity, Published, with_current};
+use crate::low_priority::Cancel;
 use crate::{Down, Pid, lock};
 
 /// What a process is doing, as `Process.info` reports it.
@@ -61,6 +62,49 @@ impl fmt::Display for Status {
 /// function and its arguments, say): opaque here, shown as text.
 pub type Frame = Box<dyn fmt::Display + Send + Sync>;
 
+/// How a process is scheduled against others (Erlang's priorities).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Priority {
+    /// A tokio task, as `normal`: tokio has one run queue, so `high` cannot
+    /// overtake `normal`; both go ahead of every `low` process.
+    High,
+    /// A tokio task.
+    #[default]
+    Normal,
+    /// Polled by the runtime's own low-priority runners, a batch at a time,
+    /// behind whatever normal work is queued (see `low_priority`).
+    Low,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Priority, String> {
+        match text {
+            "high" => Ok(Priority::High),
+            "normal" => Ok(Priority::Normal),
+            "low" => Ok(Priority::Low),
+            other => Err(format!("not a priority: {other:?} (high, normal or low)")),
+        }
+    }
+}
+
 /// How a process is described when it is spawned.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -73,6 +117,7 @@ pub struct Spec {
     /// A web page may kill it (user work: sums, load workers). Everything
     /// else is a system process only the console may kill.
     pub killable_from_web: bool,
+    pub priority: Priority,
 }
 
 impl Spec {
@@ -85,7 +130,14 @@ impl Spec {
             initial_call: initial_call.into(),
             quiet: false,
             killable_from_web: false,
+            priority: Priority::Normal,
         }
+    }
+
+    /// Sets how it is scheduled (normal by default).
+    pub fn priority(mut self, priority: Priority) -> Spec {
+        self.priority = priority;
+        self
     }
 
     pub fn quiet(mut self) -> Spec {
@@ -107,6 +159,7 @@ pub struct ProcessInfo {
     pub name: String,
     pub initial_call: String,
     pub status: Status,
+    pub priority: Priority,
     pub reductions: u64,
     pub cpu_time_us: u64,
     pub current_function: String,
@@ -117,6 +170,22 @@ pub struct ProcessInfo {
     pub code_version: Option<u32>,
 }
 
+/// Ends a process at its next yield: its tokio task's abort handle, or its
+/// low-priority task's cancel.
+pub(crate) enum Abort {
+    Task(AbortHandle),
+    Low(Cancel),
+}
+
+impl Abort {
+    pub(crate) fn abort(&self) {
+        match self {
+            Abort::Task(handle) => handle.abort(),
+            Abort::Low(cancel) => cancel.cancel(),
+        }
+    }
+}
+
 /// What the registry keeps of a live process. The counters a poll writes
 /// are not here but in the task (see `activity`); a poll touches no entry.
 pub(crate) struct ProcessEntry {
@@ -125,7 +194,7 @@ pub(crate) struct ProcessEntry {
     spawned_at: SystemTime,
     pub(crate) activity: Published,
     pub(crate) killed: AtomicBool,
-    pub(crate) abort: OnceLock<AbortHandle>,
+    pub(crate) abort: OnceLock<Abort>,
     code_version: AtomicU32,
     /// The foreign frame it is in, for processes that run code the runtime
     /// does not see (allocated at the first one).
@@ -260,6 +329,7 @@ impl ProcessEntry {
             name: self.spec.name.to_string(),
             initial_call: self.spec.initial_call.to_string(),
             status: activity.status,
+            priority: self.spec.priority,
             reductions: activity.reductions,
             cpu_time_us: activity.cpu_ns / 1_000,
             current_function: self.stacktrace_at(activity.location).swap_remove(0),

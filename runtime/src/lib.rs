@@ -15,6 +15,7 @@ mod context;
 mod entry;
 mod exit;
 pub mod long_schedule;
+mod low_priority;
 mod pid;
 mod registry;
 pub mod supervisor;
@@ -24,8 +25,9 @@ pub mod watch;
 
 pub use activity::{clock_ticks, ticks_to_nanos};
 pub use context::ProcessContext;
-pub use entry::{Frame, ProcessInfo, Spec, Status};
+pub use entry::{Frame, Priority, ProcessInfo, Spec, Status};
 pub use exit::{Down, ExitReason};
+pub use low_priority::BATCH as LOW_PRIORITY_BATCH;
 pub use pid::{ParsePidError, Pid};
 pub use registry::{CRASH_REPORTS, Monitor, ProcessRegistry, install_panic_hook};
 

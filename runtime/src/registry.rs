@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::activity::{self, Activity};
 use crate::burst::Burst;
-use crate::entry::{ProcessEntry, ProcessInfo, Spec, Status};
+use crate::entry::{Abort, Priority, ProcessEntry, ProcessInfo, Spec, Status};
+use crate::low_priority::LowPriority;
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
 
@@ -44,6 +45,8 @@ pub struct ProcessRegistry {
     /// Crash reports since start (processes that panicked, quiet ones
     /// excepted), whether the log's burst limit let them be written or not.
     crash_reports: AtomicU64,
+    /// The runners of low-priority processes.
+    low_priority: LowPriority,
 }
 
 /// Resolves to the DOWN message of the monitored process.
@@ -82,6 +85,7 @@ impl ProcessRegistry {
             exit_reasons: DashMap::new(),
             task_names: AtomicBool::new(false),
             crash_reports: AtomicU64::new(0),
+            low_priority: LowPriority::default(),
         })
     }
 
@@ -153,22 +157,24 @@ impl ProcessRegistry {
             },
             _pinned: PhantomPinned,
         };
-        let handle = if self.task_names.load(Relaxed) {
+        let abort = if entry.spec.priority == Priority::Low {
+            Abort::Low(self.low_priority.spawn(task))
+        } else if self.task_names.load(Relaxed) {
             let name = format!("{} {pid}", entry.spec.name);
             match tokio::task::Builder::new().name(&name).spawn(task) {
-                Ok(handle) => handle,
+                Ok(handle) => Abort::Task(handle.abort_handle()),
                 // The runtime is shutting down; the task was dropped and has exited.
                 Err(_) => return pid,
             }
         } else {
-            tokio::spawn(task)
+            Abort::Task(tokio::spawn(task).abort_handle())
         };
-        let _ = entry.abort.set(handle.abort_handle());
+        let abort = entry.abort.get_or_init(|| abort);
         // A kill that came before the abort handle was set found nothing to
         // abort; it is ours to deliver (see `kill`: swap, fence, then get).
         fence(SeqCst);
         if entry.killed.load(Relaxed) {
-            handle.abort();
+            abort.abort();
         }
         pid
     }

@@ -512,6 +512,7 @@ fn info_map(pid: Pid, info: ProcessInfo) -> Map {
     map.insert("name".into(), info.name.into());
     map.insert("initial_call".into(), info.initial_call.into());
     map.insert("status".into(), info.status.as_str().into());
+    map.insert("priority".into(), info.priority.as_str().into());
     map.insert(
         "reductions".into(),
         Dynamic::from_int(to_int(info.reductions)),

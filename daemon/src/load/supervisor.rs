@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::Load;
 use super::{memory, worker};
 use crate::node::Node;
-use system_runtime::{Pid, ProcessContext, ProcessRegistry, Spec};
+use system_runtime::{Pid, Priority, ProcessContext, ProcessRegistry, Spec};
 
 /// Workers started, or exit notices handled, before the supervisor yields.
 const BATCH: usize = 1_000;
@@ -175,7 +175,9 @@ impl Workers {
         let index_u32 = u32::try_from(index).unwrap_or(u32::MAX);
         let spec = Spec::new("load_worker", "Load.Worker.start_link()")
             .quiet()
-            .killable_from_web();
+            .killable_from_web()
+            // Background work: requests and sums answer ahead of it.
+            .priority(Priority::Low);
         let pid = self
             .registry
             .spawn(spec, move |ctx| worker::run(ctx, pool, index_u32));
