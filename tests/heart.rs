@@ -125,12 +125,15 @@ async fn code_that_keeps_killing_the_node_is_rolled_back() {
     for crash in 1..=2 {
         let mut page = Client::connect(&daemon).await;
         page.sum(1, "4242").await;
-        assert_eq!(
-            page.next().await.map(|m| m["status"].clone()),
-            Some("calculating".into())
-        );
+        let calculating = page.next().await.expect("a reply");
+        assert_eq!(calculating["status"], "calculating", "{calculating}");
         let (new, _) = wait_for_restart(&daemon, pid, Instant::now());
         pid = new;
+        // The last line of the dead daemon names the process that faulted.
+        daemon.log_containing(&format!(
+            "FATAL system: killed by SIGSEGV; current code: math_plugin v2 (1.3.0-faults); in process {}",
+            calculating["pid"].as_str().expect("the sum's pid")
+        ));
         if crash == 1 {
             // One crash: the upgraded version stays current after the restart.
             assert_eq!(rpc(&daemon, "System.info().plugin_id"), 2);

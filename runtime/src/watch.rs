@@ -146,6 +146,21 @@ pub(crate) fn enter_poll(pid: u64, started: u64) -> Option<&'static Slot> {
     Some(slot)
 }
 
+/// The pid whose poll is running on the calling thread, if it is a watched
+/// scheduler thread inside a process's poll. Async-signal-safe (for a
+/// fatal-signal handler): a constant-initialised thread-local and atomic
+/// loads; it never allocates, locks or registers anything.
+pub fn polled_on_this_thread() -> Option<u64> {
+    match SLOT.get() {
+        NOT_A_SCHEDULER | UNREGISTERED => None,
+        // SAFETY: only `register` stores values above 1, each the address
+        // of an element of the static `SLOTS`.
+        address => unsafe { &*(address as *const Slot) }
+            .polling()
+            .map(|(pid, _)| pid),
+    }
+}
+
 /// The watched scheduler threads, in registration order (index = the
 /// scheduler's number in messages).
 pub fn schedulers() -> impl Iterator<Item = (usize, &'static Slot)> {
