@@ -232,9 +232,15 @@ impl<F: Future<Output = ()> + Send + 'static> Task for LowTask<F> {
     }
 
     fn end(&self) {
+        let mut slot = lock(&self.future);
+        if slot.is_none() {
+            // Ended already; its key may belong to another task by now.
+            return;
+        }
         // Dropped in place: a pinned future must not move before its drop
         // (a process's future publishes pointers into itself).
-        *lock(&self.future) = None;
+        *slot = None;
+        drop(slot);
         self.runner.remove(self.key.load(Relaxed));
     }
 }
