@@ -12,8 +12,8 @@ use std::marker::PhantomPinned;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU64, fence};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,9 +21,10 @@ use dashmap::DashMap;
 use pin_project_lite::pin_project;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::activity::{self, Activity};
+use crate::activity::{self, Activity, Status};
 use crate::burst::Burst;
-use crate::entry::{ProcessEntry, ProcessInfo, Spec, Status};
+use crate::current;
+use crate::entry::{ProcessEntry, ProcessInfo, Spec};
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
 
@@ -152,13 +153,9 @@ impl ProcessRegistry {
         } else {
             tokio::spawn(task)
         };
-        let _ = entry.abort.set(handle.abort_handle());
-        // A kill that came before the abort handle was set found nothing to
-        // abort; it is ours to deliver (see `kill`: swap, fence, then get).
-        fence(SeqCst);
-        if entry.killed.load(Relaxed) {
-            handle.abort();
-        }
+        // A kill that came before this found nothing to abort: arming
+        // delivers it (see `kill`: exactly one of the two aborts).
+        entry.kill.arm(handle.abort_handle());
         pid
     }
 
@@ -219,14 +216,7 @@ impl ProcessRegistry {
     }
 
     fn deliver_kill(entry: &ProcessEntry) -> bool {
-        if entry.killed.swap(true, Relaxed) {
-            return false;
-        }
-        fence(SeqCst);
-        if let Some(abort) = entry.abort.get() {
-            abort.abort();
-        }
-        true
+        entry.kill.kill()
     }
 
     /// The spec `pid` was started with, while it is alive.
@@ -312,7 +302,7 @@ impl ProcessRegistry {
         entry.activity.retire();
         self.table.remove(&entry.pid.0);
         let at = PANIC_AT.take().unwrap_or_default();
-        if entry.killed.load(Relaxed) {
+        if entry.kill.is_killed() {
             // A reason that came as it ended on its own is not read.
             self.exit_reasons.remove(&entry.pid.0);
         }
@@ -349,7 +339,7 @@ struct ExitGuard {
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         let reason = self.reason.take().unwrap_or_else(|| {
-            if self.entry.killed.load(Relaxed) {
+            if self.entry.kill.is_killed() {
                 match self.registry.exit_reasons.remove(&self.entry.pid.0) {
                     Some((_, reason)) => ExitReason::Exit(reason.into()),
                     None => ExitReason::Killed,
@@ -393,7 +383,7 @@ impl<F: Future<Output = ()>> Future for Instrumented<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let activity: &Activity = this.activity;
-        let entry = Arc::as_ptr(&this.exit.entry);
+        let process = this.exit.entry.identity();
         if !*this.published {
             this.exit.entry.activity.publish(activity);
             *this.published = true;
@@ -403,7 +393,7 @@ impl<F: Future<Output = ()>> Future for Instrumented<F> {
         let watched = watch::enter_poll(*this.pid, started);
         let inner = this.inner;
         let polled = {
-            let _polling = activity::polling(activity, entry);
+            let _polling = current::polling(activity, process);
             catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
         };
         let ended = activity::clock_ticks();
@@ -435,7 +425,7 @@ thread_local! {
 pub fn install_panic_hook() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if activity::in_process() {
+        if current::in_process() {
             let at = info
                 .location()
                 .map(|l| format!("at {}:{}", l.file(), l.line()));

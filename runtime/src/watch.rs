@@ -195,7 +195,7 @@ impl ThreadClock {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use std::time::Instant;
 

@@ -224,6 +224,34 @@ async fn trace_records_calls_and_stacktrace_names_the_current_function() {
     );
 }
 
+/// Two traces of one process (two /top tabs, or a tab and the console) are
+/// independent: both receive its calls, and the one that ends first leaves
+/// the other receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_traces_of_one_process_do_not_clobber_each_other() {
+    let registry = ProcessRegistry::new();
+    let pid = registry.spawn(spec("busy"), busy);
+    // Long windows: each trace ends by its call count, unless calls stop
+    // reaching it, which then shows as a short list.
+    let window = Duration::from_secs(20);
+    let (short, long) = tokio::join!(
+        registry.trace(pid, 5, window),
+        registry.trace(pid, 500, window),
+    );
+    let (short, long) = (short.expect("alive"), long.expect("alive"));
+    assert_eq!(short.len(), 5);
+    assert_eq!(
+        long.len(),
+        500,
+        "calls after the short trace ended still arrive"
+    );
+    assert!(long.iter().all(|call| call == "Test.busy/0"));
+    // A third trace after both ended still receives.
+    let again = registry.trace(pid, 5, window).await.expect("alive");
+    assert_eq!(again.len(), 5);
+    registry.kill(pid);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_before_the_first_poll_gives_killed() {
     let registry = ProcessRegistry::new();
