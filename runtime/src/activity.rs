@@ -363,6 +363,36 @@ mod tests {
         assert_eq!(seen.reductions, 0);
     }
 
+    /// The real thing: a process's task publishes the activity pinned in
+    /// it, observers read it between polls, and its exit retires it before
+    /// tokio frees the task (under Miri: no aliasing or lifetime error).
+    #[test]
+    fn a_real_task_publishes_and_retires_its_activity() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let registry = crate::ProcessRegistry::new();
+        runtime.block_on(async {
+            let (go, wait) = tokio::sync::oneshot::channel::<()>();
+            let monitor =
+                registry.spawn_monitor(crate::Spec::new("t", "Test.t()"), |ctx| async move {
+                    ctx.enter(&"Test.work/0");
+                    ctx.add_reductions(10);
+                    let _ = wait.await;
+                });
+            let pid = monitor.pid();
+            assert_eq!(registry.info(pid).expect("alive").status, Status::Runnable);
+            tokio::task::yield_now().await;
+            let info = registry.info(pid).expect("alive");
+            assert_eq!(info.status, Status::Waiting);
+            assert_eq!(info.reductions, 11);
+            assert_eq!(info.current_function, "Test.work/0");
+            go.send(()).expect("the process waits");
+            assert_eq!(monitor.await.reason, crate::ExitReason::Normal);
+            assert!(registry.info(pid).is_none());
+        });
+    }
+
     /// A reader thread racing the task's exit: under Miri (which checks
     /// every access for use after free and data races) as well as natively.
     #[test]

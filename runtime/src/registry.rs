@@ -4,6 +4,22 @@
 //! The table is sharded (no global lock); the poll path touches no entry,
 //! only the task's own memory (see `activity`). Nothing here may await
 //! while holding a lock.
+//!
+//! # Protocol: spawn, kill, exit
+//!
+//! | state | writers | readers | ordering |
+//! |---|---|---|---|
+//! | `table` | `start` inserts (before the task exists); the exit guard removes | `kill`, `lookup`, `list`, … | dashmap's shard locks |
+//! | an entry's `kill` switch | `kill`/`exit_signal` (any thread) and `start` (arms it with the abort handle, once) | the exit guard | see `kill`'s table: exactly one of kill and arm aborts |
+//! | `exit_reasons` | `exit_signal` inserts a reason *before* killing; the exit guard removes it | the exit guard, after `is_killed` | its shard locks; the kill's `AcqRel` RMW and `is_killed`'s `Acquire` load order the insert before the read |
+//! | the activity pointer | the task (`Instrumented::poll` publishes, the exit guard retires) | `info`, `reductions`, `stacktrace` | see `activity`'s table |
+//!
+//! A kill may find the pid in the table before its task is spawned: the
+//! kill switch then holds the kill until `start` arms it, and `start`
+//! aborts the task itself (loom model `kill_races_spawn`; test
+//! `a_kill_before_the_first_poll_gives_killed`). The exit guard runs
+//! exactly once, however the task ends, and retires the activity before
+//! the entry leaves the table.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -359,7 +375,9 @@ pin_project! {
     // `repr(C)`, counters first: what every poll writes sits right after
     // tokio's task header instead of after the (large) inner future.
     // Fields drop in this order: `inner` before `exit`, so the process's own
-    // cleanup (its drop guards) is done before its DOWN is sent.
+    // cleanup (its drop guards) is done before its DOWN is sent. `activity`
+    // drops first but has no drop glue (asserted in `activity`): observers
+    // may still read it until `exit` retires it; tokio frees the memory after.
     #[repr(C)]
     struct Instrumented<F> {
         activity: Activity,
