@@ -12,7 +12,11 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
     for file in std::fs::read_dir(&src).expect("runtime/src") {
         let path = file.expect("an entry").path();
         if path.extension().is_some_and(|ext| ext == "rs") {
-            let module = path.file_stem().expect("a name").to_string_lossy().into_owned();
+            let module = path
+                .file_stem()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned();
             let text = std::fs::read_to_string(&path).expect("a source file");
             sources.insert(module, code_only(&text));
         }
@@ -74,7 +78,9 @@ fn code_only(text: &str) -> String {
         let trimmed = line.trim();
         if trimmed.starts_with("#[cfg(")
             && trimmed.contains("test")
-            && lines.peek().is_some_and(|next| next.trim().starts_with("mod "))
+            && lines
+                .peek()
+                .is_some_and(|next| next.trim().starts_with("mod "))
         {
             break;
         }
