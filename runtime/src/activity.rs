@@ -16,7 +16,7 @@
 //!
 //! | field | single writer | readers | writer's ordering | readers' ordering |
 //! |---|---|---|---|---|
-//! | `Activity::reductions`, `cpu_ticks`, `location`, `status` | the process's task, inside its own poll (or its exit guard's status) | observers, in [`Published::read`] | `Relaxed` load + `Relaxed` store (one writer: no RMW needed) | `Relaxed` |
+//! | `Activity::reductions`, `cpu_ticks`, `location`, `status` | the process's task, inside its own poll | observers, in [`Published::read`] | `Relaxed` load + `Relaxed` store (one writer: no RMW needed) | `Relaxed` |
 //! | `Activity::in_frame` | the process's task | the process's task only | `Relaxed` | `Relaxed` |
 //! | `Published::live` | the task: [`Published::publish`] at its first poll, [`Published::retire`] in its exit guard | observers, in `read` | `Release` (publish: the activity's initial values; retire: the `retired` flag) | `Acquire` |
 //! | `Published::retired` | `retire`, once, before clearing `live` | observers that load a null `live` | `Relaxed` (ordered by `live`) | `Relaxed` |
@@ -34,7 +34,9 @@
 //! with, so the copy happens before the memory goes); if `retire`'s comes
 //! first, the reader's `AcqRel` add reads from it, so the null store
 //! happens before the reader's load of `live`, which sees null. No `SeqCst`
-//! is needed (and loom checks exactly this: model `publish_read_retire`).
+//! is needed, and loom checks exactly this (model `publish_read_retire`;
+//! the RMW replaces a `SeqCst` store-then-load, which loom, modelling
+//! `SeqCst` as `AcqRel`, reports as a race).
 //!
 //! **Why the retire wait ends.** A reader counted in does nothing but copy
 //! five words (no lock, allocation, await or system call; turning ticks into
