@@ -49,11 +49,19 @@
 //! times (a few microseconds, many copies' worth) and then yields its
 //! thread between looks, so a reader preempted while counted in gets a CPU.
 //!
+//! **`&mut` to the activity is not exclusive.** Each poll projects the
+//! pinned task future to its fields, which makes a `&mut Activity` while
+//! observers hold the published pointer; `Activity` is `!Unpin` (asserted
+//! below) so that this `&mut` does not claim exclusive access, as the
+//! `!Unpin` future itself does not (Miri's test
+//! `a_real_task_publishes_and_retires_its_activity` fails without it).
+//!
 //! **The activity outlives its drop.** `Instrumented` (in `registry`) drops
 //! its fields in order, the activity before the exit guard that retires it;
 //! soundness relies on the activity having no drop glue (asserted below),
 //! so its memory stays valid until tokio frees the task, after the guard.
 
+use std::marker::PhantomPinned;
 use std::ptr;
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -136,6 +144,11 @@ pub(crate) struct Activity {
     status: AtomicU8,
     /// Set while the entry holds a foreign frame that `enter` must clear.
     in_frame: AtomicBool,
+    /// Observers read the activity through a pointer while its task holds
+    /// `&mut` to it (every poll projects the pinned future to its fields):
+    /// being `!Unpin` exempts that `&mut` from claiming exclusive access,
+    /// as for the future itself (Miri's aliasing model checks exactly this).
+    _pinned: PhantomPinned,
     /// Under loom, stands for this memory: the models free it where the
     /// task's memory goes, and loom reports a read not ordered before that.
     #[cfg(loom)]
@@ -149,6 +162,7 @@ pub(crate) struct Activity {
 #[cfg(not(loom))]
 const _: () = assert!(!std::mem::needs_drop::<Activity>());
 const _: () = assert!(!std::mem::needs_drop::<&'static str>());
+static_assertions::assert_not_impl_any!(Activity: Unpin);
 
 impl Default for Activity {
     fn default() -> Activity {
@@ -158,6 +172,7 @@ impl Default for Activity {
             location: AtomicPtr::new(ptr::null_mut()),
             status: AtomicU8::new(Status::Runnable as u8),
             in_frame: AtomicBool::new(false),
+            _pinned: PhantomPinned,
             #[cfg(loom)]
             memory: crate::sync::Memory::new(),
         }
@@ -378,17 +393,25 @@ mod tests {
             let (go, wait) = tokio::sync::oneshot::channel::<()>();
             let monitor =
                 registry.spawn_monitor(crate::Spec::new("t", "Test.t()"), |ctx| async move {
-                    ctx.enter(&"Test.work/0");
-                    ctx.add_reductions(10);
+                    for _ in 0..3 {
+                        ctx.enter(&"Test.work/0");
+                        ctx.add_reductions(10);
+                        ctx.yield_now().await;
+                    }
                     let _ = wait.await;
                 });
             let pid = monitor.pid();
             assert_eq!(registry.info(pid).expect("alive").status, Status::Runnable);
-            tokio::task::yield_now().await;
-            let info = registry.info(pid).expect("alive");
-            assert_eq!(info.status, Status::Waiting);
-            assert_eq!(info.reductions, 11);
-            assert_eq!(info.current_function, "Test.work/0");
+            // Read between polls: each later poll reborrows the task's
+            // future (`&mut`), which must not invalidate the published pointer.
+            // One reduction per poll, ten per slice; the fourth poll only waits.
+            for reductions in [11, 22, 33, 34] {
+                tokio::task::yield_now().await;
+                let info = registry.info(pid).expect("alive");
+                assert_eq!(info.reductions, reductions);
+                assert_eq!(info.current_function, "Test.work/0");
+            }
+            assert_eq!(registry.info(pid).expect("alive").status, Status::Waiting);
             go.send(()).expect("the process waits");
             assert_eq!(monitor.await.reason, crate::ExitReason::Normal);
             assert!(registry.info(pid).is_none());
