@@ -195,7 +195,9 @@ async fn the_supervisor_gives_up_beyond_its_restart_intensity() {
     );
 }
 
+// Not under Miri: 50 calls within a 1-s window of real time.
 #[tokio::test(flavor = "current_thread")]
+#[cfg_attr(miri, ignore)]
 async fn trace_records_calls_and_stacktrace_names_the_current_function() {
     let registry = ProcessRegistry::new();
     let pid = registry.spawn(spec("busy"), busy);
@@ -227,7 +229,9 @@ async fn trace_records_calls_and_stacktrace_names_the_current_function() {
 /// Two traces of one process (two /top tabs, or a tab and the console) are
 /// independent: both receive its calls, and the one that ends first leaves
 /// the other receiving.
+// Not under Miri: hundreds of traced polls on two threads (minutes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(miri, ignore)]
 async fn concurrent_traces_of_one_process_do_not_clobber_each_other() {
     let registry = ProcessRegistry::new();
     let pid = registry.spawn(spec("busy"), busy);
@@ -252,7 +256,10 @@ async fn concurrent_traces_of_one_process_do_not_clobber_each_other() {
     registry.kill(pid);
 }
 
+// Not under Miri: 2,000 spawns on two threads (the loom model
+// `kill_races_spawn` covers the race).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(miri, ignore)]
 async fn a_kill_before_the_first_poll_gives_killed() {
     let registry = ProcessRegistry::new();
     for _ in 0..2_000 {
@@ -264,7 +271,10 @@ async fn a_kill_before_the_first_poll_gives_killed() {
 
 /// Observers read a process's counters out of its task; they must never see
 /// freed memory, however quickly processes come and go.
+// Not under Miri: a stress test (the loom model `publish_read_retire` and
+// Miri's `a_reader_racing_the_exit_never_reads_freed_memory` cover the race).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(miri, ignore)]
 async fn observers_read_counters_while_processes_come_and_go() {
     let registry = ProcessRegistry::new();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -306,7 +316,9 @@ async fn observers_read_counters_while_processes_come_and_go() {
     assert!(seen > 0, "the observer saw no live process");
 }
 
+// Not under Miri: it measures real CPU time.
 #[tokio::test(flavor = "current_thread")]
+#[cfg_attr(miri, ignore)]
 async fn cpu_time_counts_the_time_spent_in_polls() {
     let registry = ProcessRegistry::new();
     let (spun, done) = oneshot::channel();
