@@ -197,7 +197,7 @@ impl ProcessRegistry {
         let Some(entry) = self.lookup(pid) else {
             return false;
         };
-        Self::deliver_kill(&entry)
+        entry.kill.kill()
     }
 
     /// Sends `pid` an exit signal, as Erlang's `exit(Pid, Reason)` does to a
@@ -214,13 +214,13 @@ impl ProcessRegistry {
                 let Some(entry) = self.lookup(pid) else {
                     return false;
                 };
-                // Before `killed`: whoever sees the kill sees its reason. If
+                // Before the kill: whoever sees the kill sees its reason. If
                 // another signal got there first, the process dies of either
                 // (as with two concurrent exit signals in Erlang).
                 self.exit_reasons
                     .entry(pid.0)
                     .or_insert_with(|| reason.into());
-                let delivered = Self::deliver_kill(&entry);
+                let delivered = entry.kill.kill();
                 if !self.is_alive(pid) {
                     // It had ended already (its exit decided its reason
                     // before leaving the table): nobody will read this one.
@@ -229,10 +229,6 @@ impl ProcessRegistry {
                 delivered
             }
         }
-    }
-
-    fn deliver_kill(entry: &ProcessEntry) -> bool {
-        entry.kill.kill()
     }
 
     /// The spec `pid` was started with, while it is alive.
