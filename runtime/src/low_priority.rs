@@ -17,14 +17,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicUsize, fence};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
 use crossbeam_queue::SegQueue;
 use futures::task::AtomicWaker;
 use slab::Slab;
 
-use crate::lock;
+use crate::sync::{Mutex, lock};
 
 /// Processes a runner polls before it yields to the scheduler.
 pub const BATCH: usize = 64;
