@@ -15,7 +15,6 @@ pub mod log;
 pub mod long_schedule;
 pub mod metrics;
 pub mod node;
-pub mod plugin_check;
 pub mod process;
 pub mod scheduler;
 pub mod server;

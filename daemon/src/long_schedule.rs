@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::lock;
+use crate::log::thousands;
 use crate::node::Node;
-use crate::plugin_check::thousands;
 use crate::process::Pid;
 use crate::process::watch;
 

@@ -16,9 +16,9 @@ use tokio::runtime::Handle;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::code::Check;
+use crate::code::check::ChildCheck;
 use crate::home::{DaemonState, Home};
 use crate::node::Node;
-use crate::plugin_check::ChildCheck;
 use crate::process::supervisor::{self, Child, Intensity};
 use crate::process::{Spec, install_panic_hook};
 
