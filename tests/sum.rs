@@ -170,6 +170,44 @@ async fn computations_beyond_the_per_connection_limit_get_an_error_line() {
 }
 
 #[tokio::test]
+async fn info_requests_beyond_the_per_connection_limit_get_an_error() {
+    let daemon = Daemon::start();
+    // An idle process: its trace sees no call and lasts the whole second,
+    // so every info asked at once is still waiting when the next arrives.
+    let whereis = daemon.system(&["rpc", "whereis(\"load_supervisor\")"]);
+    assert!(whereis.status.success(), "{}", support::text(&whereis));
+    let pid = String::from_utf8_lossy(&whereis.stdout).trim().to_owned();
+    assert!(pid.starts_with("#PID<"), "{pid}");
+    let mut client = Client::connect(&daemon).await;
+    let limit = system::connection::MAX_INFOS_PER_CONNECTION;
+    for _ in 0..=limit {
+        client.send(json!({"type": "info", "pid": pid})).await;
+    }
+    let refused = client.expect(|m| m["type"] == "error").await;
+    assert_eq!(refused["pid"], pid.as_str(), "{refused}");
+    let expected = format!("too many info requests waiting on this connection (at most {limit})");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&expected),
+        "{refused}"
+    );
+    // The ones under the cap are all answered.
+    for _ in 0..limit {
+        let info = client.expect(|m| m["type"] == "info").await;
+        assert_eq!(info["pid"], pid.as_str(), "{info}");
+        assert_eq!(info["info"]["name"], "load_supervisor", "{info}");
+    }
+    // Answered ones free their places: the next request is served.
+    client.send(json!({"type": "info", "pid": pid})).await;
+    let info = client
+        .expect(|m| m["type"] == "info" || m["type"] == "error")
+        .await;
+    assert_eq!(info["type"], "info", "{info}");
+}
+
+#[tokio::test]
 async fn an_oversized_message_closes_only_that_connection() {
     let daemon = Daemon::start();
     let mut big = Client::connect(&daemon).await;

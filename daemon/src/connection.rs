@@ -31,6 +31,10 @@ use crate::{load, metrics, sum};
 /// Computations one connection may have running at once.
 pub const MAX_SUMS_PER_CONNECTION: usize = 32;
 
+/// `info` requests one connection may have waiting at once (each holds a
+/// one-second trace of its process).
+pub const MAX_INFOS_PER_CONNECTION: usize = 8;
+
 /// How often the connection pings its peer.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -85,8 +89,9 @@ struct Connection {
     node: Arc<Node>,
     /// Pending sum replies; each resolves to exactly one final `sum` message.
     sums: FuturesUnordered<BoxFuture<'static, (Pid, Value)>>,
-    /// Other pending replies (info traces).
-    replies: FuturesUnordered<BoxFuture<'static, Value>>,
+    /// Pending `info` replies (each waits for its one-second trace), at
+    /// most [`MAX_INFOS_PER_CONNECTION`].
+    infos: FuturesUnordered<BoxFuture<'static, Value>>,
     /// The sum processes still running, killed if the connection ends.
     running: HashSet<Pid>,
 }
@@ -106,7 +111,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
         ctx,
         node: node.clone(),
         sums: FuturesUnordered::new(),
-        replies: FuturesUnordered::new(),
+        infos: FuturesUnordered::new(),
         running: HashSet::new(),
     };
     let hello = json!({"type": "hello", "node": node.name, "version": node.version, "schedulers": node.schedulers, "started_at": node.started_at});
@@ -178,7 +183,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                 connection.running.remove(&pid);
                 pending.push(reply);
             }
-            Some(reply) = connection.replies.next() => pending.push(reply),
+            Some(reply) = connection.infos.next() => pending.push(reply),
             rows = async { top_feed.as_mut().expect("guarded").await }, if top_feed.is_some() => {
                 pending.push(json!({"type": "top", "rows": rows}));
                 top_feed = Some(next_top(&node));
@@ -209,9 +214,16 @@ impl Connection {
             Request::Load { jobs, failure_rate } => vec![load::set(&self.node, jobs, failure_rate)],
             Request::Reset => vec![load::reset(&self.node)],
             Request::Info { pid } => match pid.parse::<Pid>() {
+                Ok(pid) if self.infos.len() >= MAX_INFOS_PER_CONNECTION => vec![json!({
+                    "type": "error",
+                    "pid": pid.to_string(),
+                    "message": format!(
+                        "too many info requests waiting on this connection (at most {MAX_INFOS_PER_CONNECTION}); ask again when one is answered"
+                    ),
+                })],
                 Ok(pid) => {
                     let node = self.node.clone();
-                    self.replies.push(info(node, pid).boxed());
+                    self.infos.push(info(node, pid).boxed());
                     vec![]
                 }
                 Err(error) => vec![error_reply(error.to_string())],
