@@ -172,19 +172,28 @@ async fn computations_beyond_the_per_connection_limit_get_an_error_line() {
 #[tokio::test]
 async fn info_requests_beyond_the_per_connection_limit_get_an_error() {
     let daemon = Daemon::start();
-    // An idle process: its trace sees no call and lasts the whole second,
-    // so every info asked at once is still waiting when the next arrives.
-    let whereis = daemon.system(&["rpc", "whereis(\"load_supervisor\")"]);
-    assert!(whereis.status.success(), "{}", support::text(&whereis));
-    let pid = String::from_utf8_lossy(&whereis.stdout).trim().to_owned();
-    assert!(pid.starts_with("#PID<"), "{pid}");
-    let mut client = Client::connect(&daemon).await;
     let limit = system::connection::MAX_INFOS_PER_CONNECTION;
-    for _ in 0..=limit {
+    // Idle connections, one per info: the trace of a process that makes
+    // (almost) no calls lasts its whole second, and two traces of one pid
+    // would cut each other short.
+    let mut client = Client::connect(&daemon).await;
+    let mut idle = Vec::new();
+    for _ in 0..limit {
+        idle.push(Client::connect(&daemon).await);
+    }
+    let output = daemon.system(&[
+        "rpc",
+        "--json",
+        "Process.list().filter(|p| Process.info(p)?.name == \"ws_connection\").map(|p| p.to_string())",
+    ]);
+    assert!(output.status.success(), "{}", support::text(&output));
+    let pids: Vec<String> = serde_json::from_slice(&output.stdout).expect("a list of pids");
+    assert_eq!(pids.len(), limit + 1, "{pids:?}");
+
+    for pid in &pids {
         client.send(json!({"type": "info", "pid": pid})).await;
     }
     let refused = client.expect(|m| m["type"] == "error").await;
-    assert_eq!(refused["pid"], pid.as_str(), "{refused}");
     let expected = format!("too many info requests waiting on this connection (at most {limit})");
     assert!(
         refused["message"]
@@ -193,18 +202,24 @@ async fn info_requests_beyond_the_per_connection_limit_get_an_error() {
             .contains(&expected),
         "{refused}"
     );
+    assert_eq!(refused["pid"], pids[limit].as_str(), "the last one asked");
     // The ones under the cap are all answered.
-    for _ in 0..limit {
-        let info = client.expect(|m| m["type"] == "info").await;
-        assert_eq!(info["pid"], pid.as_str(), "{info}");
-        assert_eq!(info["info"]["name"], "load_supervisor", "{info}");
+    for pid in &pids[..limit] {
+        let info = client
+            .expect(|m| m["type"] == "info" && m["pid"] == pid.as_str())
+            .await;
+        assert_eq!(info["info"]["name"], "ws_connection", "{info}");
     }
-    // Answered ones free their places: the next request is served.
-    client.send(json!({"type": "info", "pid": pid})).await;
+    // Answered ones free their places: the refused one is served now.
+    client
+        .send(json!({"type": "info", "pid": pids[limit]}))
+        .await;
     let info = client
         .expect(|m| m["type"] == "info" || m["type"] == "error")
         .await;
     assert_eq!(info["type"], "info", "{info}");
+    assert_eq!(info["pid"], pids[limit].as_str(), "{info}");
+    drop(idle);
 }
 
 #[tokio::test]

@@ -211,8 +211,8 @@ impl Connection {
     fn handle(&mut self, request: Request) -> Vec<Value> {
         match request {
             Request::Sum { id, input } => self.sum(id, input),
-            Request::Load { jobs, failure_rate } => vec![load::set(&self.node, jobs, failure_rate)],
-            Request::Reset => vec![load::reset(&self.node)],
+            Request::Load { jobs, failure_rate } => vec![self.set_load(jobs, failure_rate)],
+            Request::Reset => vec![self.reset_load()],
             Request::Info { pid } => match pid.parse::<Pid>() {
                 Ok(pid) if self.infos.len() >= MAX_INFOS_PER_CONNECTION => vec![json!({
                     "type": "error",
@@ -234,6 +234,32 @@ impl Connection {
             },
             Request::Subscribe { .. } => vec![],
         }
+    }
+
+    /// Sets the load; the reply is `load` or `error`.
+    fn set_load(&self, jobs: Option<u64>, failure_rate: Option<f64>) -> Value {
+        match self.node.load.apply(jobs, failure_rate) {
+            Ok(setting) => {
+                tracing::info!(
+                    "load set to {} jobs, {} % failures",
+                    setting.jobs,
+                    setting.failure_rate
+                );
+                load_reply(setting)
+            }
+            Err(error) => error_reply(error.to_string()),
+        }
+    }
+
+    /// Load to 0, failure rate 0, metrics history cleared; the `load` reply.
+    fn reset_load(&self) -> Value {
+        let setting = match self.node.load.apply(Some(0), Some(0.0)) {
+            Ok(setting) => setting,
+            Err(error) => return error_reply(error.to_string()),
+        };
+        self.node.metrics.clear();
+        tracing::info!("load reset");
+        load_reply(setting)
     }
 
     /// Kills `pid` if a web page may (see `Spec::killable_from_web`); a
@@ -298,6 +324,11 @@ impl Connection {
         );
         calculating
     }
+}
+
+/// The `load` message: what the load is set to now.
+fn load_reply(setting: load::Setting) -> Value {
+    json!({"type": "load", "jobs": setting.jobs, "failure_rate": setting.failure_rate})
 }
 
 /// A `sum` message for line `id`, with its one extra field (`pid`, `result` or `reason`).

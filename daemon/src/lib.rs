@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod code;
 pub mod connection;
+pub mod daemonized;
 pub mod fatal;
 pub mod heart;
 pub mod home;

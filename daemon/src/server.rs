@@ -333,14 +333,28 @@ fn children(
         let node = node.clone();
         Child::new(
             Spec::new("load_supervisor", "Load.Supervisor.start_link()"),
-            move |ctx| crate::load::supervise(ctx, node.clone()),
+            move |ctx| {
+                let (load, registry) = (node.load.clone(), node.registry.clone());
+                crate::load::supervise(ctx, load, registry, node.shutdown.clone())
+            },
         )
     };
     let metrics = {
         let node = node.clone();
         Child::new(
             Spec::new("metrics_sampler", "Metrics.Sampler.start_link()"),
-            move |ctx| crate::metrics::sample_forever(ctx, node.clone()),
+            move |ctx| {
+                let sources = crate::metrics::Sources {
+                    metrics: node.metrics.clone(),
+                    load: node.load.clone(),
+                    registry: node.registry.clone(),
+                    scheduler: node.scheduler.clone(),
+                    schedulers: node.schedulers,
+                    started: node.started,
+                    shutdown: node.shutdown.clone(),
+                };
+                crate::metrics::sample_forever(ctx, sources)
+            },
         )
     };
     vec![http, admin, load, metrics]
