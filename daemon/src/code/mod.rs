@@ -39,7 +39,6 @@ use sha2::{Digest, Sha256};
 
 pub use computation::{SLICE_BUDGET, SumComputation, SumStep};
 pub(crate) use self_test::self_test;
-pub use unload::THREAD_NAME as UNLOAD_THREAD;
 use unload::Unloader;
 pub use version::PluginVersion;
 

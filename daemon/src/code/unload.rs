@@ -16,7 +16,7 @@ use libloading::Library;
 use super::copies;
 
 /// The name of the thread that unloads old versions.
-pub const THREAD_NAME: &str = "code-unloader";
+const THREAD_NAME: &str = "code-unloader";
 
 /// A library to close, the copy it was loaded from, and how the log names it.
 pub(super) struct Unload {
