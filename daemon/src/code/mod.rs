@@ -30,7 +30,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::kept::{KeptPlugins, KeptVersion};
 use crate::lock;
@@ -203,7 +203,8 @@ impl CodeServer {
                 source,
             },
         })?;
-        self.load_bytes(path, bytes.into(), false)
+        let loading = lock(&self.loading);
+        self.load_bytes(&loading, path, bytes.into(), false)
     }
 
     /// Loads a kept version again under its own id (a daemon restarted by heart).
@@ -224,23 +225,27 @@ impl CodeServer {
 
     /// [`CodeServer::rollback`], also naming the version it replaced.
     pub fn switch_back(&self) -> Result<Switch, CodeError> {
+        // Held from reading "previous" on, so that a load in between cannot
+        // make it stale.
+        let loading = lock(&self.loading);
         let previous = {
             let state = lock(&self.state);
             let count = state.recent.len();
             (count >= 2).then(|| state.recent[count - 2].clone())
         };
         let (path, bytes) = previous.ok_or(CodeError::NoPrevious)?;
-        self.load_bytes(&path, bytes, true)
+        self.load_bytes(&loading, &path, bytes, true)
     }
 
     /// `checked`: these bytes already passed the check in this daemon.
+    /// `_loading` is the held load lock: one load at a time.
     fn load_bytes(
         &self,
+        _loading: &MutexGuard<'_, ()>,
         path: &Path,
         bytes: Arc<[u8]>,
         checked: bool,
     ) -> Result<Switch, CodeError> {
-        let _one_load_at_a_time = lock(&self.loading);
         let sha256 = hex(&Sha256::digest(&bytes));
         let id = lock(&self.state).loaded + 1;
         let versioned = copies::path(&self.dir, id, &sha256);
