@@ -154,6 +154,18 @@ async fn an_upgrade_switches_new_work_while_old_work_finishes_on_old_code() {
     // The WebSocket never noticed.
     browser.sum(5, "10").await;
     assert_eq!(browser.answer(5).await["result"], "55");
+
+    // A stop unloads what is left (v2, a long sum on it) before the
+    // daemon says it stopped: no versioned copy stays behind.
+    browser.sum(6, "1000000000000000").await;
+    browser.calculating(6).await;
+    let stop = daemon.system(&["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert_eq!(support::versioned_copies(daemon.home()), 0);
+    let log = daemon.log();
+    let purged = log.find("code purged: math_plugin v2 (1.1.0)");
+    let stopped = log.find("INFO system::server: stopped");
+    assert!(purged.is_some() && purged < stopped, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 pub use computation::{SLICE_BUDGET, SumComputation, SumStep};
 pub(crate) use self_test::self_test;
-use unload::Unloader;
+pub use unload::Unloader;
 pub use version::PluginVersion;
 
 /// Why a plugin version could not be loaded. Nothing changes when a load fails.
@@ -331,6 +331,12 @@ impl CodeServer {
     /// unloaded and its copy removed.
     pub fn settle(&self) {
         self.unloader.settle();
+    }
+
+    /// The handle to the thread that unloads this server's old versions (to
+    /// wait for it at exit, once the server itself is gone).
+    pub fn unloader(&self) -> Unloader {
+        self.unloader.clone()
     }
 
     /// The version new computations should use, if any was loaded.

@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use libloading::Library;
 
@@ -96,5 +97,13 @@ impl Unloader {
         if self.jobs.send(Job::Barrier(done)).is_ok() {
             let _ = finished.recv();
         }
+    }
+
+    /// [`Unloader::settle`], waiting at most `patience` (at exit: a library
+    /// whose finalisers hang must not keep the daemon from ending). False if
+    /// unloads were still running when it gave up.
+    pub fn settle_within(&self, patience: Duration) -> bool {
+        let (done, finished) = mpsc::sync_channel(1);
+        self.jobs.send(Job::Barrier(done)).is_err() || finished.recv_timeout(patience).is_ok()
     }
 }
