@@ -44,14 +44,13 @@ fn wait_for_restart(daemon: &Daemon, old: i32, since: Instant) -> (i32, Duration
     }
 }
 
-/// heart's pid, from `system status`.
+/// heart's pid, from the state file.
 fn heart_pid(daemon: &Daemon) -> i32 {
-    let said = text(&daemon.system(&["status"]));
-    said.split("heart (pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no heart in {said:?}"))
+    let heart = daemon
+        .state()
+        .heart_pid
+        .expect("a daemon started under heart");
+    i32::try_from(heart).expect("a pid fits in i32")
 }
 
 fn signal(pid: i32, signal: Signal) {
@@ -193,6 +192,8 @@ fn heart_gives_up_after_too_many_deaths_and_says_why() {
 fn stop_ends_heart_and_daemon_and_nothing_restarts() {
     let daemon = Daemon::start();
     let heart = heart_pid(&daemon);
+    let status = text(&daemon.system(&["status"]));
+    assert!(status.contains(&format!("heart (pid {heart})")), "{status}");
     let stop = daemon.system(&["stop"]);
     assert!(stop.status.success(), "{}", text(&stop));
     assert!(!is_alive(heart), "heart is gone once stop returns");
