@@ -110,7 +110,7 @@ fn longest_wait(workers: usize, worker_priority: Priority) -> u64 {
 }
 
 #[test]
-fn a_normal_process_waits_for_at_most_a_batch_of_low_ones() {
+fn a_normal_process_waits_for_at_most_two_batches_of_low_ones() {
     let workers = 20_000;
     let behind_low = longest_wait(workers, Priority::Low);
     // For comparison only: tokio's own fairness decides this one.
@@ -118,8 +118,10 @@ fn a_normal_process_waits_for_at_most_a_batch_of_low_ones() {
     eprintln!(
         "between two polls of the probe: {behind_low} low / {behind_normal} normal worker polls"
     );
+    // At most two batches: the runner's turn can come once before the
+    // probe yields and once after, both ahead of the probe's next turn.
     assert!(
-        behind_low <= LOW_PRIORITY_BATCH as u64 + 1,
+        behind_low <= 2 * LOW_PRIORITY_BATCH as u64,
         "the probe waited for {behind_low} low-priority polls"
     );
 }
