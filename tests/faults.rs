@@ -67,7 +67,7 @@ async fn a_full_disk_under_the_log_does_not_stop_the_daemon() {
     .expect("mknod /dev/full (needs root)");
     let output = support::system(home.path(), &["start", "--http", "127.0.0.1:0"]);
     assert!(output.status.success(), "{}", text(&output));
-    let daemon = Daemon::adopt(home, &text(&output));
+    let daemon = Daemon::adopt(home);
     let (status, body) = daemon.get("/health");
     assert_eq!(status, 200);
     assert!(body.contains("failing: No space left on device"), "{body}");

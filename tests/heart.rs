@@ -44,14 +44,13 @@ fn wait_for_restart(daemon: &Daemon, old: i32, since: Instant) -> (i32, Duration
     }
 }
 
-/// heart's pid, from `system status`.
+/// heart's pid, from the state file.
 fn heart_pid(daemon: &Daemon) -> i32 {
-    let said = text(&daemon.system(&["status"]));
-    said.split("heart (pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no heart in {said:?}"))
+    let heart = daemon
+        .state()
+        .heart_pid
+        .expect("a daemon started under heart");
+    i32::try_from(heart).expect("a pid fits in i32")
 }
 
 fn signal(pid: i32, signal: Signal) {
@@ -125,12 +124,15 @@ async fn code_that_keeps_killing_the_node_is_rolled_back() {
     for crash in 1..=2 {
         let mut page = Client::connect(&daemon).await;
         page.sum(1, "4242").await;
-        assert_eq!(
-            page.next().await.map(|m| m["status"].clone()),
-            Some("calculating".into())
-        );
+        let calculating = page.next().await.expect("a reply");
+        assert_eq!(calculating["status"], "calculating", "{calculating}");
         let (new, _) = wait_for_restart(&daemon, pid, Instant::now());
         pid = new;
+        // The last line of the dead daemon names the process that faulted.
+        daemon.log_containing(&format!(
+            "FATAL system: killed by SIGSEGV; current code: math_plugin v2 (1.3.0-faults); in process {}",
+            calculating["pid"].as_str().expect("the sum's pid")
+        ));
         if crash == 1 {
             // One crash: the upgraded version stays current after the restart.
             assert_eq!(rpc(&daemon, "System.info().plugin_id"), 2);
@@ -190,6 +192,8 @@ fn heart_gives_up_after_too_many_deaths_and_says_why() {
 fn stop_ends_heart_and_daemon_and_nothing_restarts() {
     let daemon = Daemon::start();
     let heart = heart_pid(&daemon);
+    let status = text(&daemon.system(&["status"]));
+    assert!(status.contains(&format!("heart (pid {heart})")), "{status}");
     let stop = daemon.system(&["stop"]);
     assert!(stop.status.success(), "{}", text(&stop));
     assert!(!is_alive(heart), "heart is gone once stop returns");

@@ -194,7 +194,7 @@ fn planted_pid_state_and_temporary_symlinks_are_replaced_not_followed() {
             && said.contains("the daemon will run without a log"),
         "{said}"
     );
-    let daemon = Daemon::adopt(home, &said);
+    let daemon = Daemon::adopt(home);
     for name in names {
         let victim = scratch
             .path()
@@ -375,7 +375,7 @@ fn start_returns_although_a_descriptor_of_the_caller_is_a_pipe_to_cat() {
         "status {:?} (124: timed out): {said}",
         output.status.code()
     );
-    let daemon = Daemon::adopt(home, &said);
+    let daemon = Daemon::adopt(home);
     assert_eq!(daemon.get("/health").0, 200);
 }
 
@@ -427,5 +427,5 @@ fn started_in(home: tempfile::TempDir) -> Daemon {
     let output = start(home.path());
     let said = text(&output);
     assert!(output.status.success(), "start failed: {said}");
-    Daemon::adopt(home, &said)
+    Daemon::adopt(home)
 }

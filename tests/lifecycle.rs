@@ -9,7 +9,19 @@ use support::{Daemon, is_alive, system, text};
 
 #[test]
 fn start_serves_then_stop_stops() {
-    let daemon = Daemon::start();
+    let home = support::home();
+    let started = system(home.path(), &["start", "--http", "127.0.0.1:0"]);
+    assert!(started.status.success(), "{}", text(&started));
+    let daemon = Daemon::adopt(home);
+    // What `start` says is what the state file holds.
+    let said = text(&started);
+    assert!(
+        said.contains(&format!(
+            "system started (pid {}), serving {}",
+            daemon.pid, daemon.url
+        )),
+        "{said}"
+    );
     let (status, body) = daemon.get("/health");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("ok"), "{body}");

@@ -357,11 +357,8 @@ fn foreground_notifies_a_service_manager_and_stops_cleanly_on_sigterm() {
     assert_eq!(received(&mut buffer), "READY=1\n");
 
     // READY means serving.
-    let state = std::fs::read_to_string(home.path().join("system.json")).unwrap();
-    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
-    let url = state["url"].as_str().unwrap().to_owned();
-    assert_eq!(state["pid"], child.id());
-    let daemon = Daemon::adopt(home, &format!("(pid {}) {url}", child.id()));
+    assert_eq!(support::state(home.path()).pid, child.id());
+    let daemon = Daemon::adopt(home);
     assert_eq!(daemon.get("/health").0, 200);
 
     nix::sys::signal::kill(

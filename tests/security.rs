@@ -437,7 +437,7 @@ fn serving_beyond_loopback_needs_a_token_or_insecure_http() {
         let home = support::home();
         let started = support::system(home.path(), &["start", "--http", "0.0.0.0:0", flag]);
         assert!(started.status.success(), "{}", support::text(&started));
-        let daemon = Daemon::adopt(home, &support::text(&started));
+        let daemon = Daemon::adopt(home);
         let status = daemon.system(&["status"]);
         assert!(status.status.success(), "{flag}");
         assert_eq!(

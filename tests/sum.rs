@@ -170,6 +170,59 @@ async fn computations_beyond_the_per_connection_limit_get_an_error_line() {
 }
 
 #[tokio::test]
+async fn info_requests_beyond_the_per_connection_limit_get_an_error() {
+    let daemon = Daemon::start();
+    let limit = system::connection::MAX_INFOS_PER_CONNECTION;
+    // Idle connections, one per info: the trace of a process that makes
+    // (almost) no calls lasts its whole second, and two traces of one pid
+    // would cut each other short.
+    let mut client = Client::connect(&daemon).await;
+    let mut idle = Vec::new();
+    for _ in 0..limit {
+        idle.push(Client::connect(&daemon).await);
+    }
+    let output = daemon.system(&[
+        "rpc",
+        "--json",
+        "Process.list().filter(|p| Process.info(p)?.name == \"ws_connection\").map(|p| p.to_string())",
+    ]);
+    assert!(output.status.success(), "{}", support::text(&output));
+    let pids: Vec<String> = serde_json::from_slice(&output.stdout).expect("a list of pids");
+    assert_eq!(pids.len(), limit + 1, "{pids:?}");
+
+    for pid in &pids {
+        client.send(json!({"type": "info", "pid": pid})).await;
+    }
+    let refused = client.expect(|m| m["type"] == "error").await;
+    let expected = format!("too many info requests waiting on this connection (at most {limit})");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&expected),
+        "{refused}"
+    );
+    assert_eq!(refused["pid"], pids[limit].as_str(), "the last one asked");
+    // The ones under the cap are all answered.
+    for pid in &pids[..limit] {
+        let info = client
+            .expect(|m| m["type"] == "info" && m["pid"] == pid.as_str())
+            .await;
+        assert_eq!(info["info"]["name"], "ws_connection", "{info}");
+    }
+    // Answered ones free their places: the refused one is served now.
+    client
+        .send(json!({"type": "info", "pid": pids[limit]}))
+        .await;
+    let info = client
+        .expect(|m| m["type"] == "info" || m["type"] == "error")
+        .await;
+    assert_eq!(info["type"], "info", "{info}");
+    assert_eq!(info["pid"], pids[limit].as_str(), "{info}");
+    drop(idle);
+}
+
+#[tokio::test]
 async fn an_oversized_message_closes_only_that_connection() {
     let daemon = Daemon::start();
     let mut big = Client::connect(&daemon).await;

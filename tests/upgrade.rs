@@ -125,22 +125,47 @@ async fn an_upgrade_switches_new_work_while_old_work_finishes_on_old_code() {
         .collect();
     assert_eq!(summary, [(1, false, 1), (2, true, 0)], "{versions}");
     assert_eq!(versions[1]["version"], "1.1.0");
+    let old_copy = std::path::PathBuf::from(versions[0]["path"].as_str().expect("a path"));
+    assert!(old_copy.exists(), "{versions}");
 
     // Purge kills it; its line becomes an error; v1 unloads.
     let purged = rpc(&daemon, "Code.purge()");
     assert_eq!(purged["killed"], 1, "{purged}");
     assert_eq!(purged["unloaded"], true, "{purged}");
+    assert!(!old_copy.exists(), "unloaded means its copy is gone");
     let killed = browser.answer(1).await;
     assert_eq!(killed["status"], "error", "{killed}");
     assert_eq!(killed["reason"], "killed", "{killed}");
     let versions = rpc(&daemon, "Code.versions()");
     assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
     assert_eq!(versions[0]["id"], 2, "{versions}");
-    daemon.log_containing("code purged: math_plugin v1 (1.0.0)");
+    // The last holder was the killed sum, on a scheduler: the library is
+    // closed and its copy removed on the code server's own thread instead.
+    let log = daemon.log_containing("code purged: math_plugin v1 (1.0.0)");
+    let purged = log
+        .lines()
+        .find(|line| line.contains("code purged: math_plugin v1 (1.0.0)"))
+        .unwrap_or_default();
+    assert!(
+        purged.ends_with("(unloaded on thread code-unloader)"),
+        "{purged}"
+    );
 
     // The WebSocket never noticed.
     browser.sum(5, "10").await;
     assert_eq!(browser.answer(5).await["result"], "55");
+
+    // A stop unloads what is left (v2, a long sum on it) before the
+    // daemon says it stopped: no versioned copy stays behind.
+    browser.sum(6, "1000000000000000").await;
+    browser.calculating(6).await;
+    let stop = daemon.system(&["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert_eq!(support::versioned_copies(daemon.home()), 0);
+    let log = daemon.log();
+    let purged = log.find("code purged: math_plugin v2 (1.1.0)");
+    let stopped = log.find("INFO system::server: stopped");
+    assert!(purged.is_some() && purged < stopped, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

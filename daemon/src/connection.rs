@@ -31,6 +31,10 @@ use system_runtime::{ExitReason, Pid, ProcessContext, Spec};
 /// Computations one connection may have running at once.
 pub const MAX_SUMS_PER_CONNECTION: usize = 32;
 
+/// `info` requests one connection may have waiting at once (each holds a
+/// one-second trace of its process).
+pub const MAX_INFOS_PER_CONNECTION: usize = 8;
+
 /// How often the connection pings its peer.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -85,8 +89,9 @@ struct Connection {
     node: Arc<Node>,
     /// Pending sum replies; each resolves to exactly one final `sum` message.
     sums: FuturesUnordered<BoxFuture<'static, (Pid, Value)>>,
-    /// Other pending replies (info traces).
-    replies: FuturesUnordered<BoxFuture<'static, Value>>,
+    /// Pending `info` replies (each waits for its one-second trace), at
+    /// most [`MAX_INFOS_PER_CONNECTION`].
+    infos: FuturesUnordered<BoxFuture<'static, Value>>,
     /// The sum processes still running, killed if the connection ends.
     running: HashSet<Pid>,
 }
@@ -106,7 +111,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
         ctx,
         node: node.clone(),
         sums: FuturesUnordered::new(),
-        replies: FuturesUnordered::new(),
+        infos: FuturesUnordered::new(),
         running: HashSet::new(),
     };
     let hello = json!({"type": "hello", "node": node.name, "version": node.version, "schedulers": node.schedulers, "started_at": node.started_at});
@@ -183,7 +188,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                 connection.running.remove(&pid);
                 pending.push(reply);
             }
-            Some(reply) = connection.replies.next() => pending.push(reply),
+            Some(reply) = connection.infos.next() => pending.push(reply),
             rows = async { top_feed.as_mut().expect("guarded").await }, if top_feed.is_some() => {
                 pending.push(json!({"type": "top", "rows": rows.iter().map(top_row).collect::<Vec<_>>()}));
                 top_feed = Some(next_top(&node));
@@ -211,12 +216,19 @@ impl Connection {
     fn handle(&mut self, request: Request) -> Vec<Value> {
         match request {
             Request::Sum { id, input } => self.sum(id, input),
-            Request::Load { jobs, failure_rate } => vec![load::set(&self.node, jobs, failure_rate)],
-            Request::Reset => vec![load::reset(&self.node)],
+            Request::Load { jobs, failure_rate } => vec![self.set_load(jobs, failure_rate)],
+            Request::Reset => vec![self.reset_load()],
             Request::Info { pid } => match pid.parse::<Pid>() {
+                Ok(pid) if self.infos.len() >= MAX_INFOS_PER_CONNECTION => vec![json!({
+                    "type": "error",
+                    "pid": pid.to_string(),
+                    "message": format!(
+                        "too many info requests waiting on this connection (at most {MAX_INFOS_PER_CONNECTION}); ask again when one is answered"
+                    ),
+                })],
                 Ok(pid) => {
                     let node = self.node.clone();
-                    self.replies.push(info(node, pid).boxed());
+                    self.infos.push(info(node, pid).boxed());
                     vec![]
                 }
                 Err(error) => vec![error_reply(error.to_string())],
@@ -227,6 +239,32 @@ impl Connection {
             },
             Request::Subscribe { .. } => vec![],
         }
+    }
+
+    /// Sets the load; the reply is `load` or `error`.
+    fn set_load(&self, jobs: Option<u64>, failure_rate: Option<f64>) -> Value {
+        match self.node.load.apply(jobs, failure_rate) {
+            Ok(setting) => {
+                tracing::info!(
+                    "load set to {} jobs, {} % failures",
+                    setting.jobs,
+                    setting.failure_rate
+                );
+                load_reply(setting)
+            }
+            Err(error) => error_reply(error.to_string()),
+        }
+    }
+
+    /// Load to 0, failure rate 0, metrics history cleared; the `load` reply.
+    fn reset_load(&self) -> Value {
+        let setting = match self.node.load.apply(Some(0), Some(0.0)) {
+            Ok(setting) => setting,
+            Err(error) => return error_reply(error.to_string()),
+        };
+        self.node.metrics.clear();
+        tracing::info!("load reset");
+        load_reply(setting)
     }
 
     /// Kills `pid` if a web page may (see `Spec::killable_from_web`); a
@@ -293,6 +331,11 @@ impl Connection {
     }
 }
 
+/// The `load` message: what the load is set to now.
+fn load_reply(setting: load::Setting) -> Value {
+    json!({"type": "load", "jobs": setting.jobs, "failure_rate": setting.failure_rate})
+}
+
 /// A `sum` message for line `id`, with its one extra field (`pid`, `result` or `reason`).
 fn sum_reply(id: i64, input: &str, status: &str, field: &str, value: String) -> Value {
     let mut message = json!({"type": "sum", "id": id, "input": input, "status": status});
@@ -314,6 +357,7 @@ async fn info(node: Arc<Node>, pid: Pid) -> Value {
             "name": info.name,
             "initial_call": info.initial_call,
             "status": info.status.as_str(),
+            "priority": info.priority.as_str(),
             "reductions": info.reductions,
             "cpu_time_us": info.cpu_time_us,
             "current_function": info.current_function,

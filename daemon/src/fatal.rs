@@ -1,7 +1,8 @@
 //! The last words of a daemon killed by a fatal signal (SIGSEGV, SIGBUS,
-//! SIGILL, SIGFPE, SIGABRT): one line on stderr (the log) naming the signal
-//! and the plugin version that was current, so heart's restart is not the
-//! only trace of a crash in native code.
+//! SIGILL, SIGFPE, SIGABRT): one line on stderr (the log) naming the signal,
+//! the plugin version that was current and, when the signal came from a
+//! process's poll (a plugin that faults), that process's pid, so heart's
+//! restart is not the only trace of a crash in native code.
 //!
 //! The handler may only do what is async-signal-safe: it reads a line
 //! formatted in advance (an atomic pointer to a leaked string), calls
@@ -59,6 +60,12 @@ extern "C" fn on_fatal_signal(signal: libc::c_int) {
         // is never freed.
         write_stderr(unsafe { (*code).as_bytes() });
     }
+    if let Some(pid) = system_runtime::watch::polled_on_this_thread() {
+        write_stderr(b"; in process #PID<0.");
+        let mut digits = [0u8; 20];
+        write_stderr(decimal(pid, &mut digits));
+        write_stderr(b".0>");
+    }
     write_stderr(b"\n");
     // SA_RESETHAND restored the default action: raised again, the signal
     // ends the process once this handler returns (a fault would also recur).
@@ -68,9 +75,35 @@ extern "C" fn on_fatal_signal(signal: libc::c_int) {
     }
 }
 
+/// `n` in decimal, in `buffer`, without allocating.
+fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buffer[start..];
+        }
+    }
+}
+
 fn write_stderr(bytes: &[u8]) {
     // SAFETY: write(2) on stderr with a valid buffer is async-signal-safe.
     unsafe {
         libc::write(libc::STDERR_FILENO, bytes.as_ptr().cast(), bytes.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn writes_decimals_without_allocating() {
+        let mut buffer = [0u8; 20];
+        assert_eq!(decimal(0, &mut buffer), b"0");
+        assert_eq!(decimal(10_111, &mut buffer), b"10111");
+        assert_eq!(decimal(u64::MAX, &mut buffer), b"18446744073709551615");
     }
 }

@@ -208,9 +208,9 @@ fn spawn(config: Config) -> (OsPid, String) {
         Ok(ForkResult::Child) => {
             drop(read_end);
             // Nothing of heart's stays open in the daemon (`start`'s pipe).
-            crate::lifecycle::close_inherited(write_end.as_raw_fd());
+            crate::daemonized::close_inherited(write_end.as_raw_fd());
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-            crate::lifecycle::run_daemon(config, write_end)
+            crate::daemonized::run(config, write_end)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(write_end);

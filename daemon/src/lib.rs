@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod code;
 pub mod connection;
+pub mod daemonized;
 pub mod fatal;
 pub mod heart;
 pub mod home;
@@ -14,7 +15,6 @@ pub mod load;
 pub mod log;
 pub mod metrics;
 pub mod node;
-pub mod plugin_check;
 pub mod server;
 pub mod service;
 pub mod sum;

@@ -17,6 +17,7 @@ use daemonize::{Daemonize, Outcome};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid as OsPid;
 
+use crate::daemonized;
 use crate::home::{self, DaemonState, Home};
 use crate::server::{self, Config};
 
@@ -58,7 +59,7 @@ pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
         Outcome::Parent(Err(error)) => bail!("cannot daemonize: {error}"),
         Outcome::Child(Ok(_)) => {
             drop(read_end);
-            close_inherited(write_end.as_raw_fd());
+            daemonized::close_inherited(write_end.as_raw_fd());
             if let Some(reason) = log_failure {
                 crate::log::record_failure(reason);
             }
@@ -67,58 +68,12 @@ pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
             }
             // No heart: nothing may report on a former one's behalf.
             let _ = std::fs::remove_file(config.home.heart_file());
-            run_daemon(config, write_end)
+            daemonized::run(config, write_end)
         }
         Outcome::Child(Err(error)) => {
             let _ = writeln!(File::from(write_end), "error cannot daemonize: {error}");
             std::process::exit(1);
         }
-    }
-}
-
-/// Runs the daemon in this (daemonized) process, writing its readiness line
-/// (`ready PID URL` or `error REASON`) to `ready` and closing it; exits with
-/// 0 after a stop, 1 when it could not start or its supervision tree ended.
-pub fn run_daemon(config: Config, ready: OwnedFd) -> ! {
-    let destination = crate::log::Destination::File {
-        path: config.home.log_file(),
-        rotation: config.log_rotation,
-    };
-    let log = crate::log::init(destination, config.tokio_console);
-    let mut pipe = File::from(ready);
-    // Moved in: the pipe closes once readiness is told, so the starter sees
-    // its end and nothing of it stays in the daemon.
-    let result = server::run(config, move |ready| {
-        let line = match ready {
-            Ok(state) => format!("ready {} {}\n", state.pid, state.url),
-            Err(reason) => format!("error {reason}\n"),
-        };
-        let _ = pipe.write_all(line.as_bytes());
-    });
-    if let Err(error) = &result {
-        tracing::error!("daemon ended: {error:#}");
-    }
-    drop(log); // flushes: `exit` runs no destructors
-    std::process::exit(i32::from(result.is_err()));
-}
-
-/// Closes every descriptor above stderr except `keep`, in the daemonized
-/// child before it starts anything: whatever the starter had open (a pipe
-/// to `cat`, a terminal, a file) must not stay open for the daemon's life.
-pub(crate) fn close_inherited(keep: RawFd) {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let inherited: Vec<RawFd> = entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2 && fd != keep)
-        .collect();
-    for fd in inherited {
-        // SAFETY: nothing in this process owns these descriptors (the child
-        // has just been forked and holds only `keep` and stdio); the one
-        // `read_dir` used is already closed, so closing it again is EBADF.
-        unsafe { nix::libc::close(fd) };
     }
 }
 

@@ -260,8 +260,8 @@ fn summary_line(message: &str) -> String {
     format!("{now}  WARN system::log: {message}\n")
 }
 
-/// `11500` → `11,500`.
-fn thousands(n: u64) -> String {
+/// `11500` → `11,500`: counts in log lines and reports.
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut text = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
@@ -313,5 +313,10 @@ mod tests {
         assert_eq!(super::thousands(999), "999");
         assert_eq!(super::thousands(11_500), "11,500");
         assert_eq!(super::thousands(1_234_567), "1,234,567");
+        assert_eq!(super::thousands(20_000), "20,000");
+        assert_eq!(
+            super::thousands(1_000_000_000_000_000),
+            "1,000,000,000,000,000"
+        );
     }
 }

@@ -142,7 +142,7 @@ fn main() -> ExitCode {
     if let Command::PluginCheck { library, shown_as } = &cli.command {
         // No home, no log: a verdict on stdout and an exit status.
         let shown_as = shown_as.as_ref().unwrap_or(library);
-        let status = system::plugin_check::child_main(library, shown_as);
+        let status = system::code::check::child_main(library, shown_as);
         return ExitCode::from(u8::try_from(status).unwrap_or(1));
     }
     match run(cli) {

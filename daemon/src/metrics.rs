@@ -1,21 +1,23 @@
 //! Live metrics: the `metrics_sampler` process takes a [`Sample`] every
 //! 100 ms (job rates, workers, scheduler usage, processes, memory), keeps
-//! the last 60 s of them and broadcasts each to subscribers; `/metrics`
-//! renders the same figures in Prometheus text format.
+//! the last 60 s of them and broadcasts each to subscribers.
 //!
-//! It only reads counters; it never changes the load or the runtime.
+//! It only reads counters; it never changes the load or the runtime. It
+//! hands out plain values: the WebSocket's JSON and `/metrics`' Prometheus
+//! text are made at those edges (`connection`, `http::prometheus`).
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::runtime::Handle;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
-use crate::node::Node;
-use system_runtime::ProcessContext;
+use crate::load::Load;
 use system_runtime::usage::UsageMeter;
+use system_runtime::{ProcessContext, ProcessRegistry};
 
 /// Time between two samples.
 pub const PERIOD: Duration = Duration::from_millis(100);
@@ -123,16 +125,31 @@ pub async fn next_sample(feed: &mut Option<Feed>) -> Option<Sample> {
     }
 }
 
+/// What the sampler reads, and where it records.
+pub struct Sources {
+    /// Where the samples go.
+    pub metrics: Arc<Metrics>,
+    pub load: Arc<Load>,
+    pub registry: Arc<ProcessRegistry>,
+    /// The schedulers' runtime, whose usage is sampled.
+    pub scheduler: Handle,
+    pub schedulers: usize,
+    /// When the daemon started (a sample's `t_ms` counts from it).
+    pub started: Instant,
+    /// Cancelled when the daemon stops.
+    pub shutdown: CancellationToken,
+}
+
 /// The `metrics_sampler` process: one sample every [`PERIOD`] until the daemon stops.
-pub async fn sample_forever(ctx: ProcessContext, node: Arc<Node>) {
+pub async fn sample_forever(ctx: ProcessContext, sources: Sources) {
     ctx.enter(&"Metrics.Sampler.loop/1");
-    let mut meter = UsageMeter::new(node.scheduler.clone());
+    let mut meter = UsageMeter::new(sources.scheduler.clone());
     // On the runtime's timer wheel; a late tick moves the next one back.
     let mut next = tokio::time::Instant::now() + PERIOD;
-    let mut previous = Totals::read(&node);
+    let mut previous = Totals::read(&sources.load);
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = sources.shutdown.cancelled() => return,
             _ = ctx.sleep_until(next) => {}
         }
         next += PERIOD;
@@ -141,9 +158,10 @@ pub async fn sample_forever(ctx: ProcessContext, node: Arc<Node>) {
             next = now + PERIOD;
         }
         ctx.enter(&"Metrics.Sampler.sample/1");
-        let totals = Totals::read(&node);
-        node.metrics
-            .record(sample(&node, &previous, &totals, meter.sample()));
+        let totals = Totals::read(&sources.load);
+        sources
+            .metrics
+            .record(sample(&sources, &previous, &totals, meter.sample()));
         previous = totals;
         ctx.enter(&"Metrics.Sampler.loop/1");
     }
@@ -157,16 +175,16 @@ struct Totals {
 }
 
 impl Totals {
-    fn read(node: &Node) -> Totals {
+    fn read(load: &Load) -> Totals {
         Totals {
             at: Instant::now(),
-            succeeded: node.load.succeeded(),
-            failed: node.load.failed(),
+            succeeded: load.succeeded(),
+            failed: load.failed(),
         }
     }
 }
 
-fn sample(node: &Node, previous: &Totals, now: &Totals, scheduler_usage: f64) -> Sample {
+fn sample(sources: &Sources, previous: &Totals, now: &Totals, scheduler_usage: f64) -> Sample {
     let seconds = now.at.duration_since(previous.at).as_secs_f64();
     let rate = |before: u64, after: u64| {
         if seconds > 0.0 {
@@ -176,14 +194,14 @@ fn sample(node: &Node, previous: &Totals, now: &Totals, scheduler_usage: f64) ->
         }
     };
     Sample {
-        t_ms: now.at.duration_since(node.started).as_millis() as u64,
+        t_ms: now.at.duration_since(sources.started).as_millis() as u64,
         jobs_per_sec: rate(previous.succeeded, now.succeeded),
         failed_per_sec: rate(previous.failed, now.failed),
-        workers: node.load.workers(),
-        failure_rate: node.load.failure_rate(),
+        workers: sources.load.workers(),
+        failure_rate: sources.load.failure_rate(),
         scheduler_usage,
-        schedulers: node.schedulers,
-        processes: node.registry.count(),
+        schedulers: sources.schedulers,
+        processes: sources.registry.count(),
         memory_mb: resident_bytes().unwrap_or(0) as f64 / 1e6,
         jobs_total: now.succeeded,
         failed_total: now.failed,
@@ -209,110 +227,4 @@ pub fn resident_bytes() -> Option<u64> {
     let text = std::str::from_utf8(&buffer[..length]).ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * page_size)
-}
-
-/// `/metrics`: counters for jobs, gauges for the rest, in Prometheus text format.
-pub fn prometheus(node: &Node) -> String {
-    let latest = node.metrics.latest().unwrap_or_default();
-    let load = &node.load;
-    let metrics: [(&str, &str, &str, f64); 15] = [
-        (
-            "system_jobs_succeeded_total",
-            "counter",
-            "Synthetic jobs that succeeded.",
-            load.succeeded() as f64,
-        ),
-        (
-            "system_jobs_failed_total",
-            "counter",
-            "Synthetic jobs that failed (panicked).",
-            load.failed() as f64,
-        ),
-        (
-            "system_load_worker_restarts_total",
-            "counter",
-            "Load workers restarted after a crash.",
-            load.restarts() as f64,
-        ),
-        (
-            "system_load_jobs",
-            "gauge",
-            "Load setting: workers wanted.",
-            load.target() as f64,
-        ),
-        (
-            "system_load_max_jobs",
-            "gauge",
-            "The cap on the load setting.",
-            load.cap() as f64,
-        ),
-        (
-            "system_load_failure_rate_percent",
-            "gauge",
-            "Load setting: percent of jobs that fail.",
-            load.failure_rate(),
-        ),
-        (
-            "system_load_workers",
-            "gauge",
-            "Load workers running.",
-            load.workers() as f64,
-        ),
-        (
-            "system_jobs_per_second",
-            "gauge",
-            "Successful jobs per second (last 100 ms sample).",
-            latest.jobs_per_sec,
-        ),
-        (
-            "system_failed_jobs_per_second",
-            "gauge",
-            "Failed jobs per second (last 100 ms sample).",
-            latest.failed_per_sec,
-        ),
-        (
-            "system_scheduler_usage_ratio",
-            "gauge",
-            "On-CPU time of the scheduler threads over wall time, all schedulers (last 100 ms sample).",
-            latest.scheduler_usage,
-        ),
-        (
-            "system_long_schedules_total",
-            "counter",
-            "Polls that held a scheduler longer than the long-schedule threshold.",
-            node.long_schedules.total() as f64,
-        ),
-        (
-            "system_schedulers",
-            "gauge",
-            "Scheduler (worker) threads.",
-            node.schedulers as f64,
-        ),
-        (
-            "system_processes",
-            "gauge",
-            "Processes in the registry.",
-            node.registry.count() as f64,
-        ),
-        (
-            "system_crash_reports_total",
-            "counter",
-            "Processes that crashed (load workers excepted), logged or not.",
-            node.registry.crash_reports() as f64,
-        ),
-        (
-            "system_memory_resident_bytes",
-            "gauge",
-            "Resident memory of the daemon.",
-            resident_bytes().unwrap_or(0) as f64,
-        ),
-    ];
-    let mut text = String::with_capacity(2048);
-    for (name, kind, help, value) in metrics {
-        let _ = writeln!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
-    text
 }

@@ -44,7 +44,7 @@ pub struct Node {
     /// The synthetic load's setting and counters.
     pub load: Arc<Load>,
     /// The metrics history and feed.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Polls that held a scheduler too long (the watchdog's findings).
     pub long_schedules: Arc<LongSchedules>,
 }
@@ -87,7 +87,7 @@ impl Node {
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             load: Arc::new(Load::new()),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             long_schedules: Arc::new(LongSchedules::new(long_schedule)),
         })
     }

@@ -16,9 +16,9 @@ use tokio::runtime::Handle;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::code::Check;
+use crate::code::check::ChildCheck;
 use crate::home::{DaemonState, Home};
 use crate::node::Node;
-use crate::plugin_check::ChildCheck;
 use system_runtime::supervisor::{self, Child, Intensity};
 use system_runtime::{Spec, install_panic_hook};
 
@@ -97,9 +97,17 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         .build()
         .context("building the console's runtime")?;
     let handles = (runtime.handle().clone(), console.handle().clone());
-    let result = runtime.block_on(serve(config.clone(), handles, check, ready));
+    let mut unloader = None;
+    let result = runtime.block_on(serve(config.clone(), handles, check, ready, &mut unloader));
     console.shutdown_timeout(Duration::from_secs(1));
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // The versions the dropped processes held are closed and their copies
+    // removed (on the code server's thread) before the daemon says it stopped.
+    if let Some(unloader) = unloader
+        && !unloader.settle_within(Duration::from_secs(1))
+    {
+        tracing::warn!("old plugin versions still unloading at exit");
+    }
     config.home.remove_runtime_files();
     crate::http::token::remove(&config.home);
     tracing::info!("stopped");
@@ -112,6 +120,7 @@ async fn serve(
     handles: (Handle, Handle),
     check: ChildCheck,
     ready: impl FnOnce(Result<&DaemonState, String>),
+    unloader: &mut Option<crate::code::Unloader>,
 ) -> anyhow::Result<()> {
     // Signals are installed before readiness is told: a signal sent as soon
     // as `start` returns must find its handler (SIGHUP would otherwise kill).
@@ -129,6 +138,7 @@ async fn serve(
         }
     };
     let (node, state, root) = started;
+    *unloader = Some(node.code.unloader());
     tracing::info!(
         "serving {} with {} scheduler(s)",
         state.url,
@@ -338,14 +348,28 @@ fn children(
         let node = node.clone();
         Child::new(
             Spec::new("load_supervisor", "Load.Supervisor.start_link()"),
-            move |ctx| crate::load::supervise(ctx, node.clone()),
+            move |ctx| {
+                let (load, registry) = (node.load.clone(), node.registry.clone());
+                crate::load::supervise(ctx, load, registry, node.shutdown.clone())
+            },
         )
     };
     let metrics = {
         let node = node.clone();
         Child::new(
             Spec::new("metrics_sampler", "Metrics.Sampler.start_link()"),
-            move |ctx| crate::metrics::sample_forever(ctx, node.clone()),
+            move |ctx| {
+                let sources = crate::metrics::Sources {
+                    metrics: node.metrics.clone(),
+                    load: node.load.clone(),
+                    registry: node.registry.clone(),
+                    scheduler: node.scheduler.clone(),
+                    schedulers: node.schedulers,
+                    started: node.started,
+                    shutdown: node.shutdown.clone(),
+                };
+                crate::metrics::sample_forever(ctx, sources)
+            },
         )
     };
     vec![http, admin, load, metrics]

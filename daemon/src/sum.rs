@@ -9,13 +9,9 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::code::{PluginVersion, SumStep};
+use crate::code::{PluginVersion, SLICE_BUDGET, SumStep};
 use crate::node::Node;
 use system_runtime::{Monitor, ProcessContext, Spec};
-
-/// Reductions per slice: with the naive loop (about 1 ns per number) a slice
-/// takes tens of microseconds, then the process yields.
-pub const SLICE_BUDGET: u64 = 20_000;
 
 /// Longest text accepted as a number; longer is invalid without parsing.
 pub const MAX_INPUT_LEN: usize = 100;

@@ -6,21 +6,77 @@
 //! Observers reach it through the registry entry's [`Published`] pointer,
 //! which the task clears (and waits out any reader) before its memory goes.
 //! Only the process's own task writes an `Activity`; nothing here may block
-//! the poll path.
+//! the poll path, and nothing here knows the entry (see `current` for the
+//! thread's current process).
+//!
+//! # Protocol
+//!
+//! Every shared field, who writes it, who reads it, and with which ordering
+//! (tokio's `runtime/task` states its task fields the same way).
+//!
+//! | field | single writer | readers | writer's ordering | readers' ordering |
+//! |---|---|---|---|---|
+//! | `Activity::reductions`, `cpu_ticks`, `location`, `status` | the process's task, inside its own poll | observers, in [`Published::read`] | `Relaxed` load + `Relaxed` store (one writer: no RMW needed) | `Relaxed` |
+//! | `Activity::in_frame` | the process's task | the process's task only | `Relaxed` | `Relaxed` |
+//! | `Published::live` | the task: [`Published::publish`] at its first poll, [`Published::retire`] in its exit guard | observers, in `read` | `Release` (publish: the activity's initial values; retire: the `retired` flag) | `Acquire` |
+//! | `Published::retired` | `retire`, once, before clearing `live` | observers that load a null `live` | `Relaxed` (ordered by `live`) | `Relaxed` |
+//! | `Published::readers` | observers: +1 before loading `live`, −1 after their last read through it | `retire` | `AcqRel` add, `Release` sub | `retire`: one `AcqRel` RMW (`fetch_add(0)`), then `Acquire` loads |
+//!
+//! The activity's counters are independent values: an observer may see one
+//! poll's reductions with the previous poll's CPU time; none of them guards
+//! other data (`location` points at a `'static` label).
+//!
+//! **No read through a retired pointer.** `read` counts itself in with an
+//! RMW on `readers` and then loads `live`; `retire` nulls `live` and then
+//! does an RMW on `readers`. Both RMWs are in `readers`' single modification
+//! order: if the reader's comes first, `retire` sees it counted in and waits
+//! for its `Release` decrement (which its `Acquire` load then synchronises
+//! with, so the copy happens before the memory goes); if `retire`'s comes
+//! first, the reader's `AcqRel` add reads from it, so the null store
+//! happens before the reader's load of `live`, which sees null. No `SeqCst`
+//! is needed, and loom checks exactly this (model `publish_read_retire`;
+//! the RMW replaces a `SeqCst` store-then-load, which loom, modelling
+//! `SeqCst` as `AcqRel`, reports as a race).
+//!
+//! **Why the retire wait ends.** A reader counted in does nothing but copy
+//! five words (no lock, allocation, await or system call; turning ticks into
+//! nanoseconds happens after it counted out), so each read in flight ends
+//! within nanoseconds of running. A reader first loads `live` without
+//! counting in and returns at once if it is null, so once the null store is
+//! visible no new reader touches the count: only readers that loaded the
+//! pointer just before (at most one per observer thread) can still count
+//! in, and they see null and count out. The wait spins [`RETIRE_SPINS`]
+//! times (a few microseconds, many copies' worth) and then yields its
+//! thread between looks, so a reader preempted while counted in gets a CPU.
+//!
+//! **`&mut` to the activity is not exclusive.** Each poll projects the
+//! pinned task future to its fields, which makes a `&mut Activity` while
+//! observers hold the published pointer; `Activity` is `!Unpin` (asserted
+//! below) so that this `&mut` does not claim exclusive access, as the
+//! `!Unpin` future itself does not (Miri's test
+//! `a_real_task_publishes_and_retires_its_activity` fails without it).
+//!
+//! **The activity outlives its drop.** `Instrumented` (in `registry`) drops
+//! its fields in order, the activity before the exit guard that retires it;
+//! soundness relies on the activity having no drop glue (asserted below),
+//! so its memory stays valid until tokio frees the task, after the guard.
 
-use std::cell::Cell;
+use std::marker::PhantomPinned;
 use std::ptr;
 use std::sync::LazyLock;
-use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::Status;
-use crate::entry::ProcessEntry;
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64};
 
 /// The clock polls are timed with: the CPU's time-stamp counter where it is
 /// reliable (two reads cost ~20 ns here, against ~50 ns for two
 /// `Instant::now()`), calibrated once; the OS's monotonic clock otherwise.
+#[cfg(not(miri))]
 static CLOCK: LazyLock<quanta::Clock> = LazyLock::new(quanta::Clock::new);
+/// Under Miri, which cannot run the `cpuid` the TSC's calibration needs, a
+/// clock that never moves.
+#[cfg(miri)]
+static CLOCK: LazyLock<quanta::Clock> = LazyLock::new(|| quanta::Clock::mock().0);
 
 /// Now, in the clock's raw ticks; only differences mean anything.
 pub fn clock_ticks() -> u64 {
@@ -32,9 +88,53 @@ pub fn ticks_to_nanos(from: u64, to: u64) -> u64 {
     CLOCK.delta_as_nanos(from, to)
 }
 
+/// What a process is doing, as `Process.info` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    /// Ready to run, waiting for the scheduler (e.g. between two slices).
+    Runnable = 0,
+    /// Being polled right now.
+    Running = 1,
+    /// Waiting for an event (a message, a timer, I/O).
+    Waiting = 2,
+    /// Ended; its entry is being removed.
+    Exiting = 3,
+}
+
+impl Status {
+    /// `runnable`, `running`, `waiting` or `exiting`, as the BEAM says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Runnable => "runnable",
+            Status::Running => "running",
+            Status::Waiting => "waiting",
+            Status::Exiting => "exiting",
+        }
+    }
+
+    fn from_u8(value: u8) -> Status {
+        match value {
+            0 => Status::Runnable,
+            1 => Status::Running,
+            2 => Status::Waiting,
+            _ => Status::Exiting,
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many times `retire` spins on the reader count before it starts
+/// yielding its thread between looks.
+pub(crate) const RETIRE_SPINS: u32 = 64;
+
 /// The counters a process's poll writes. Single writer (the process's own
 /// task, one poll at a time), so plain loads and stores suffice.
-#[derive(Default)]
 pub(crate) struct Activity {
     reductions: AtomicU64,
     /// Time on the scheduler, in clock ticks (see `clock_ticks`).
@@ -44,6 +144,39 @@ pub(crate) struct Activity {
     status: AtomicU8,
     /// Set while the entry holds a foreign frame that `enter` must clear.
     in_frame: AtomicBool,
+    /// Observers read the activity through a pointer while its task holds
+    /// `&mut` to it (every poll projects the pinned future to its fields):
+    /// being `!Unpin` exempts that `&mut` from claiming exclusive access,
+    /// as for the future itself (Miri's aliasing model checks exactly this).
+    _pinned: PhantomPinned,
+    /// Under loom, stands for this memory: the models free it where the
+    /// task's memory goes, and loom reports a read not ordered before that.
+    #[cfg(loom)]
+    pub(crate) memory: crate::sync::Memory,
+}
+
+// Soundness of `Published` relies on these (see the module's protocol):
+// the activity is dropped before its exit guard retires it, so it must
+// have nothing to drop; and a `location` read back as `&&'static str` must
+// have been stored from one.
+#[cfg(not(loom))]
+const _: () = assert!(!std::mem::needs_drop::<Activity>());
+const _: () = assert!(!std::mem::needs_drop::<&'static str>());
+static_assertions::assert_not_impl_any!(Activity: Unpin);
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity {
+            reductions: AtomicU64::new(0),
+            cpu_ticks: AtomicU64::new(0),
+            location: AtomicPtr::new(ptr::null_mut()),
+            status: AtomicU8::new(Status::Runnable as u8),
+            in_frame: AtomicBool::new(false),
+            _pinned: PhantomPinned,
+            #[cfg(loom)]
+            memory: crate::sync::Memory::new(),
+        }
+    }
 }
 
 /// A copy of an [`Activity`], as observers see it.
@@ -64,6 +197,14 @@ impl Default for Snapshot {
             status: Status::Runnable,
         }
     }
+}
+
+/// The raw words a reader copies while counted in (ticks not yet converted).
+struct Copied {
+    reductions: u64,
+    cpu_ticks: u64,
+    location: Option<&'static str>,
+    status: Status,
 }
 
 impl Activity {
@@ -106,11 +247,14 @@ impl Activity {
         self.in_frame.store(true, Relaxed);
     }
 
-    fn snapshot(&self) -> Snapshot {
+    /// Copies the counters: loads only, nothing that could block.
+    fn copy(&self) -> Copied {
+        #[cfg(loom)]
+        self.memory.read();
         let location = self.location.load(Relaxed);
-        Snapshot {
+        Copied {
             reductions: self.reductions.load(Relaxed),
-            cpu_ns: CLOCK.delta_as_nanos(0, self.cpu_ticks.load(Relaxed)),
+            cpu_ticks: self.cpu_ticks.load(Relaxed),
             // SAFETY: non-null values are stored only by `enter`, from a
             // `&'static &'static str`, which stays valid forever.
             location: (!location.is_null()).then(|| unsafe { *location }),
@@ -121,13 +265,22 @@ impl Activity {
 
 /// The entry's view of its process's [`Activity`]: a pointer into the task
 /// while it lives. Before the first poll a process reads as runnable with
-/// nothing counted; after it ended, as exiting.
-#[derive(Default)]
+/// nothing counted; after it ended, as exiting. See the module's protocol.
 pub(crate) struct Published {
     live: AtomicPtr<Activity>,
-    /// Observers between loading `live` and their last read through it.
+    /// Observers between counting in and their last read through `live`.
     readers: AtomicU32,
     retired: AtomicBool,
+}
+
+impl Default for Published {
+    fn default() -> Published {
+        Published {
+            live: AtomicPtr::new(ptr::null_mut()),
+            readers: AtomicU32::new(0),
+            retired: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Published {
@@ -139,72 +292,211 @@ impl Published {
     }
 
     pub(crate) fn read(&self) -> Snapshot {
-        self.readers.fetch_add(1, SeqCst);
-        let live = self.live.load(SeqCst);
-        let snapshot = if live.is_null() {
-            Snapshot {
+        let copied = if self.live.load(Acquire).is_null() {
+            // Not yet published, or retired: no need to count in.
+            None
+        } else {
+            self.readers.fetch_add(1, AcqRel);
+            let live = self.live.load(Acquire);
+            let copied = (!live.is_null()).then(|| {
+                // SAFETY: `retire` nulls `live` and then waits, after an RMW
+                // on `readers`, until no reader is counted in; we counted in
+                // (an RMW on the same counter) before loading `live`, so
+                // either `retire` waits for us or we saw its null (see the
+                // module's protocol). `live` came from `publish`, from a
+                // live `&Activity` pinned in the task.
+                unsafe { (*live).copy() }
+            });
+            self.readers.fetch_sub(1, Release);
+            copied
+        };
+        match copied {
+            Some(copied) => Snapshot {
+                reductions: copied.reductions,
+                cpu_ns: ticks_to_nanos(0, copied.cpu_ticks),
+                location: copied.location,
+                status: copied.status,
+            },
+            None => Snapshot {
                 status: if self.retired.load(Relaxed) {
                     Status::Exiting
                 } else {
                     Status::Runnable
                 },
                 ..Snapshot::default()
-            }
-        } else {
-            // SAFETY: `retire` clears `live` and then waits until `readers`
-            // is zero before the activity can go; we counted ourselves in
-            // before loading it (both SeqCst), so it is still there.
-            unsafe { (*live).snapshot() }
-        };
-        self.readers.fetch_sub(1, Release);
-        snapshot
+            },
+        }
     }
 
-    /// Stops observers from reaching the task. Called once, by the task's
-    /// exit guard, while its activity is still in memory.
+    /// Stops observers from reaching the task, and waits out any reader
+    /// still copying. Called once, by the task's exit guard, while its
+    /// activity is still in memory; after it returns the memory may go.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Relaxed);
-        self.live.store(ptr::null_mut(), SeqCst);
-        while self.readers.load(SeqCst) != 0 {
-            // An observer is copying a few counters; let it finish.
-            std::thread::yield_now();
+        self.live.store(ptr::null_mut(), Release);
+        // The RMW that orders us against every reader's count-in.
+        if self.readers.fetch_add(0, AcqRel) == 0 {
+            return;
+        }
+        let mut spins = 0;
+        while self.readers.load(Acquire) != 0 {
+            // A reader is copying five words: spin briefly, then let a
+            // preempted reader have the CPU.
+            if spins < RETIRE_SPINS {
+                spins += 1;
+                crate::sync::spin_loop();
+            } else {
+                crate::sync::yield_now();
+            }
         }
     }
 }
 
-thread_local! {
-    /// The process this thread is polling: its activity and its entry.
-    static CURRENT: Cell<(*const Activity, *const ProcessEntry)> =
-        const { Cell::new((ptr::null(), ptr::null())) };
-}
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-/// Marks `activity` as the one being polled on this thread until the guard drops.
-pub(crate) fn polling(activity: &Activity, entry: *const ProcessEntry) -> Polling {
-    Polling(CURRENT.replace((activity, entry)))
-}
+    use super::*;
 
-pub(crate) struct Polling((*const Activity, *const ProcessEntry));
+    #[test]
+    fn a_published_activity_reads_through_until_retired() {
+        let published = Published::default();
+        assert_eq!(published.read().status, Status::Runnable);
+        let activity = Box::new(Activity::default());
+        published.publish(&activity);
+        activity.set_status(Status::Running);
+        activity.add_reductions(5);
+        assert!(!activity.enter(&"Test.f/0"));
+        let seen = published.read();
+        assert_eq!(seen.reductions, 5);
+        assert_eq!(seen.location, Some("Test.f/0"));
+        assert_eq!(seen.status, Status::Running);
+        published.retire();
+        // The task's memory goes; Miri reports any later read through it.
+        drop(activity);
+        let seen = published.read();
+        assert_eq!(seen.status, Status::Exiting);
+        assert_eq!(seen.reductions, 0);
+    }
 
-impl Drop for Polling {
-    fn drop(&mut self) {
-        CURRENT.set(self.0);
+    /// The real thing: a process's task publishes the activity pinned in
+    /// it, observers read it between polls, and its exit retires it before
+    /// tokio frees the task (under Miri: no aliasing or lifetime error).
+    #[test]
+    fn a_real_task_publishes_and_retires_its_activity() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let registry = crate::ProcessRegistry::new();
+        runtime.block_on(async {
+            let (go, wait) = tokio::sync::oneshot::channel::<()>();
+            let monitor =
+                registry.spawn_monitor(crate::Spec::new("t", "Test.t()"), |ctx| async move {
+                    for _ in 0..3 {
+                        ctx.enter(&"Test.work/0");
+                        ctx.add_reductions(10);
+                        ctx.yield_now().await;
+                    }
+                    let _ = wait.await;
+                });
+            let pid = monitor.pid();
+            assert_eq!(registry.info(pid).expect("alive").status, Status::Runnable);
+            // Read between polls: each later poll reborrows the task's
+            // future (`&mut`), which must not invalidate the published pointer.
+            // One reduction per poll, ten per slice; the fourth poll only waits.
+            for reductions in [11, 22, 33, 34] {
+                tokio::task::yield_now().await;
+                let info = registry.info(pid).expect("alive");
+                assert_eq!(info.reductions, reductions);
+                assert_eq!(info.current_function, "Test.work/0");
+            }
+            assert_eq!(registry.info(pid).expect("alive").status, Status::Waiting);
+            go.send(()).expect("the process waits");
+            assert_eq!(monitor.await.reason, crate::ExitReason::Normal);
+            assert!(registry.info(pid).is_none());
+        });
+    }
+
+    /// A reader thread racing the task's exit: under Miri (which checks
+    /// every access for use after free and data races) as well as natively.
+    #[test]
+    fn a_reader_racing_the_exit_never_reads_freed_memory() {
+        let rounds = if cfg!(miri) { 4 } else { 200 };
+        for _ in 0..rounds {
+            let published = Arc::new(Published::default());
+            let done = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let published = published.clone();
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let mut reads = 0_u32;
+                    let mut most = 0;
+                    loop {
+                        let seen = published.read();
+                        if seen.status == Status::Exiting {
+                            // Retired: reads as ended, with nothing counted.
+                            assert_eq!(seen.reductions, 0);
+                            return most;
+                        }
+                        assert!(seen.reductions >= most, "counters never go back");
+                        most = seen.reductions;
+                        reads += 1;
+                        if done.load(Relaxed) && reads > 2 {
+                            return most;
+                        }
+                    }
+                })
+            };
+            let activity = Box::new(Activity::default());
+            published.publish(&activity);
+            for _ in 0..10 {
+                activity.add_reductions(1);
+                std::thread::yield_now();
+            }
+            published.retire();
+            drop(activity);
+            done.store(true, Relaxed);
+            let most = reader.join().expect("the reader");
+            assert!(most <= 10);
+        }
     }
 }
 
-/// True while this thread polls a process.
-pub(crate) fn in_process() -> bool {
-    !CURRENT.get().0.is_null()
-}
+#[cfg(all(test, loom))]
+mod loom_models {
+    use loom::sync::Arc;
 
-/// Runs `f` on the activity of the process whose entry is `entry`, if this
-/// thread is polling it right now (a context used outside its own poll,
-/// e.g. in a destructor, records nothing).
-pub(crate) fn with_current<R>(
-    entry: *const ProcessEntry,
-    f: impl FnOnce(&Activity) -> R,
-) -> Option<R> {
-    let (activity, current) = CURRENT.get();
-    // SAFETY: CURRENT points at the activity of the task being polled on
-    // this thread, pinned and alive until the poll (and so this call) ends.
-    (current == entry && !activity.is_null()).then(|| f(unsafe { &*activity }))
+    use super::*;
+
+    /// Observers racing a task's publish, poll and exit never read its
+    /// activity after its memory is freed (`Memory` stands for it), and see
+    /// only values it wrote.
+    #[test]
+    fn publish_read_retire() {
+        crate::loom_builder().check(|| {
+            let published = Arc::new(Published::default());
+            let observers: Vec<_> = (0..2)
+                .map(|_| {
+                    let published = published.clone();
+                    loom::thread::spawn(move || published.read())
+                })
+                .collect();
+            // The task: first poll, one more reduction, exit, memory freed.
+            let activity = Box::new(Activity::default());
+            published.publish(&activity);
+            activity.add_reductions(1);
+            published.retire();
+            // Where the task's memory goes. The box itself outlives the
+            // observers, so that loom reports a late read as a race on
+            // `memory` rather than the model reading freed memory itself.
+            activity.memory.free();
+            for observer in observers {
+                let seen = observer.join().expect("an observer");
+                assert!(seen.reductions <= 1);
+            }
+            drop(activity);
+            assert_eq!(published.read().status, Status::Exiting);
+        });
+    }
 }

@@ -74,7 +74,7 @@ fn current_second() -> u32 {
         .map_or(0, |d| d.as_secs() as u32)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::entry::{Frame, ProcessEntry, Status};
+use crate::activity::Status;
+use crate::current::with_current;
+use crate::entry::{Frame, ProcessEntry};
+use crate::pid::Pid;
 use crate::timer::{Sleep, Timers};
-use crate::{Pid, activity};
 
 /// Given to a process's body when it is spawned. Not `Clone`: only the
 /// process's own task writes its counters (see `activity`).
@@ -27,9 +29,7 @@ impl ProcessContext {
 
     /// Counts work done beyond the one reduction every poll already counts.
     pub fn add_reductions(&self, n: u64) {
-        activity::with_current(Arc::as_ptr(&self.entry), |activity| {
-            activity.add_reductions(n)
-        });
+        with_current(self.entry.identity(), |activity| activity.add_reductions(n));
     }
 
     /// Records the host function the process is now in (traced if tracing
@@ -71,7 +71,7 @@ impl ProcessContext {
     /// Gives the scheduler to other processes; resumes after them. Also the
     /// point at which a kill takes effect.
     pub async fn yield_now(&self) {
-        activity::with_current(Arc::as_ptr(&self.entry), |activity| {
+        with_current(self.entry.identity(), |activity| {
             activity.set_status(Status::Runnable)
         });
         tokio::task::yield_now().await;

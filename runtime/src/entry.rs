@@ -1,65 +1,93 @@
 //! One process's entry in the registry: identity, counters and the places
-//! where other processes can observe it (current function, monitors, tracer).
+//! where other processes can observe it (current function, monitors, tracers).
 //!
 //! Nothing here is written on every poll (that is the task's `Activity`);
 //! nothing here may block or allocate per poll.
+//!
+//! # Protocol
+//!
+//! | field | writers | readers | ordering |
+//! |---|---|---|---|
+//! | `pid`, `spec`, `spawned_at` | `new` only | anyone holding the entry | immutable |
+//! | `activity` | the process's task | observers | see `activity`'s table |
+//! | `kill` | `ProcessRegistry::kill` (any thread), `start` (arms it once) | the exit guard | see `kill`'s table |
+//! | `code_version` | the process, through its context | `info`, `code_users` | `Relaxed` both sides (a label guarding nothing) |
+//! | `frame` | the process (`enter_frame`, `enter`) | `stacktrace`, `info` | its mutex |
+//! | `monitors` | `add_monitor` (any thread); `take_monitors` (the exit guard, once, leaving `None`) | `info` | its mutex: a monitor added after the take is refused, so none is lost |
+//! | `tracers` | `trace` and its guard's drop, each under the lock | the process's `enter`/`enter_frame` (sends under the lock) | its mutex |
+//! | `traces` (hint) | `trace` / its guard, under `tracers`' lock | the process's `enter`, without the lock | `Relaxed` both sides |
+//! | `TRACES` (global hint) | `trace` / its guard | every `enter` | `Relaxed` both sides |
+//!
+//! **Trace on/off.** A trace starts when its tracer is in `tracers`; the
+//! counts are hints that let `enter` skip the lock while no trace runs: a
+//! call made after the process observed the start (ordered after the
+//! lock's release) is sent to it; a call racing the start may be missed
+//! (a trace runs "from about now"). A trace ends when its guard removes
+//! its own tracer, by id, under the lock: after that it gets no call, and
+//! no other trace of the same process is touched. loom checks it: model
+//! `traces_of_one_process_are_independent`.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 
-use crate::activity::{Activity, Published, with_current};
-use crate::{Down, Pid, lock};
+use crate::activity::{Activity, Published, Status};
+use crate::current::with_current;
+use crate::exit::Down;
+use crate::kill::KillSwitch;
+use crate::pid::Pid;
+use crate::sync::{AtomicU32, AtomicUsize, Mutex, lock};
 
-/// What a process is doing, as `Process.info` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    /// Ready to run, waiting for the scheduler (e.g. between two slices).
-    Runnable = 0,
-    /// Being polled right now.
-    Running = 1,
-    /// Waiting for an event (a message, a timer, I/O).
-    Waiting = 2,
-    /// Ended; its entry is being removed.
-    Exiting = 3,
+/// What a process is running in code the runtime does not see (a plugin
+/// function and its arguments, say): opaque here, shown as text.
+pub type Frame = Box<dyn fmt::Display + Send + Sync>;
+
+/// How a process is scheduled against others (Erlang's priorities).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Priority {
+    /// A tokio task, as `normal`: tokio has one run queue, so `high` cannot
+    /// overtake `normal`; both go ahead of every `low` process.
+    High,
+    /// A tokio task.
+    #[default]
+    Normal,
+    /// Polled by the runtime's own low-priority runners, a batch at a time,
+    /// behind whatever normal work is queued (see `low_priority`).
+    Low,
 }
 
-impl Status {
-    /// `runnable`, `running`, `waiting` or `exiting`, as the BEAM says it.
+impl Priority {
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Runnable => "runnable",
-            Status::Running => "running",
-            Status::Waiting => "waiting",
-            Status::Exiting => "exiting",
-        }
-    }
-
-    pub(crate) fn from_u8(value: u8) -> Status {
-        match value {
-            0 => Status::Runnable,
-            1 => Status::Running,
-            2 => Status::Waiting,
-            _ => Status::Exiting,
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
         }
     }
 }
 
-impl fmt::Display for Status {
+impl fmt::Display for Priority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// What a process is running in code the runtime does not see (a plugin
-/// function and its arguments, say): opaque here, shown as text.
-pub type Frame = Box<dyn fmt::Display + Send + Sync>;
+impl std::str::FromStr for Priority {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Priority, String> {
+        match text {
+            "high" => Ok(Priority::High),
+            "normal" => Ok(Priority::Normal),
+            "low" => Ok(Priority::Low),
+            other => Err(format!("not a priority: {other:?} (high, normal or low)")),
+        }
+    }
+}
 
 /// How a process is described when it is spawned.
 #[derive(Clone, Debug)]
@@ -73,6 +101,7 @@ pub struct Spec {
     /// A web page may kill it (user work: sums, load workers). Everything
     /// else is a system process only the console may kill.
     pub killable_from_web: bool,
+    pub priority: Priority,
 }
 
 impl Spec {
@@ -85,7 +114,14 @@ impl Spec {
             initial_call: initial_call.into(),
             quiet: false,
             killable_from_web: false,
+            priority: Priority::Normal,
         }
+    }
+
+    /// Sets how it is scheduled (normal by default).
+    pub fn priority(mut self, priority: Priority) -> Spec {
+        self.priority = priority;
+        self
     }
 
     pub fn quiet(mut self) -> Spec {
@@ -107,6 +143,7 @@ pub struct ProcessInfo {
     pub name: String,
     pub initial_call: String,
     pub status: Status,
+    pub priority: Priority,
     pub reductions: u64,
     pub cpu_time_us: u64,
     pub current_function: String,
@@ -124,21 +161,33 @@ pub(crate) struct ProcessEntry {
     pub(crate) spec: Spec,
     spawned_at: SystemTime,
     pub(crate) activity: Published,
-    pub(crate) killed: AtomicBool,
-    pub(crate) abort: OnceLock<AbortHandle>,
+    pub(crate) kill: KillSwitch,
     code_version: AtomicU32,
     /// The foreign frame it is in, for processes that run code the runtime
     /// does not see (allocated at the first one).
     frame: OnceLock<Box<Mutex<Option<Frame>>>>,
     /// `None` once the process has ended: no monitor can be added after that.
     monitors: Mutex<Option<Vec<oneshot::Sender<Down>>>>,
-    tracing: AtomicBool,
-    tracer: Mutex<Option<mpsc::Sender<String>>>,
+    /// How many traces of this process run (see the protocol).
+    traces: AtomicUsize,
+    tracers: Mutex<Tracers>,
 }
 
-/// Live traces in the whole registry: while zero, `enter` need not look at
-/// any entry's tracer.
+/// The traces of one process, each with its own id.
+#[derive(Default)]
+struct Tracers {
+    next_id: u64,
+    running: Vec<(u64, mpsc::Sender<String>)>,
+}
+
+// Live traces in the whole registry: while zero, `enter` need not look at
+// any entry's tracers.
+#[cfg(not(loom))]
 static TRACES: AtomicUsize = AtomicUsize::new(0);
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref TRACES: AtomicUsize = AtomicUsize::new(0);
+}
 
 impl ProcessEntry {
     pub(crate) fn new(pid: Pid, spec: Spec) -> ProcessEntry {
@@ -147,13 +196,12 @@ impl ProcessEntry {
             spec,
             spawned_at: SystemTime::now(),
             activity: Published::default(),
-            killed: AtomicBool::new(false),
-            abort: OnceLock::new(),
+            kill: KillSwitch::new(),
             code_version: AtomicU32::new(0),
             frame: OnceLock::new(),
             monitors: Mutex::new(Some(Vec::new())),
-            tracing: AtomicBool::new(false),
-            tracer: Mutex::new(None),
+            traces: AtomicUsize::new(0),
+            tracers: Mutex::new(Tracers::default()),
         }
     }
 
@@ -172,7 +220,7 @@ impl ProcessEntry {
     /// Records that the process entered a host function (and left any
     /// foreign frame). Only effective inside the process's own poll.
     pub(crate) fn enter(&self, location: &'static &'static str) {
-        let left_frame = with_current(self, |activity| activity.enter(location));
+        let left_frame = with_current(self.identity(), |activity| activity.enter(location));
         if left_frame == Some(true)
             && let Some(frame) = self.frame.get()
         {
@@ -185,7 +233,7 @@ impl ProcessEntry {
 
     /// Records that the process is inside foreign code, in `frame`.
     pub(crate) fn enter_frame(&self, frame: Frame) {
-        with_current(self, Activity::enter_frame);
+        with_current(self.identity(), Activity::enter_frame);
         if self.traced() {
             self.trace_call(|| frame.to_string());
         }
@@ -193,24 +241,47 @@ impl ProcessEntry {
         *lock(slot) = Some(frame);
     }
 
+    /// Who this process is for `current::with_current`.
+    pub(crate) fn identity(&self) -> crate::current::Identity {
+        std::ptr::from_ref(self).cast()
+    }
+
     /// True while a trace of this process runs; reads no entry while no
     /// trace runs anywhere.
     fn traced(&self) -> bool {
-        TRACES.load(Relaxed) != 0 && self.tracing.load(Relaxed)
+        TRACES.load(Relaxed) != 0 && self.traces.load(Relaxed) != 0
     }
 
     fn trace_call(&self, call: impl FnOnce() -> String) {
-        if let Some(tracer) = lock(&self.tracer).as_ref() {
-            let _ = tracer.try_send(call());
+        let tracers = lock(&self.tracers);
+        if let Some(((_, last), others)) = tracers.running.split_last() {
+            let call = call();
+            for (_, tracer) in others {
+                let _ = tracer.try_send(call.clone());
+            }
+            let _ = last.try_send(call);
         }
     }
 
-    /// Sends every call to `tracer` until the returned guard drops.
+    /// Sends every call to `tracer` until the returned guard drops; other
+    /// traces of the process, before or after, run on independently.
     pub(crate) fn trace(self: &Arc<Self>, tracer: mpsc::Sender<String>) -> Tracing {
-        *lock(&self.tracer) = Some(tracer);
-        self.tracing.store(true, Relaxed);
+        let mut tracers = lock(&self.tracers);
+        let id = tracers.next_id;
+        tracers.next_id += 1;
+        tracers.running.push((id, tracer));
+        self.traces.store(tracers.running.len(), Relaxed);
         TRACES.fetch_add(1, Relaxed);
-        Tracing(self.clone())
+        Tracing {
+            entry: self.clone(),
+            id,
+        }
+    }
+
+    /// How many traces of this process run now.
+    #[cfg(test)]
+    pub(crate) fn trace_count(&self) -> usize {
+        lock(&self.tracers).running.len()
     }
 
     /// The innermost function first, the initial call last.
@@ -260,6 +331,7 @@ impl ProcessEntry {
             name: self.spec.name.to_string(),
             initial_call: self.spec.initial_call.to_string(),
             status: activity.status,
+            priority: self.spec.priority,
             reductions: activity.reductions,
             cpu_time_us: activity.cpu_ns / 1_000,
             current_function: self.stacktrace_at(activity.location).swap_remove(0),
@@ -273,13 +345,100 @@ impl ProcessEntry {
     }
 }
 
-/// A trace in progress; dropping it (however the tracer ends) stops it.
-pub(crate) struct Tracing(Arc<ProcessEntry>);
+/// A trace in progress; dropping it (however the tracer ends) stops it,
+/// and only it.
+pub(crate) struct Tracing {
+    entry: Arc<ProcessEntry>,
+    id: u64,
+}
 
 impl Drop for Tracing {
     fn drop(&mut self) {
-        self.0.tracing.store(false, Relaxed);
-        *lock(&self.0.tracer) = None;
+        let mut tracers = lock(&self.entry.tracers);
+        tracers.running.retain(|(id, _)| *id != self.id);
+        self.entry.traces.store(tracers.running.len(), Relaxed);
         TRACES.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    use std::sync::atomic::Ordering::{Acquire, Release};
+
+    use loom::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    fn wait_for(flag: &AtomicBool) {
+        while !flag.load(Acquire) {
+            loom::thread::yield_now();
+        }
+    }
+
+    /// Two traces of one process, one of them starting and ending while the
+    /// process makes a call during the other: the other receives the call
+    /// exactly once, and nothing is left registered when both end.
+    #[test]
+    fn traces_of_one_process_are_independent() {
+        crate::loom_builder().check(|| {
+            let entry = Arc::new(ProcessEntry::new(Pid(100), Spec::new("t", "Test.t()")));
+            let (tx_a, mut calls_a) = mpsc::channel(4);
+            let (tx_b, mut calls_b) = mpsc::channel(4);
+            let a_started = Arc::new(AtomicBool::new(false));
+            let a_may_end = Arc::new(AtomicBool::new(false));
+            let trace_a = {
+                let (entry, started, may_end) =
+                    (entry.clone(), a_started.clone(), a_may_end.clone());
+                loom::thread::spawn(move || {
+                    let tracing = entry.trace(tx_a);
+                    started.store(true, Release);
+                    wait_for(&may_end);
+                    drop(tracing);
+                })
+            };
+            let trace_b = {
+                let entry = entry.clone();
+                loom::thread::spawn(move || drop(entry.trace(tx_b)))
+            };
+            // The process: one call once trace A has started.
+            wait_for(&a_started);
+            entry.enter(&"Test.call/0");
+            a_may_end.store(true, Release);
+            trace_a.join().expect("trace A");
+            trace_b.join().expect("trace B");
+            assert_eq!(calls_a.try_recv().ok().as_deref(), Some("Test.call/0"));
+            assert!(calls_a.try_recv().is_err(), "one call, sent once");
+            assert!(calls_b.try_recv().is_err() || calls_b.try_recv().is_err());
+            assert_eq!(entry.trace_count(), 0);
+            assert_eq!(entry.traces.load(Relaxed), 0);
+            assert_eq!(TRACES.load(Relaxed), 0);
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use tokio::sync::mpsc::error::TryRecvError;
+
+    use super::*;
+
+    #[test]
+    fn ending_one_trace_leaves_the_other_running() {
+        let entry = Arc::new(ProcessEntry::new(Pid(100), Spec::new("t", "Test.t()")));
+        let (tx_a, mut calls_a) = mpsc::channel(4);
+        let (tx_b, mut calls_b) = mpsc::channel(4);
+        let tracing_a = entry.trace(tx_a);
+        let tracing_b = entry.trace(tx_b);
+        entry.enter(&"Test.one/0");
+        assert_eq!(calls_a.try_recv().ok().as_deref(), Some("Test.one/0"));
+        assert_eq!(calls_b.try_recv().ok().as_deref(), Some("Test.one/0"));
+        drop(tracing_a);
+        entry.enter(&"Test.two/0");
+        assert_eq!(calls_a.try_recv(), Err(TryRecvError::Disconnected));
+        assert_eq!(calls_b.try_recv().ok().as_deref(), Some("Test.two/0"));
+        assert_eq!(entry.trace_count(), 1);
+        drop(tracing_b);
+        assert_eq!(entry.trace_count(), 0);
+        assert_eq!(entry.traces.load(Relaxed), 0);
     }
 }

@@ -36,6 +36,14 @@ impl fmt::Display for ExitReason {
     }
 }
 
+/// A process body that returns `()` ended normally; one that returns an
+/// [`ExitReason`] ended with it.
+impl From<()> for ExitReason {
+    fn from((): ()) -> ExitReason {
+        ExitReason::Normal
+    }
+}
+
 /// Sent exactly once to each monitor of a process when it ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Down {

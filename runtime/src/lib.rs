@@ -12,29 +12,35 @@
 mod activity;
 pub mod burst;
 mod context;
+mod current;
 mod entry;
 mod exit;
+mod kill;
 pub mod long_schedule;
+mod low_priority;
 mod pid;
 mod registry;
 pub mod supervisor;
+mod sync;
 mod timer;
 pub mod top;
 pub mod usage;
 pub mod watch;
 
-pub use activity::{clock_ticks, ticks_to_nanos};
+pub use activity::{Status, clock_ticks, ticks_to_nanos};
 pub use context::ProcessContext;
-pub use entry::{Frame, ProcessInfo, Spec, Status};
+pub use entry::{Frame, Priority, ProcessInfo, Spec};
 pub use exit::{Down, ExitReason};
+pub use low_priority::BATCH as LOW_PRIORITY_BATCH;
 pub use pid::{ParsePidError, Pid};
 pub use registry::{CRASH_REPORTS, Monitor, ProcessRegistry, install_panic_hook};
 pub use timer::{SLOTS as TIMER_SLOTS, Sleep};
 
-/// Locks a mutex whose data stays valid even if a holder panicked (a
-/// process's panic must never take the runtime's locks down with it).
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The bounds every loom model of the runtime runs under: few enough
+/// preemptions that all models run in well under a minute on two cores.
+#[cfg(all(test, loom))]
+fn loom_builder() -> loom::model::Builder {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder
 }

@@ -11,10 +11,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use crate::{Pid, ProcessRegistry, lock, watch};
+use crate::sync::{Mutex, lock};
+use crate::{Pid, ProcessRegistry, watch};
 
 /// The threshold when `--long-schedule` is not given.
 pub const DEFAULT_THRESHOLD: Duration = Duration::from_millis(10);

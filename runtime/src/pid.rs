@@ -41,7 +41,7 @@ impl FromStr for Pid {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -4,6 +4,22 @@
 //! The table is sharded (no global lock); the poll path touches no entry,
 //! only the task's own memory (see `activity`). Nothing here may await
 //! while holding a lock.
+//!
+//! # Protocol: spawn, kill, exit
+//!
+//! | state | writers | readers | ordering |
+//! |---|---|---|---|
+//! | `table` | `start` inserts (before the task exists); the exit guard removes | `kill`, `lookup`, `list`, … | dashmap's shard locks |
+//! | an entry's `kill` switch | `kill`/`exit_signal` (any thread) and `start` (arms it with the abort handle, once) | the exit guard | see `kill`'s table: exactly one of kill and arm aborts |
+//! | `exit_reasons` | `exit_signal` inserts a reason *before* killing; the exit guard removes it | the exit guard, after `is_killed` | its shard locks; the kill's `AcqRel` RMW and `is_killed`'s `Acquire` load order the insert before the read |
+//! | the activity pointer | the task (`Instrumented::poll` publishes, the exit guard retires) | `info`, `reductions`, `stacktrace` | see `activity`'s table |
+//!
+//! A kill may find the pid in the table before its task is spawned: the
+//! kill switch then holds the kill until `start` arms it, and `start`
+//! aborts the task itself (loom model `kill_races_spawn`; test
+//! `a_kill_before_the_first_poll_gives_killed`). The exit guard runs
+//! exactly once, however the task ends, and retires the activity before
+//! the entry leaves the table.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -12,8 +28,8 @@ use std::marker::PhantomPinned;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU64, fence};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,9 +37,12 @@ use dashmap::DashMap;
 use pin_project_lite::pin_project;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::activity::{self, Activity};
+use crate::activity::{self, Activity, Status};
 use crate::burst::Burst;
-use crate::entry::{ProcessEntry, ProcessInfo, Spec, Status};
+use crate::current;
+use crate::entry::{Priority, ProcessEntry, ProcessInfo, Spec};
+use crate::kill::Handle;
+use crate::low_priority::LowPriority;
 use crate::timer::Timers;
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
@@ -45,6 +64,8 @@ pub struct ProcessRegistry {
     /// Crash reports since start (processes that panicked, quiet ones
     /// excepted), whether the log's burst limit let them be written or not.
     crash_reports: AtomicU64,
+    /// The runners of low-priority processes.
+    low_priority: LowPriority,
     /// The wheels processes sleep on (`ProcessContext::sleep_until`).
     timers: Arc<Timers>,
 }
@@ -85,6 +106,7 @@ impl ProcessRegistry {
             exit_reasons: DashMap::new(),
             task_names: AtomicBool::new(false),
             crash_reports: AtomicU64::new(0),
+            low_priority: LowPriority::default(),
             timers: Timers::new(),
         })
     }
@@ -110,6 +132,17 @@ impl ProcessRegistry {
         F: FnOnce(ProcessContext) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.spawn_monitor_ending(spec, body)
+    }
+
+    /// [`spawn_monitor`](Self::spawn_monitor) for a body that ends with its
+    /// own reason (a supervisor that gives up). Public bodies return `()`:
+    /// one that only panics would otherwise have no output type to infer.
+    pub(crate) fn spawn_monitor_ending<F, Fut>(self: &Arc<Self>, spec: Spec, body: F) -> Monitor
+    where
+        F: FnOnce(ProcessContext) -> Fut,
+        Fut: Future<Output: Into<ExitReason>> + Send + 'static,
+    {
         let (tx, down) = oneshot::channel();
         let pid = self.start(spec, Some(tx), body);
         Monitor { pid, down }
@@ -123,7 +156,7 @@ impl ProcessRegistry {
     ) -> Pid
     where
         F: FnOnce(ProcessContext) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output: Into<ExitReason>> + Send + 'static,
     {
         let pid = Pid(self.next_pid.fetch_add(1, Relaxed));
         let entry = Arc::new(ProcessEntry::new(pid, spec));
@@ -147,23 +180,21 @@ impl ProcessRegistry {
             },
             _pinned: PhantomPinned,
         };
-        let handle = if self.task_names.load(Relaxed) {
+        let handle = if entry.spec.priority == Priority::Low {
+            Handle::Low(self.low_priority.spawn(task))
+        } else if self.task_names.load(Relaxed) {
             let name = format!("{} {pid}", entry.spec.name);
             match tokio::task::Builder::new().name(&name).spawn(task) {
-                Ok(handle) => handle,
+                Ok(handle) => Handle::Task(handle.abort_handle()),
                 // The runtime is shutting down; the task was dropped and has exited.
                 Err(_) => return pid,
             }
         } else {
-            tokio::spawn(task)
+            Handle::Task(tokio::spawn(task).abort_handle())
         };
-        let _ = entry.abort.set(handle.abort_handle());
-        // A kill that came before the abort handle was set found nothing to
-        // abort; it is ours to deliver (see `kill`: swap, fence, then get).
-        fence(SeqCst);
-        if entry.killed.load(Relaxed) {
-            handle.abort();
-        }
+        // A kill that came before this found nothing to abort: arming
+        // delivers it (see `kill`: exactly one of the two aborts).
+        entry.kill.arm(handle);
         pid
     }
 
@@ -189,7 +220,7 @@ impl ProcessRegistry {
         let Some(entry) = self.lookup(pid) else {
             return false;
         };
-        Self::deliver_kill(&entry)
+        entry.kill.kill()
     }
 
     /// Sends `pid` an exit signal, as Erlang's `exit(Pid, Reason)` does to a
@@ -206,13 +237,13 @@ impl ProcessRegistry {
                 let Some(entry) = self.lookup(pid) else {
                     return false;
                 };
-                // Before `killed`: whoever sees the kill sees its reason. If
+                // Before the kill: whoever sees the kill sees its reason. If
                 // another signal got there first, the process dies of either
                 // (as with two concurrent exit signals in Erlang).
                 self.exit_reasons
                     .entry(pid.0)
                     .or_insert_with(|| reason.into());
-                let delivered = Self::deliver_kill(&entry);
+                let delivered = entry.kill.kill();
                 if !self.is_alive(pid) {
                     // It had ended already (its exit decided its reason
                     // before leaving the table): nobody will read this one.
@@ -221,17 +252,6 @@ impl ProcessRegistry {
                 delivered
             }
         }
-    }
-
-    fn deliver_kill(entry: &ProcessEntry) -> bool {
-        if entry.killed.swap(true, Relaxed) {
-            return false;
-        }
-        fence(SeqCst);
-        if let Some(abort) = entry.abort.get() {
-            abort.abort();
-        }
-        true
     }
 
     /// The spec `pid` was started with, while it is alive.
@@ -324,7 +344,7 @@ impl ProcessRegistry {
         entry.activity.retire();
         self.table.remove(&entry.pid.0);
         let at = PANIC_AT.take().unwrap_or_default();
-        if entry.killed.load(Relaxed) {
+        if entry.kill.is_killed() {
             // A reason that came as it ended on its own is not read.
             self.exit_reasons.remove(&entry.pid.0);
         }
@@ -361,7 +381,7 @@ struct ExitGuard {
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         let reason = self.reason.take().unwrap_or_else(|| {
-            if self.entry.killed.load(Relaxed) {
+            if self.entry.kill.is_killed() {
                 match self.registry.exit_reasons.remove(&self.entry.pid.0) {
                     Some((_, reason)) => ExitReason::Exit(reason.into()),
                     None => ExitReason::Killed,
@@ -381,7 +401,9 @@ pin_project! {
     // `repr(C)`, counters first: what every poll writes sits right after
     // tokio's task header instead of after the (large) inner future.
     // Fields drop in this order: `inner` before `exit`, so the process's own
-    // cleanup (its drop guards) is done before its DOWN is sent.
+    // cleanup (its drop guards) is done before its DOWN is sent. `activity`
+    // drops first but has no drop glue (asserted in `activity`): observers
+    // may still read it until `exit` retires it; tokio frees the memory after.
     #[repr(C)]
     struct Instrumented<F> {
         activity: Activity,
@@ -399,13 +421,13 @@ pin_project! {
     }
 }
 
-impl<F: Future<Output = ()>> Future for Instrumented<F> {
+impl<F: Future<Output: Into<ExitReason>>> Future for Instrumented<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let activity: &Activity = this.activity;
-        let entry = Arc::as_ptr(&this.exit.entry);
+        let process = this.exit.entry.identity();
         if !*this.published {
             this.exit.entry.activity.publish(activity);
             *this.published = true;
@@ -415,7 +437,7 @@ impl<F: Future<Output = ()>> Future for Instrumented<F> {
         let watched = watch::enter_poll(*this.pid, started);
         let inner = this.inner;
         let polled = {
-            let _polling = activity::polling(activity, entry);
+            let _polling = current::polling(activity, process);
             catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
         };
         let ended = activity::clock_ticks();
@@ -428,7 +450,7 @@ impl<F: Future<Output = ()>> Future for Instrumented<F> {
                 activity.park();
                 return Poll::Pending;
             }
-            Ok(Poll::Ready(())) => ExitReason::Normal,
+            Ok(Poll::Ready(ended)) => ended.into(),
             Err(payload) => ExitReason::Panic(panic_message(payload.as_ref())),
         };
         // (tokio never polls a finished task again.)
@@ -447,7 +469,7 @@ thread_local! {
 pub fn install_panic_hook() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if activity::in_process() {
+        if current::in_process() {
             let at = info
                 .location()
                 .map(|l| format!("at {}:{}", l.file(), l.line()));

@@ -1,6 +1,7 @@
 //! One-for-one supervision: a supervisor process starts its children,
-//! monitors them, restarts the one that ended, and gives up (ending itself
-//! with a reason) when restarts come faster than its intensity allows.
+//! monitors them, restarts the one that ended as its [`Restart`] says, and
+//! gives up (ending with [`ExitReason::Exit`] `shutdown`, as an OTP
+//! supervisor does) when restarts come faster than its intensity allows.
 //!
 //! It restarts; it does not decide what a child does or how it shuts down.
 
@@ -14,14 +15,39 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Down, Monitor, Pid, ProcessContext, ProcessRegistry, Spec};
+use crate::{Down, ExitReason, Monitor, Pid, ProcessContext, ProcessRegistry, Spec};
 
 type Start = Arc<dyn Fn(ProcessContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// When a child that ended is started again (OTP's restart types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Always.
+    Permanent,
+    /// Only if it ended abnormally: not `normal`, not `shutdown`.
+    Transient,
+    /// Never.
+    Temporary,
+}
+
+impl Restart {
+    fn restarts_after(self, reason: &ExitReason) -> bool {
+        match self {
+            Restart::Permanent => true,
+            Restart::Transient => !matches!(reason, ExitReason::Normal | ExitReason::Shutdown),
+            Restart::Temporary => false,
+        }
+    }
+}
+
+/// The reason a supervisor ends with when it gives up.
+pub const GAVE_UP: &str = "shutdown";
 
 /// A child the supervisor keeps alive.
 #[derive(Clone)]
 pub struct Child {
     pub spec: Spec,
+    pub restart: Restart,
     start: Start,
 }
 
@@ -33,8 +59,15 @@ impl Child {
     {
         Child {
             spec,
+            restart: Restart::Permanent,
             start: Arc::new(move |ctx| Box::pin(start(ctx))),
         }
+    }
+
+    /// Sets when it is restarted (permanent by default).
+    pub fn restart(mut self, restart: Restart) -> Child {
+        self.restart = restart;
+        self
     }
 }
 
@@ -64,7 +97,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Monitor {
     let registry_for_body = registry.clone();
-    registry.spawn_monitor(spec, move |ctx| {
+    registry.spawn_monitor_ending(spec, move |ctx| {
         supervise(ctx, registry_for_body, children, intensity, shutdown)
     })
 }
@@ -75,7 +108,7 @@ async fn supervise(
     children: Vec<Child>,
     intensity: Intensity,
     shutdown: CancellationToken,
-) {
+) -> ExitReason {
     ctx.enter(&"supervisor:loop/1");
     let mut started = KillOnExit {
         registry: registry.clone(),
@@ -89,14 +122,29 @@ async fn supervise(
     }
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     loop {
+        if running.is_empty() {
+            // Only temporary or transient children, all ended for good.
+            return ExitReason::Normal;
+        }
         let (index, down) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return ExitReason::Normal,
             Some(ended) = running.next() => ended,
         };
         if shutdown.is_cancelled() {
-            return;
+            return ExitReason::Normal;
         }
         let child = &children[index];
+        if !child.restart.restarts_after(&down.reason) {
+            tracing::info!(
+                "supervisor {}: {:?} child {} {} exited ({}); not restarted",
+                ctx.pid(),
+                child.restart,
+                child.spec.name,
+                down.pid,
+                down.reason
+            );
+            continue;
+        }
         let now = Instant::now();
         restarts.push_back(now);
         while restarts
@@ -112,7 +160,7 @@ async fn supervise(
                 restarts.len(),
                 intensity.within
             );
-            std::panic::panic_any(String::from("reached maximum restart intensity"));
+            return ExitReason::Exit(GAVE_UP.to_owned());
         }
         let monitor = start_child(&registry, child);
         tracing::warn!(

@@ -30,15 +30,15 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::lock;
+use crate::sync::{Mutex, lock};
 
 /// Slots of one wheel, 1 ms each: a span of 2.048 s holds the load
 /// workers' 1-s sleeps without overflow. A power of two.

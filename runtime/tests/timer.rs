@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use system_runtime::{ExitReason, ProcessRegistry, Spec, Status, TIMER_SLOTS};
+use system_runtime::{ExitReason, Priority, ProcessRegistry, Spec, Status, TIMER_SLOTS};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -159,9 +159,9 @@ async fn a_sleep_dropped_unfinished_does_not_disturb_the_next() {
     assert_eq!(registry.pending_timers(), 0);
 }
 
-/// Many sleepers, spawned from both scheduler threads of a multi-thread
-/// runtime, each sleeping several times: every one wakes, never early, and
-/// no entry is left.
+/// Many sleepers, normal and low priority, spawned from both scheduler
+/// threads of a multi-thread runtime, each sleeping several times: every
+/// one wakes, never early, and no entry is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_wake_up_is_lost_across_scheduler_threads() {
     const SPAWNERS: usize = 4;
@@ -176,21 +176,25 @@ async fn no_wake_up_is_lost_across_scheduler_threads() {
             let mut monitors = Vec::with_capacity(PER_SPAWNER);
             for index in 0..PER_SPAWNER {
                 let early = early.clone();
-                monitors.push(
-                    registry.spawn_monitor(spec("sleeper"), move |ctx| async move {
-                        for round in 0..3u64 {
-                            let deadline = Instant::now()
-                                + Duration::from_micros(
-                                    ((index * 7 + spawner) as u64 * 13 + round * 311) % 30_000,
-                                );
-                            ctx.sleep_until(deadline).await;
-                            let now = Instant::now();
-                            if now < deadline {
-                                early.lock().unwrap().push(deadline - now);
-                            }
+                // Half of them low priority (run by the low-priority runners).
+                let spec = if index % 2 == 0 {
+                    spec("sleeper")
+                } else {
+                    spec("sleeper").priority(Priority::Low)
+                };
+                monitors.push(registry.spawn_monitor(spec, move |ctx| async move {
+                    for round in 0..3u64 {
+                        let deadline = Instant::now()
+                            + Duration::from_micros(
+                                ((index * 7 + spawner) as u64 * 13 + round * 311) % 30_000,
+                            );
+                        ctx.sleep_until(deadline).await;
+                        let now = Instant::now();
+                        if now < deadline {
+                            early.lock().unwrap().push(deadline - now);
                         }
-                    }),
-                );
+                    }
+                }));
                 if index % 100 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -218,4 +222,28 @@ async fn no_wake_up_is_lost_across_scheduler_threads() {
         early.lock().unwrap()
     );
     assert_eq!(registry.pending_timers(), 0);
+}
+
+/// A low-priority sleeper (as load workers are) is killed as promptly as a
+/// normal one, and reads as waiting while asleep.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_killed_low_priority_sleeper_ends_at_once() {
+    let registry = ProcessRegistry::new();
+    let (asleep, is_asleep) = oneshot::channel();
+    let monitor =
+        registry.spawn_monitor(spec("sleeper").priority(Priority::Low), |ctx| async move {
+            let _ = asleep.send(());
+            ctx.sleep(Duration::from_millis(500)).await;
+            unreachable!("killed before its deadline");
+        });
+    is_asleep.await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(
+        registry.info(monitor.pid()).unwrap().status,
+        Status::Waiting
+    );
+    let killed_at = Instant::now();
+    assert!(registry.kill(monitor.pid()));
+    assert_eq!(monitor.await.reason, ExitReason::Killed);
+    assert!(killed_at.elapsed() < Duration::from_millis(500));
 }

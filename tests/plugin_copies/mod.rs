@@ -106,10 +106,16 @@ pub fn plugin_copy(name: &str, edits: &[(&str, &str)]) -> PathBuf {
         .nth(1)
         .and_then(|rest| rest.split("\n[").next())
         .expect("the root Cargo.toml has [workspace.package]");
+    // The plugin's crates inherit the workspace's lints.
+    let lints: String = package
+        .split("\n[")
+        .filter(|section| section.starts_with("workspace.lints"))
+        .map(|section| format!("\n[{section}\n"))
+        .collect();
     write_if_changed(
         &root.join("Cargo.toml"),
         &format!(
-            "# An edited copy of the plugin for the upgrade tests.\n[workspace]\nresolver = \"3\"\nmembers = [\"plugin-abi\", \"math-plugin\"]\n\n[workspace.package]{workspace_package}\n[workspace.dependencies]\nplugin-abi = {{ path = \"plugin-abi\" }}\n"
+            "# An edited copy of the plugin for the upgrade tests.\n[workspace]\nresolver = \"3\"\nmembers = [\"plugin-abi\", \"math-plugin\"]\n\n[workspace.package]{workspace_package}\n[workspace.dependencies]\nplugin-abi = {{ path = \"plugin-abi\" }}\n{lints}"
         ),
     );
     for file in ["plugin-abi/Cargo.toml", "plugin-abi/src/lib.rs"] {

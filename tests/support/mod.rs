@@ -71,6 +71,16 @@ pub fn text(output: &Output) -> String {
     )
 }
 
+/// The running daemon's state file (`system.json` in its home): its pid,
+/// URL and heart's pid, as the daemon wrote them once it was ready.
+pub fn state(home: &Path) -> system::home::DaemonState {
+    let path = home.join("system.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("{}: {error} in {text:?}", path.display()))
+}
+
 /// A daemon started with `system start` in its own temporary home.
 pub struct Daemon {
     pub home: tempfile::TempDir,
@@ -92,8 +102,7 @@ impl Daemon {
         let output = system(home.path(), &args);
         let said = text(&output);
         assert!(output.status.success(), "start failed: {said}");
-        // "system started (pid 123), serving http://127.0.0.1:4567"
-        Daemon::adopt(home, &said)
+        Daemon::adopt(home)
     }
 
     /// `system start` with the open-files limits set to `soft` and `hard` first.
@@ -121,23 +130,23 @@ impl Daemon {
         let output = start.output().expect("the system binary runs");
         let said = text(&output);
         assert!(output.status.success(), "start failed: {said}");
-        Daemon::adopt(home, &said)
+        Daemon::adopt(home)
     }
 
-    /// A daemon started by hand in `home`, from what `start` printed.
-    pub fn adopt(home: tempfile::TempDir, said: &str) -> Daemon {
-        let pid = said
-            .split("(pid ")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .and_then(|pid| pid.parse().ok())
-            .unwrap_or_else(|| panic!("no pid in {said:?}"));
-        let url = said
-            .split_whitespace()
-            .find(|word| word.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no url in {said:?}"))
-            .to_owned();
-        Daemon { home, url, pid }
+    /// A daemon started by hand in `home` (and ready): its pid and URL
+    /// from the home's state file.
+    pub fn adopt(home: tempfile::TempDir) -> Daemon {
+        let state = state(home.path());
+        Daemon {
+            pid: i32::try_from(state.pid).expect("a pid fits in i32"),
+            url: state.url,
+            home,
+        }
+    }
+
+    /// The state file of the daemon serving in this home now.
+    pub fn state(&self) -> system::home::DaemonState {
+        state(self.home())
     }
 
     pub fn home(&self) -> &Path {

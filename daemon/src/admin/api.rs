@@ -482,7 +482,7 @@ impl Api {
         match system_runtime::watch::in_poll(pid.0) {
             Some(held) if !threshold.is_zero() && held >= threshold => Dynamic::from(format!(
                 "kill pending: {pid} has been inside one poll for {} ms; the kill takes effect when that poll returns, unless the process finishes in it",
-                crate::plugin_check::thousands(held.as_millis() as u64)
+                crate::log::thousands(held.as_millis() as u64)
             )),
             _ => Dynamic::from_bool(killed),
         }
@@ -512,6 +512,7 @@ fn info_map(pid: Pid, info: ProcessInfo) -> Map {
     map.insert("name".into(), info.name.into());
     map.insert("initial_call".into(), info.initial_call.into());
     map.insert("status".into(), info.status.as_str().into());
+    map.insert("priority".into(), info.priority.as_str().into());
     map.insert(
         "reductions".into(),
         Dynamic::from_int(to_int(info.reductions)),

@@ -334,12 +334,12 @@ impl Evaluator {
                 let serving = node
                     .code
                     .current()
-                    .map_or_else(|| "no version".to_owned(), |v| upgrade::describe(&v));
+                    .map_or_else(|| "no version".to_owned(), |v| v.to_string());
                 json!({
                     "type": "error",
                     "id": id,
                     "kind": "upgrade",
-                    "reason": upgrade::failure_kind(&error),
+                    "reason": error.kind(),
                     "message": format!("upgrade failed: {error}; the daemon still serves {serving}"),
                 })
             }

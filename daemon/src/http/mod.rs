@@ -1,5 +1,5 @@
 //! The HTTP listener process: serves the pages, `/health`, the load API and
-//! `/metrics` (see `load::api`) and the WebSocket endpoint on the listening
+//! `/metrics` (see `api` and `prometheus`) and the WebSocket endpoint on the listening
 //! socket the server bound at start.
 //!
 //! Each accepted connection takes a slot under the cap (`limits`), gets
@@ -7,8 +7,10 @@
 //! sees it. A restart of this process reuses the same socket and slots;
 //! existing connections are not affected by it.
 
+mod api;
 pub mod guard;
 pub mod limits;
+mod prometheus;
 pub mod token;
 
 use std::convert::Infallible;
@@ -151,7 +153,7 @@ fn routes(
             crate::log::failure().map_or_else(|| "ok".to_owned(), |e| format!("failing: {e}"));
         warp::reply::json(&serde_json::json!({"status": "ok", "log": log}))
     });
-    let load_api = crate::load::api::routes(node.clone());
+    let load_api = api::routes(node.clone());
     let websocket = warp::path!("ws")
         .and(warp::ws())
         .and(warp::ext::get::<Peer>())

@@ -1,25 +1,25 @@
 //! Synthetic load: the setting (how many workers, how often a job fails),
 //! the counters the workers bump, and the calls the WebSocket connection,
-//! the HTTP API and the console use to read and change them.
+//! the HTTP API and the console use to read and change them (plain values:
+//! each of those edges says them in its own format).
 //!
 //! Changing the setting only records what is wanted and wakes the load
 //! supervisor; it never starts or stops a worker itself (that is
-//! `supervisor`'s job, in batches, inside its own process).
+//! `supervisor`'s job, in batches, inside its own process). `pool` is what
+//! the supervisor shares with its workers, `worker` one worker's life.
 
-pub mod api;
 mod memory;
+mod pool;
 mod supervisor;
 mod worker;
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::node::Node;
 pub use supervisor::run as supervise;
 
 /// The most workers one may ask for unless the daemon is started with `--max-load`.
@@ -114,7 +114,7 @@ impl Load {
         let Some(file) = saved_in.as_ref() else {
             return;
         };
-        let json = json!(self.setting()).to_string();
+        let json = serde_json::to_string(&self.setting()).unwrap_or_default();
         if let Err(error) = crate::home::replace(file, json.as_bytes()) {
             tracing::warn!(
                 "cannot save the load setting to {}: {error}",
@@ -195,34 +195,4 @@ impl Load {
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Relaxed)
     }
-}
-
-/// Sets the load; the reply for the client (`load` or `error`).
-pub fn set(node: &Arc<Node>, jobs: Option<u64>, failure_rate: Option<f64>) -> Value {
-    match node.load.apply(jobs, failure_rate) {
-        Ok(setting) => {
-            tracing::info!(
-                "load set to {} jobs, {} % failures",
-                setting.jobs,
-                setting.failure_rate
-            );
-            load_reply(setting)
-        }
-        Err(error) => json!({"type": "error", "message": error.to_string()}),
-    }
-}
-
-/// Load to 0, failure rate 0, metrics history cleared; the `load` reply.
-pub fn reset(node: &Arc<Node>) -> Value {
-    let setting = match node.load.apply(Some(0), Some(0.0)) {
-        Ok(setting) => setting,
-        Err(error) => return json!({"type": "error", "message": error.to_string()}),
-    };
-    node.metrics.clear();
-    tracing::info!("load reset");
-    load_reply(setting)
-}
-
-fn load_reply(setting: Setting) -> Value {
-    json!({"type": "load", "jobs": setting.jobs, "failure_rate": setting.failure_rate})
 }

@@ -7,15 +7,15 @@
 //! It never runs a job and never waits on one worker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::Load;
+use super::pool::{Exit, Pool};
 use super::{memory, worker};
-use crate::node::Node;
-use system_runtime::{Pid, ProcessContext, ProcessRegistry, Spec};
+use system_runtime::{Priority, ProcessContext, ProcessRegistry, Spec};
 
 /// Workers started, or exit notices handled, before the supervisor yields.
 const BATCH: usize = 1_000;
@@ -23,50 +23,19 @@ const BATCH: usize = 1_000;
 /// Slots looked at per batch when most of them already hold a worker.
 const SCAN: usize = 64 * BATCH;
 
-/// What the workers of one load supervisor share with it.
-pub(super) struct Pool {
-    pub(super) load: Arc<Load>,
-    exits: mpsc::UnboundedSender<Exit>,
-    /// Set when the supervisor ends: its workers stop at their next tick.
-    closed: AtomicBool,
-}
-
-impl Pool {
-    /// True if worker `index` should stop (the load went below it).
-    pub(super) fn is_surplus(&self, index: u32) -> bool {
-        self.closed.load(Relaxed) || u64::from(index) >= self.load.target()
-    }
-
-    /// Tells the supervisor that worker `index` (`pid`) ended.
-    pub(super) fn exited(&self, index: u32, pid: Pid, crashed: bool) {
-        // Fails only if the supervisor is gone; then nobody needs to know.
-        let _ = self.exits.send(Exit {
-            index,
-            pid,
-            crashed,
-        });
-    }
-}
-
-/// A worker's exit notice.
-struct Exit {
-    index: u32,
-    pid: Pid,
-    crashed: bool,
-}
-
-/// Runs the load supervisor until the daemon stops.
-pub async fn run(ctx: ProcessContext, node: Arc<Node>) {
+/// Runs the load supervisor for `load`, starting workers in `registry`,
+/// until `shutdown` is cancelled.
+pub async fn run(
+    ctx: ProcessContext,
+    load: Arc<Load>,
+    registry: Arc<ProcessRegistry>,
+    shutdown: CancellationToken,
+) {
     ctx.enter(&"Load.Supervisor.loop/1");
-    let (exits, mut notices) = mpsc::unbounded_channel();
-    let pool = Arc::new(Pool {
-        load: node.load.clone(),
-        exits,
-        closed: AtomicBool::new(false),
-    });
+    let (pool, mut notices) = Pool::new(load.clone());
     let mut workers = Workers {
         pool,
-        registry: node.registry.clone(),
+        registry,
         slots: Vec::new(),
         running: 0,
         cursor: 0,
@@ -77,11 +46,11 @@ pub async fn run(ctx: ProcessContext, node: Arc<Node>) {
     // many workers ran then: for one log line once they are all started.
     let mut ramp: Option<(Instant, u64)> = Some((Instant::now(), 0));
     loop {
-        let target = node.load.target();
+        let target = load.target();
         let spawning = (workers.cursor as u64) < target;
         tokio::select! {
             biased;
-            _ = node.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             count = notices.recv_many(&mut received, BATCH) => {
                 if count == 0 {
                     return;
@@ -93,7 +62,7 @@ pub async fn run(ctx: ProcessContext, node: Arc<Node>) {
                 workers.publish();
                 ctx.yield_now().await;
             }
-            _ = node.load.changed.notified() => {
+            _ = load.changed.notified() => {
                 workers.cursor = 0;
                 ramp = Some((Instant::now(), workers.running));
             }
@@ -129,7 +98,7 @@ struct Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        self.pool.closed.store(true, Relaxed);
+        self.pool.close();
     }
 }
 
@@ -175,7 +144,9 @@ impl Workers {
         let index_u32 = u32::try_from(index).unwrap_or(u32::MAX);
         let spec = Spec::new("load_worker", "Load.Worker.start_link()")
             .quiet()
-            .killable_from_web();
+            .killable_from_web()
+            // Background work: requests and sums answer ahead of it.
+            .priority(Priority::Low);
         let pid = self
             .registry
             .spawn(spec, move |ctx| worker::run(ctx, pool, index_u32));

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Load;
-use super::supervisor::Pool;
+use super::pool::Pool;
 use system_runtime::ProcessContext;
 
 /// Time between two jobs of one worker.

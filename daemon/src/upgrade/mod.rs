@@ -11,17 +11,12 @@ pub mod build;
 pub mod command;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::code::{CodeError, PluginVersion};
+use crate::code::CodeError;
 use crate::node::Node;
 
 pub use build::{build_plugin, find_source};
-
-/// One switch at a time, so that each report's "from" is the version the
-/// switch really replaced (the code server serialises the loads themselves).
-static SWITCHING: Mutex<()> = Mutex::new(());
 
 /// What an upgrade asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,18 +46,20 @@ pub struct UpgradeReport {
 /// the reported time runs from there to the new version serving. A failure
 /// changes nothing: the current version keeps serving.
 pub fn switch(node: &Node, target: &Target, received: Instant) -> Result<UpgradeReport, CodeError> {
-    let _one_switch_at_a_time = crate::lock(&SWITCHING);
-    let from = node.code.current().map(|v| describe(&v));
-    let loaded: Result<Arc<PluginVersion>, CodeError> = match target {
-        Target::Plugin(path) => node.code.load(path),
-        Target::Rollback => node.code.rollback(),
+    // The code server serialises loads and names the version each one
+    // really replaced, so two upgrades at once report consistently.
+    let switched = match target {
+        Target::Plugin(path) => node.code.switch_to(path),
+        Target::Rollback => node.code.switch_back(),
     };
-    let to = match loaded {
-        Ok(to) => to,
+    let (from, to) = match switched {
+        Ok(switch) => (switch.replaced, switch.current),
         Err(error) => {
             tracing::warn!(
                 "upgrade refused, still serving {}: {error}",
-                from.as_deref().unwrap_or("no version")
+                node.code
+                    .current()
+                    .map_or_else(|| "no version".to_owned(), |v| v.to_string())
             );
             return Err(error);
         }
@@ -71,38 +68,15 @@ pub fn switch(node: &Node, target: &Target, received: Instant) -> Result<Upgrade
     tracing::info!(
         "upgrade finished in {took_us} µs: {} -> {}",
         from.as_deref().unwrap_or("none"),
-        describe(&to)
+        to
     );
     Ok(UpgradeReport {
         from,
-        to: describe(&to),
+        to: to.to_string(),
         id: to.id(),
         sha256: to.sha256().to_owned(),
         took_us,
     })
-}
-
-/// A short name for why a load failed, for clients that act on it.
-pub fn failure_kind(error: &CodeError) -> &str {
-    match error {
-        CodeError::MissingFile { .. } => "missing_file",
-        CodeError::Unreadable { .. } => "unreadable",
-        CodeError::Copy { .. } => "copy",
-        CodeError::NotALibrary { .. } => "not_a_library",
-        CodeError::MissingSymbol { .. } => "missing_symbol",
-        CodeError::AbiMismatch { .. } => "abi_mismatch",
-        CodeError::BadVersionString { .. } => "bad_version",
-        CodeError::SelfTest { .. } => "self_test",
-        CodeError::YieldCheck { .. } => "yield",
-        CodeError::Check { .. } => "check",
-        CodeError::Refused { kind, .. } => kind,
-        CodeError::NoPrevious => "no_previous",
-    }
-}
-
-/// A version as the log and the console name it, e.g. `v2 (1.1.0)`.
-pub fn describe(version: &PluginVersion) -> String {
-    format!("v{} ({})", version.id(), version.version())
 }
 
 /// Kills every process still running a version other than the current one
@@ -122,13 +96,17 @@ fn purge(node: &Node) -> usize {
 }
 
 /// [`purge`], then waits (at most `patience`, blocking this thread — never
-/// call it on a scheduler) until only the current version is loaded.
+/// call it on a scheduler) until only the current version is loaded and
+/// the old ones are unloaded (their copies removed).
 /// Returns how many processes were killed and whether old code remains.
 pub fn purge_and_wait(node: &Node, patience: Duration) -> (usize, bool) {
     let killed = purge(node);
     let deadline = Instant::now() + patience;
     loop {
         let old_left = node.code.versions().iter().any(|v| !v.current);
+        if !old_left {
+            node.code.settle();
+        }
         if !old_left || Instant::now() >= deadline {
             return (killed, old_left);
         }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use wait_timeout::ChildExt as _;
 
-use crate::code::{self, CodeError, PluginVersion, SumStep};
-use crate::sum::SLICE_BUDGET;
+use super::{CodeError, PluginVersion, SLICE_BUDGET, SumStep, self_test};
+use crate::log::thousands;
 use system_runtime::watch::ThreadClock;
 
 /// How long the daemon waits for a check before killing it.
@@ -49,7 +49,7 @@ pub enum Verdict {
         version: String,
         slices: Vec<SliceTiming>,
     },
-    /// Refused; `kind` as `upgrade::failure_kind` names it.
+    /// Refused; `kind` as `CodeError::kind` names it.
     Refused { kind: String, message: String },
 }
 
@@ -179,7 +179,7 @@ pub fn child_main(library: &Path, shown_as: &Path) -> i32 {
     let verdict = match check(library, shown_as) {
         Ok((version, slices)) => Verdict::Passed { version, slices },
         Err(error) => Verdict::Refused {
-            kind: crate::upgrade::failure_kind(&error).to_owned(),
+            kind: error.kind().to_owned(),
             message: error.to_string(),
         },
     };
@@ -202,7 +202,7 @@ fn say(verdict: &Verdict) {
 /// removed (it is the daemon's versioned copy).
 fn check(library: &Path, shown_as: &Path) -> Result<(String, Vec<SliceTiming>), CodeError> {
     let version = Arc::new(PluginVersion::open_for_check(library, shown_as)?);
-    code::self_test(&version).map_err(|reason| CodeError::SelfTest {
+    self_test(&version).map_err(|reason| CodeError::SelfTest {
         path: shown_as.to_path_buf(),
         reason,
     })?;
@@ -300,31 +300,4 @@ pub fn describe(slices: &[SliceTiming]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// `1130` → `1,130`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_are_separated() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_130), "1,130");
-        assert_eq!(thousands(20_000), "20,000");
-        assert_eq!(thousands(1_000_000_000_000_000), "1,000,000,000,000,000");
-    }
 }

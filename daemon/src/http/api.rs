@@ -1,6 +1,6 @@
-//! The load's HTTP face: `GET /metrics` (Prometheus text), `GET /api/load`
-//! (the setting and counters) and `POST /api/load` with
-//! `{"jobs":N,"failure_rate":P}` (either field optional).
+//! The load's and the metrics' HTTP face: `GET /metrics` (Prometheus text,
+//! see `prometheus`), `GET /api/load` (the setting and counters) and
+//! `POST /api/load` with `{"jobs":N,"failure_rate":P}` (either field optional).
 //!
 //! It only translates HTTP to the load calls; the listener owns the socket.
 
@@ -31,7 +31,7 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (impl Reply,), Error = R
         .and(with_node.clone())
         .map(|node: Arc<Node>| {
             warp::reply::with_header(
-                crate::metrics::prometheus(&node),
+                super::prometheus::render(&node),
                 "content-type",
                 "text/plain; version=0.0.4; charset=utf-8",
             )

@@ -3,35 +3,44 @@
 //! can be upgraded while old computations keep running on the old version —
 //! the Rust stand-in for the BEAM's hot code loading.
 //!
-//! Each load copies the library to a new versioned file name (dlopen caches by
-//! path), has it checked in a child process (`plugin_check`: ABI, symbols,
-//! self-test, yield check) before opening it here, and only then makes it
-//! current. It must never unload a library while a computation still holds it
-//! (`Arc<PluginVersion>` keeps the `Library` alive; the server keeps only weak
-//! references to old versions), never let a failed load change anything, and
-//! never decide *when* a computation runs — that is the scheduler's job.
+//! Each load copies the library to a new versioned file name (`copies`:
+//! dlopen caches by path), has it checked in a child process (`check`: ABI,
+//! symbols, self-test, yield check) before opening it here, and only then
+//! makes it current. It must never unload a library while a computation
+//! still holds it (`Arc<PluginVersion>` keeps the `Library` alive; the server
+//! keeps only weak references to old versions), never let a failed load
+//! change anything, and never decide *when* a computation runs — that is the
+//! scheduler's job.
+//!
+//! Modules: `version` is a loaded version and its FFI (all of the code
+//! server's `unsafe`, with its contract in a `# Safety` section);
+//! `computation` runs a sum in slices and says what each slice did;
+//! `self_test` is what a new version must compute right; `check` runs the
+//! checks in a child process; `copies` owns the versioned files; `unload`
+//! closes old versions on its own thread, never on a scheduler.
 
-use std::ffi::{CStr, c_void};
+pub mod check;
+mod computation;
+mod copies;
+mod self_test;
+mod unload;
+mod version;
+
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::kept::{KeptPlugins, KeptVersion};
 use crate::lock;
 
-use libloading::Library;
-use plugin_abi as abi;
 use sha2::{Digest, Sha256};
 
-/// Budget of each slice in the self-test (small, so several slices are exercised).
-const SELF_TEST_BUDGET: u64 = 7;
-/// Slices after which a self-test sum counts as hanging.
-const SELF_TEST_MAX_SLICES: usize = 1_000;
-/// Sums every new version must get right before it becomes current.
-const SELF_TEST_SUMS: [(i64, i128); 2] = [(5, 15), (100, 5050)];
+pub use computation::{SLICE_BUDGET, SumComputation, SumStep};
+pub(crate) use self_test::self_test;
+pub use unload::Unloader;
+pub use version::PluginVersion;
 
 /// Why a plugin version could not be loaded. Nothing changes when a load fails.
 #[derive(Debug, thiserror::Error)]
@@ -75,11 +84,31 @@ pub enum CodeError {
     NoPrevious,
 }
 
+impl CodeError {
+    /// A short name for why a load failed, for clients that act on it.
+    pub fn kind(&self) -> &str {
+        match self {
+            CodeError::MissingFile { .. } => "missing_file",
+            CodeError::Unreadable { .. } => "unreadable",
+            CodeError::Copy { .. } => "copy",
+            CodeError::NotALibrary { .. } => "not_a_library",
+            CodeError::MissingSymbol { .. } => "missing_symbol",
+            CodeError::AbiMismatch { .. } => "abi_mismatch",
+            CodeError::BadVersionString { .. } => "bad_version",
+            CodeError::SelfTest { .. } => "self_test",
+            CodeError::YieldCheck { .. } => "yield",
+            CodeError::Check { .. } => "check",
+            CodeError::Refused { kind, .. } => kind,
+            CodeError::NoPrevious => "no_previous",
+        }
+    }
+}
+
 /// Where a candidate library is checked before it is opened in the daemon.
 #[derive(Clone, Debug)]
 pub enum Check {
     /// In a child process (the daemon): a crash or hang there costs nothing.
-    Child(crate::plugin_check::ChildCheck),
+    Child(check::ChildCheck),
     /// In this process (unit tests of trusted builds only): the self-test
     /// runs after opening; a faulty library can take the process down.
     InProcess,
@@ -93,9 +122,21 @@ pub struct CodeServer {
     kept: KeptPlugins,
     /// How candidates are checked before they load.
     check: Check,
-    /// Serialises loads, so versions become current in load order.
+    /// Serialises loads, so versions become current in load order and each
+    /// [`Switch`] names the version it really replaced.
     loading: Mutex<()>,
     state: Mutex<Loaded>,
+    /// Closes old versions on its own thread, never on a scheduler.
+    unloader: Unloader,
+}
+
+/// A version made current, and the one it replaced.
+#[derive(Debug)]
+pub struct Switch {
+    /// The version replaced, e.g. `v1 (1.0.0)`; `None` if none was loaded.
+    pub replaced: Option<String>,
+    /// The new current version.
+    pub current: Arc<PluginVersion>,
 }
 
 /// What the server holds: the current version strongly, every other one weakly.
@@ -129,13 +170,14 @@ impl CodeServer {
     /// Versioned copies a dead daemon left in `dir` are removed; the
     /// versions kept for restarts (`dir/kept`) stay.
     pub fn new(dir: PathBuf, check: Check) -> Self {
-        remove_stale_copies(&dir);
+        copies::remove_stale(&dir);
         CodeServer {
             kept: KeptPlugins::new(dir.join("kept")),
             dir,
             check,
             loading: Mutex::new(()),
             state: Mutex::new(Loaded::default()),
+            unloader: Unloader::start(),
         }
     }
 
@@ -147,6 +189,11 @@ impl CodeServer {
     /// Loads the library at `path` as a new version and makes it current,
     /// once it has passed the ABI, symbol and self-test checks.
     pub fn load(&self, path: &Path) -> Result<Arc<PluginVersion>, CodeError> {
+        self.switch_to(path).map(|switch| switch.current)
+    }
+
+    /// [`CodeServer::load`], also naming the version it replaced.
+    pub fn switch_to(&self, path: &Path) -> Result<Switch, CodeError> {
         let bytes = fs::read(path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => CodeError::MissingFile {
                 path: path.to_path_buf(),
@@ -156,7 +203,8 @@ impl CodeServer {
                 source,
             },
         })?;
-        self.load_bytes(path, bytes.into(), false)
+        let loading = lock(&self.loading);
+        self.load_bytes(&loading, path, bytes.into(), false)
     }
 
     /// Loads a kept version again under its own id (a daemon restarted by heart).
@@ -172,29 +220,36 @@ impl CodeServer {
     /// Loads again the version that was current before the current one
     /// (its bytes passed the check when they were first loaded).
     pub fn rollback(&self) -> Result<Arc<PluginVersion>, CodeError> {
+        self.switch_back().map(|switch| switch.current)
+    }
+
+    /// [`CodeServer::rollback`], also naming the version it replaced.
+    pub fn switch_back(&self) -> Result<Switch, CodeError> {
+        // Held from reading "previous" on, so that a load in between cannot
+        // make it stale.
+        let loading = lock(&self.loading);
         let previous = {
             let state = lock(&self.state);
             let count = state.recent.len();
             (count >= 2).then(|| state.recent[count - 2].clone())
         };
         let (path, bytes) = previous.ok_or(CodeError::NoPrevious)?;
-        self.load_bytes(&path, bytes, true)
+        self.load_bytes(&loading, &path, bytes, true)
     }
 
     /// `checked`: these bytes already passed the check in this daemon.
+    /// `_loading` is the held load lock: one load at a time.
     fn load_bytes(
         &self,
+        _loading: &MutexGuard<'_, ()>,
         path: &Path,
         bytes: Arc<[u8]>,
         checked: bool,
-    ) -> Result<Arc<PluginVersion>, CodeError> {
-        let _one_load_at_a_time = lock(&self.loading);
+    ) -> Result<Switch, CodeError> {
         let sha256 = hex(&Sha256::digest(&bytes));
         let id = lock(&self.state).loaded + 1;
-        let versioned = self
-            .dir
-            .join(format!("math_plugin-v{id}-{}.so", &sha256[..12]));
-        write_versioned_copy(&self.dir, &versioned, &bytes)?;
+        let versioned = copies::path(&self.dir, id, &sha256);
+        copies::write(&self.dir, &versioned, &bytes)?;
 
         // Nothing of the library runs in the daemon before it passed here.
         if let (Check::Child(child), false) = (&self.check, checked) {
@@ -202,27 +257,32 @@ impl CodeServer {
                 Ok(slices) => tracing::info!(
                     path = %path.display(),
                     "plugin check passed in a child process; yield check slices: {}",
-                    crate::plugin_check::describe(&slices)
+                    check::describe(&slices)
                 ),
                 Err(error) => {
-                    remove_versioned_copy(&versioned);
+                    copies::remove(&versioned);
                     return Err(error);
                 }
             }
         }
-        let version = match PluginVersion::open(id, path, versioned.clone(), sha256) {
+        let unloader = Some(self.unloader.clone());
+        let version = match PluginVersion::open(id, path, versioned.clone(), sha256, unloader) {
             Ok(version) => Arc::new(version),
             Err(error) => {
-                remove_versioned_copy(&versioned);
+                copies::remove(&versioned);
                 return Err(error);
             }
         };
-        // On failure, dropping `version` unloads it and removes its copy.
-        if matches!(self.check, Check::InProcess) {
-            self_test(&version).map_err(|reason| CodeError::SelfTest {
+        if matches!(self.check, Check::InProcess)
+            && let Err(reason) = self_test(&version)
+        {
+            // Unloaded and its copy removed before the next load may reuse its name.
+            drop(version);
+            self.unloader.settle();
+            return Err(CodeError::SelfTest {
                 path: path.to_path_buf(),
                 reason,
-            })?;
+            });
         }
 
         let old = {
@@ -238,35 +298,45 @@ impl CodeServer {
         };
         match &old {
             Some(old) => tracing::info!(
-                "code upgrade: math_plugin v{} ({}) -> v{} ({}), sha256 {} ({})",
-                old.id,
-                old.version,
-                version.id,
-                version.version,
-                version.sha256,
-                version.path.display()
+                "code upgrade: math_plugin {old} -> {version}, sha256 {} ({})",
+                version.sha256(),
+                version.path().display()
             ),
             None => tracing::info!(
-                "code loaded: math_plugin v{} ({}), sha256 {} ({})",
-                version.id,
-                version.version,
-                version.sha256,
-                version.path.display()
+                "code loaded: math_plugin {version}, sha256 {} ({})",
+                version.sha256(),
+                version.path().display()
             ),
         }
-        crate::fatal::set_code(format!("math_plugin v{} ({})", version.id, version.version));
+        crate::fatal::set_code(format!("math_plugin {version}"));
         if let Err(error) = self
             .kept
-            .record(version.id, &version.version, &version.path)
+            .record(version.id(), version.version(), version.path())
         {
             tracing::warn!(
                 "cannot keep math_plugin v{} for restarts: {error}",
-                version.id
+                version.id()
             );
         }
-        // The old version is unloaded here unless computations still hold it.
-        drop(old);
-        Ok(version)
+        // The old version is unloaded (on the unloader's thread) unless
+        // computations still hold it.
+        let replaced = old.map(|old| old.to_string());
+        Ok(Switch {
+            replaced,
+            current: version,
+        })
+    }
+
+    /// Waits until every old version whose last holder is gone has been
+    /// unloaded and its copy removed.
+    pub fn settle(&self) {
+        self.unloader.settle();
+    }
+
+    /// The handle to the thread that unloads this server's old versions (to
+    /// wait for it at exit, once the server itself is gone).
+    pub fn unloader(&self) -> Unloader {
+        self.unloader.clone()
     }
 
     /// The version new computations should use, if any was loaded.
@@ -288,10 +358,10 @@ impl CodeServer {
         alive
             .iter()
             .map(|version| VersionInfo {
-                id: version.id,
-                version: version.version.clone(),
-                path: version.path.clone(),
-                sha256: version.sha256.clone(),
+                id: version.id(),
+                version: version.version().to_owned(),
+                path: version.path().to_path_buf(),
+                sha256: version.sha256().to_owned(),
                 current: current
                     .as_ref()
                     .is_some_and(|current| Arc::ptr_eq(current, version)),
@@ -312,377 +382,6 @@ impl fmt::Debug for CodeServer {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Writes `bytes` to `versioned` via a temporary file and a rename, so a file
-/// that may still be mapped by this or another process is never overwritten in place.
-fn write_versioned_copy(dir: &Path, versioned: &Path, bytes: &[u8]) -> Result<(), CodeError> {
-    let copy_error = |source| CodeError::Copy {
-        path: versioned.to_path_buf(),
-        source,
-    };
-    fs::create_dir_all(dir).map_err(copy_error)?;
-    let temporary = versioned.with_extension("so.partial");
-    // Created exclusively, never through a symlink, and read-only: a mapped
-    // library overwritten in place would crash the daemon.
-    crate::home::write_new(&temporary, bytes, 0o400).map_err(copy_error)?;
-    fs::rename(&temporary, versioned).map_err(|source| {
-        remove_versioned_copy(&temporary);
-        copy_error(source)
-    })
-}
-
-/// Removes the versioned copies in `dir` (not the kept ones): called before
-/// anything is loaded, they can only be a dead daemon's.
-fn remove_stale_copies(dir: &Path) {
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("math_plugin-v")
-        {
-            remove_versioned_copy(&entry.path());
-        }
-    }
-}
-
-/// Best-effort removal of a versioned copy that is no longer loaded.
-fn remove_versioned_copy(path: &Path) {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "could not remove plugin copy")
-        }
-    }
-}
-
-/// Resolves `name` as a function of type `T`, naming the symbol if it is missing.
-///
-/// # Safety
-/// `T` must be the `plugin-abi` function type of `name`.
-unsafe fn resolve<T: Copy>(
-    library: &Library,
-    name: &'static [u8],
-    source_path: &Path,
-) -> Result<T, CodeError> {
-    // SAFETY: the caller guarantees `T` is the symbol's real type.
-    let symbol = unsafe { library.get::<T>(name) }.map_err(|source| CodeError::MissingSymbol {
-        path: source_path.to_path_buf(),
-        symbol: abi::symbol_name(name),
-        source,
-    })?;
-    Ok(*symbol)
-}
-
-/// Checks that a freshly opened version computes and validates correctly.
-pub(crate) fn self_test(version: &Arc<PluginVersion>) -> Result<(), String> {
-    version
-        .validate(5)
-        .map_err(|reason| format!("validate(5) was rejected: {reason}"))?;
-    for (n, expected) in SELF_TEST_SUMS {
-        let mut computation = version.start_sum(n);
-        let mut slices = 0;
-        loop {
-            if slices == SELF_TEST_MAX_SLICES {
-                return Err(format!(
-                    "sum({n}) did not finish within {SELF_TEST_MAX_SLICES} slices of {SELF_TEST_BUDGET} reductions"
-                ));
-            }
-            slices += 1;
-            match computation.run(SELF_TEST_BUDGET) {
-                SumStep::Yielded { .. } => {}
-                SumStep::Done { result, .. } if result == expected => break,
-                SumStep::Done { result, .. } => {
-                    return Err(format!("sum({n}) returned {result}, expected {expected}"));
-                }
-                SumStep::Crashed { message, .. } => {
-                    return Err(format!("sum({n}) crashed: {message}"));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The plugin functions a version calls after loading.
-#[derive(Clone, Copy)]
-struct Functions {
-    validate: abi::ValidateFn,
-    sum_start: abi::SumStartFn,
-    sum_run: abi::SumRunFn,
-    sum_free: abi::SumFreeFn,
-}
-
-/// One loaded version of the plugin. Shared by `Arc`: the library stays
-/// loaded (and its versioned file on disk) until the last holder is gone.
-pub struct PluginVersion {
-    id: u32,
-    version: String,
-    path: PathBuf,
-    sha256: String,
-    computations: AtomicUsize,
-    functions: Functions,
-    /// `Some` until dropped; the pointers in `functions` are valid while it is loaded.
-    library: Option<Library>,
-}
-
-impl PluginVersion {
-    /// Opens `library` only to check it (in the check process): id 0, and
-    /// dropping it leaves the file alone.
-    pub(crate) fn open_for_check(
-        library: &Path,
-        shown_as: &Path,
-    ) -> Result<PluginVersion, CodeError> {
-        PluginVersion::open(0, shown_as, library.to_path_buf(), String::new())
-    }
-
-    /// Opens the versioned copy and checks ABI version, symbols and version string.
-    /// `source_path` is the file the operator asked for, used in errors.
-    fn open(
-        id: u32,
-        source_path: &Path,
-        path: PathBuf,
-        sha256: String,
-    ) -> Result<PluginVersion, CodeError> {
-        // SAFETY: loading runs the library's initialisers; the plugin directory
-        // is trusted code, exactly like a BEAM release's .beam files.
-        let library = unsafe { Library::new(&path) }.map_err(|source| CodeError::NotALibrary {
-            path: source_path.to_path_buf(),
-            source,
-        })?;
-        // SAFETY (all `resolve` calls): each type is plugin-abi's type for that symbol.
-        let abi_version: abi::AbiVersionFn =
-            unsafe { resolve(&library, abi::SYM_ABI_VERSION, source_path) }?;
-        // SAFETY: `math_abi_version` takes nothing and only returns a number.
-        let found = unsafe { abi_version() };
-        if found != abi::ABI_VERSION {
-            return Err(CodeError::AbiMismatch {
-                path: source_path.to_path_buf(),
-                found,
-                expected: abi::ABI_VERSION,
-            });
-        }
-        let plugin_version: abi::PluginVersionFn =
-            unsafe { resolve(&library, abi::SYM_PLUGIN_VERSION, source_path) }?;
-        let functions = Functions {
-            validate: unsafe { resolve(&library, abi::SYM_VALIDATE, source_path) }?,
-            sum_start: unsafe { resolve(&library, abi::SYM_SUM_START, source_path) }?,
-            sum_run: unsafe { resolve(&library, abi::SYM_SUM_RUN, source_path) }?,
-            sum_free: unsafe { resolve(&library, abi::SYM_SUM_FREE, source_path) }?,
-        };
-        let bad_version = |reason: &str| CodeError::BadVersionString {
-            path: source_path.to_path_buf(),
-            reason: reason.to_string(),
-        };
-        // SAFETY: the ABI says this returns null or a static NUL-terminated string.
-        let version_ptr = unsafe { plugin_version() };
-        if version_ptr.is_null() {
-            return Err(bad_version("it is null"));
-        }
-        // SAFETY: non-null, static and NUL-terminated per the ABI; copied before use.
-        let version = unsafe { CStr::from_ptr(version_ptr) }
-            .to_str()
-            .map_err(|_| bad_version("it is not UTF-8"))?
-            .to_string();
-        Ok(PluginVersion {
-            id,
-            version,
-            path,
-            sha256,
-            computations: AtomicUsize::new(0),
-            functions,
-            library: Some(library),
-        })
-    }
-
-    /// 1, 2, 3… in load order (successful loads only).
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// What `math_plugin_version` returned, e.g. `1.0.0`.
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
-    /// SHA-256 of the library file, in lowercase hex.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
-    }
-
-    /// The versioned copy this version was loaded from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Live computations running on this version.
-    pub fn computations(&self) -> usize {
-        self.computations.load(Ordering::Relaxed)
-    }
-
-    /// Asks the plugin whether `n` may be summed; `Err(reason)` if not.
-    pub fn validate(&self, n: i64) -> Result<(), String> {
-        let mut out = abi::Validation::UNWRITTEN;
-        // SAFETY: the library is loaded while `self` lives and `out` is a live local.
-        unsafe { (self.functions.validate)(n, &mut out) };
-        if out.is_accepted() {
-            Ok(())
-        } else if out.reason().is_empty() {
-            Err("rejected by the plugin".to_string())
-        } else {
-            Err(out.reason().to_string())
-        }
-    }
-
-    /// Starts `sum(n)` on this version; the computation keeps the version loaded.
-    pub fn start_sum(self: &Arc<Self>, n: i64) -> SumComputation {
-        // SAFETY: the library is loaded while `self` lives; the state is freed in `SumComputation::drop`.
-        let state = unsafe { (self.functions.sum_start)(n) };
-        // Relaxed: a plain counter for display, it guards no other data.
-        self.computations.fetch_add(1, Ordering::Relaxed);
-        SumComputation {
-            version: Arc::clone(self),
-            state,
-        }
-    }
-}
-
-impl Drop for PluginVersion {
-    fn drop(&mut self) {
-        if let Some(library) = self.library.take()
-            && let Err(error) = library.close()
-        {
-            tracing::warn!(id = self.id, %error, "could not unload math_plugin version");
-        }
-        if self.id == 0 {
-            // Opened only to be checked: the file is the daemon's, not ours.
-            return;
-        }
-        remove_versioned_copy(&self.path);
-        tracing::info!("code purged: math_plugin v{} ({})", self.id, self.version);
-    }
-}
-
-impl fmt::Debug for PluginVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginVersion")
-            .field("id", &self.id)
-            .field("version", &self.version)
-            .field("sha256", &self.sha256)
-            .field("path", &self.path)
-            .field("computations", &self.computations())
-            .finish()
-    }
-}
-
-/// What one slice of a sum did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SumStep {
-    Done {
-        result: i128,
-        reductions: u64,
-    },
-    Yielded {
-        reductions: u64,
-        /// The call about to be made, e.g. `math_plugin::calc_sum(501, -1, 125250)`.
-        frame: abi::Frame,
-    },
-    Crashed {
-        message: String,
-        reductions: u64,
-    },
-}
-
-impl SumStep {
-    /// Reductions used in the slice.
-    pub fn reductions(&self) -> u64 {
-        match self {
-            SumStep::Done { reductions, .. }
-            | SumStep::Yielded { reductions, .. }
-            | SumStep::Crashed { reductions, .. } => *reductions,
-        }
-    }
-}
-
-/// A running `sum(n)` on one plugin version. Dropping it frees the plugin's
-/// state; it keeps its version loaded until then.
-pub struct SumComputation {
-    version: Arc<PluginVersion>,
-    /// Owned by this computation; null if the plugin could not start it.
-    state: *mut c_void,
-}
-
-// SAFETY: the state is owned exclusively by this computation and the ABI
-// allows using it from any thread, one at a time (`run` takes `&mut self`).
-unsafe impl Send for SumComputation {}
-
-impl SumComputation {
-    /// The version this computation runs on (even after newer loads).
-    pub fn version(&self) -> &Arc<PluginVersion> {
-        &self.version
-    }
-
-    /// Runs at most `budget` reductions. A plugin that breaks the ABI
-    /// (overruns the budget, unknown status) is reported as a crash.
-    pub fn run(&mut self, budget: u64) -> SumStep {
-        if self.state.is_null() {
-            return SumStep::Crashed {
-                message: "the plugin could not start the computation".to_string(),
-                reductions: 0,
-            };
-        }
-        let mut out = abi::SumStep::UNWRITTEN;
-        // SAFETY: the library is loaded (we hold its Arc), `state` came from its
-        // `math_sum_start` and is used only through `&mut self`, `out` is a live local.
-        unsafe { (self.version.functions.sum_run)(self.state, budget, &mut out) };
-        if out.reductions > budget {
-            return SumStep::Crashed {
-                message: format!(
-                    "plugin broke the ABI: used {} reductions of a budget of {budget}",
-                    out.reductions
-                ),
-                reductions: budget,
-            };
-        }
-        match out.status {
-            abi::SUM_DONE => SumStep::Done {
-                result: out.result,
-                reductions: out.reductions,
-            },
-            abi::SUM_YIELDED => SumStep::Yielded {
-                reductions: out.reductions,
-                frame: out.frame,
-            },
-            abi::SUM_CRASHED => SumStep::Crashed {
-                message: out.message().to_string(),
-                reductions: out.reductions,
-            },
-            other => SumStep::Crashed {
-                message: format!("plugin broke the ABI: unknown status {other}"),
-                reductions: out.reductions,
-            },
-        }
-    }
-}
-
-impl Drop for SumComputation {
-    fn drop(&mut self) {
-        if !self.state.is_null() {
-            // SAFETY: `state` came from this library's `math_sum_start` and is freed once, here.
-            unsafe { (self.version.functions.sum_free)(self.state) };
-        }
-        self.version.computations.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl fmt::Debug for SumComputation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SumComputation")
-            .field("version", &self.version.id)
-            .field("started", &!self.state.is_null())
-            .finish()
-    }
 }
 
 #[cfg(test)]
@@ -921,10 +620,7 @@ mod tests {
         assert_ne!(first.path(), second.path());
         assert_eq!(first.sha256(), second.sha256());
         // Two separate mappings, not one cached library.
-        assert_ne!(
-            first.functions.sum_run as usize,
-            second.functions.sum_run as usize
-        );
+        assert_ne!(first.sum_run_address(), second.sum_run_address());
         assert!(Arc::ptr_eq(&server.current().expect("current"), &second));
     }
 
@@ -964,6 +660,7 @@ mod tests {
 
         // Once the computation ends, the old version is purged.
         drop(endless);
+        server.settle();
         let versions = server.versions();
         assert_eq!(versions.len(), 1, "{versions:?}");
         assert_eq!(versions[0].id, new.id());

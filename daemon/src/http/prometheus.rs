@@ -1,0 +1,115 @@
+//! `/metrics` in Prometheus text format: the load's counters and setting,
+//! the latest metrics sample, and the runtime's figures, read from the node.
+//!
+//! It only reads and formats; what the figures mean is owned by `load`,
+//! `metrics` and the registry.
+
+use std::fmt::Write as _;
+
+use crate::node::Node;
+
+/// `/metrics`: counters for jobs, gauges for the rest, in Prometheus text format.
+pub fn render(node: &Node) -> String {
+    let latest = node.metrics.latest().unwrap_or_default();
+    let load = &node.load;
+    let metrics: [(&str, &str, &str, f64); 15] = [
+        (
+            "system_jobs_succeeded_total",
+            "counter",
+            "Synthetic jobs that succeeded.",
+            load.succeeded() as f64,
+        ),
+        (
+            "system_jobs_failed_total",
+            "counter",
+            "Synthetic jobs that failed (panicked).",
+            load.failed() as f64,
+        ),
+        (
+            "system_load_worker_restarts_total",
+            "counter",
+            "Load workers restarted after a crash.",
+            load.restarts() as f64,
+        ),
+        (
+            "system_load_jobs",
+            "gauge",
+            "Load setting: workers wanted.",
+            load.target() as f64,
+        ),
+        (
+            "system_load_max_jobs",
+            "gauge",
+            "The cap on the load setting.",
+            load.cap() as f64,
+        ),
+        (
+            "system_load_failure_rate_percent",
+            "gauge",
+            "Load setting: percent of jobs that fail.",
+            load.failure_rate(),
+        ),
+        (
+            "system_load_workers",
+            "gauge",
+            "Load workers running.",
+            load.workers() as f64,
+        ),
+        (
+            "system_jobs_per_second",
+            "gauge",
+            "Successful jobs per second (last 100 ms sample).",
+            latest.jobs_per_sec,
+        ),
+        (
+            "system_failed_jobs_per_second",
+            "gauge",
+            "Failed jobs per second (last 100 ms sample).",
+            latest.failed_per_sec,
+        ),
+        (
+            "system_scheduler_usage_ratio",
+            "gauge",
+            "On-CPU time of the scheduler threads over wall time, all schedulers (last 100 ms sample).",
+            latest.scheduler_usage,
+        ),
+        (
+            "system_long_schedules_total",
+            "counter",
+            "Polls that held a scheduler longer than the long-schedule threshold.",
+            node.long_schedules.total() as f64,
+        ),
+        (
+            "system_schedulers",
+            "gauge",
+            "Scheduler (worker) threads.",
+            node.schedulers as f64,
+        ),
+        (
+            "system_processes",
+            "gauge",
+            "Processes in the registry.",
+            node.registry.count() as f64,
+        ),
+        (
+            "system_crash_reports_total",
+            "counter",
+            "Processes that crashed (load workers excepted), logged or not.",
+            node.registry.crash_reports() as f64,
+        ),
+        (
+            "system_memory_resident_bytes",
+            "gauge",
+            "Resident memory of the daemon.",
+            crate::metrics::resident_bytes().unwrap_or(0) as f64,
+        ),
+    ];
+    let mut text = String::with_capacity(2048);
+    for (name, kind, help, value) in metrics {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    text
+}

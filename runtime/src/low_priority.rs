@@ -1,0 +1,255 @@
+//! The run queue of low-priority processes (Erlang's `low`): they are not
+//! tokio tasks but futures that a few runner tasks poll, at most [`BATCH`]
+//! per turn, yielding to the scheduler between turns. However many of them
+//! wake at once (a million load workers on one timer tick), a normal
+//! process that wakes meanwhile waits for one batch, not for all of them.
+//! A wake is one flag swap and one queue push: no tokio task to schedule.
+//!
+//! Each process is bound to one runner for life (round robin at spawn);
+//! a runner is one tokio task, so a process's future is only ever touched
+//! by its runner: polled, dropped when it ends or is cancelled, or dropped
+//! when the runner itself is dropped (the runtime shutting down).
+//!
+//! It runs futures; it knows nothing of pids, monitors or exit reasons
+//! (the future given to it carries its own exit guard).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, fence};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+
+use crossbeam_queue::SegQueue;
+use futures::task::AtomicWaker;
+use slab::Slab;
+
+use crate::sync::{Mutex, lock};
+
+/// Processes a runner polls before it yields to the scheduler.
+pub const BATCH: usize = 64;
+
+/// The runners of one registry, started on the current runtime at the
+/// first low-priority spawn.
+#[derive(Default)]
+pub(crate) struct LowPriority {
+    runners: OnceLock<Vec<Arc<Runner>>>,
+    next: AtomicUsize,
+}
+
+/// What a kill calls to end a low-priority process at its next turn.
+pub(crate) struct Cancel(Arc<dyn Task>);
+
+impl Cancel {
+    pub(crate) fn cancel(&self) {
+        self.0.clone().cancel();
+    }
+}
+
+impl LowPriority {
+    /// Queues `future` to run on one of the runners; the returned handle
+    /// cancels it. Must be called inside a tokio runtime (the first call
+    /// starts the runners there, one per worker thread).
+    pub(crate) fn spawn<F>(&self, future: F) -> Cancel
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let runners = self.runners.get_or_init(|| {
+            let count = tokio::runtime::Handle::current()
+                .metrics()
+                .num_workers()
+                .max(1);
+            (0..count)
+                .map(|_| {
+                    let runner = Arc::new(Runner::default());
+                    tokio::spawn(run(CloseOnDrop(runner.clone())));
+                    runner
+                })
+                .collect()
+        });
+        let runner = &runners[self.next.fetch_add(1, Relaxed) % runners.len()];
+        let task = Arc::new(LowTask {
+            runner: runner.clone(),
+            key: AtomicUsize::new(usize::MAX),
+            scheduled: AtomicBool::new(true),
+            cancelled: AtomicBool::new(false),
+            future: Mutex::new(Some(future)),
+        });
+        {
+            let mut tasks = lock(&runner.tasks);
+            if tasks.closed {
+                // The runner is gone (the runtime is shutting down): the
+                // future ends here, unpolled, as a tokio task would.
+                drop(tasks);
+                task.end();
+                return Cancel(task);
+            }
+            let key = tasks.live.insert(task.clone());
+            task.key.store(key, Relaxed);
+        }
+        runner.schedule(task.clone());
+        Cancel(task)
+    }
+}
+
+/// One runner's queues.
+#[derive(Default)]
+struct Runner {
+    /// Tasks woken and not yet polled; each at most once (`scheduled`).
+    ready: SegQueue<Arc<dyn Task>>,
+    /// The runner's own tokio task, woken when `ready` gets work while idle.
+    waker: AtomicWaker,
+    /// Set while the runner waits for work (found `ready` empty).
+    idle: AtomicBool,
+    tasks: Mutex<Tasks>,
+}
+
+/// Every live task of a runner, so that they can be dropped if the runner is.
+#[derive(Default)]
+struct Tasks {
+    live: Slab<Arc<dyn Task>>,
+    /// Set when the runner is dropped: nothing may be added after that.
+    closed: bool,
+}
+
+impl Runner {
+    fn schedule(&self, task: Arc<dyn Task>) {
+        self.ready.push(task);
+        // With the fence in `run_batch`: either the runner's second look at
+        // `ready` sees this task, or this sees the runner idle and wakes it.
+        fence(SeqCst);
+        if self.idle.swap(false, SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    /// Polls up to a batch of ready tasks; `Ready` if there may be more.
+    fn run_batch(&self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..BATCH {
+            match self.ready.pop() {
+                Some(task) => task.run(),
+                None => {
+                    self.waker.register(cx.waker());
+                    self.idle.store(true, SeqCst);
+                    fence(SeqCst);
+                    if self.ready.is_empty() {
+                        return Poll::Pending;
+                    }
+                    // Work came in between: take it (if a waker did not already).
+                    self.idle.store(false, SeqCst);
+                }
+            }
+        }
+        Poll::Ready(())
+    }
+
+    fn remove(&self, key: usize) {
+        let mut tasks = lock(&self.tasks);
+        if tasks.live.contains(key) {
+            tasks.live.remove(key);
+        }
+    }
+}
+
+/// The runner's tokio task: a batch, then a yield, forever. When the
+/// runtime drops it, every task it still holds is dropped with it.
+/// (The guard is an argument so that it drops even if the task never ran.)
+async fn run(close: CloseOnDrop) {
+    let runner = &close.0;
+    loop {
+        std::future::poll_fn(|cx| runner.run_batch(cx)).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+struct CloseOnDrop(Arc<Runner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let live = {
+            let mut tasks = lock(&self.0.tasks);
+            tasks.closed = true;
+            std::mem::take(&mut tasks.live)
+        };
+        // Outside the lock: a future's drop may spawn or kill.
+        for (_, task) in live {
+            task.end();
+        }
+        while self.0.ready.pop().is_some() {}
+    }
+}
+
+/// A low-priority task, type-erased for the queues.
+trait Task: Send + Sync {
+    /// Polls it once (its runner only), or ends it if it was cancelled.
+    fn run(self: Arc<Self>);
+    /// Ends it at its next turn.
+    fn cancel(self: Arc<Self>);
+    /// Drops its future now (its runner only, or before it was queued).
+    fn end(&self);
+}
+
+struct LowTask<F> {
+    runner: Arc<Runner>,
+    /// Its place in the runner's `tasks`.
+    key: AtomicUsize,
+    /// In the runner's `ready` queue (or being queued): a wake then is a no-op.
+    scheduled: AtomicBool,
+    cancelled: AtomicBool,
+    /// `None` once it ended. Pinned: never moved out, only dropped in place.
+    future: Mutex<Option<F>>,
+}
+
+impl<F: Future<Output = ()> + Send + 'static> Task for LowTask<F> {
+    fn run(self: Arc<Self>) {
+        // Cleared before the poll: a wake during it queues the task again.
+        // AcqRel: this reads the flag a waker set (or a later value), so
+        // the poll sees what that waker published before waking.
+        self.scheduled.swap(false, AcqRel);
+        if self.cancelled.load(Acquire) {
+            self.end();
+            return;
+        }
+        let mut slot = lock(&self.future);
+        let Some(future) = slot.as_mut() else { return };
+        let waker = Waker::from(self.clone());
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: the future lives in this `Arc`'s allocation, which does
+        // not move, and is never moved out of its slot: it is only dropped
+        // in place (`end`), so it stays pinned until dropped.
+        let future = unsafe { Pin::new_unchecked(future) };
+        if future.poll(&mut cx).is_ready() {
+            // Dropped in place, outside the runner's table lock.
+            *slot = None;
+            drop(slot);
+            self.runner.remove(self.key.load(Relaxed));
+        }
+    }
+
+    fn cancel(self: Arc<Self>) {
+        self.cancelled.store(true, Release);
+        self.wake();
+    }
+
+    fn end(&self) {
+        let mut slot = lock(&self.future);
+        if slot.is_none() {
+            // Ended already; its key may belong to another task by now.
+            return;
+        }
+        // Dropped in place: a pinned future must not move before its drop
+        // (a process's future publishes pointers into itself).
+        *slot = None;
+        drop(slot);
+        self.runner.remove(self.key.load(Relaxed));
+    }
+}
+
+impl<F: Future<Output = ()> + Send + 'static> Wake for LowTask<F> {
+    fn wake(self: Arc<Self>) {
+        if !self.scheduled.swap(true, AcqRel) {
+            let runner = self.runner.clone();
+            runner.schedule(self);
+        }
+    }
+}
