@@ -23,6 +23,11 @@
 //! frees it. Sleeps longer than the wheel's span wait in an overflow map and
 //! are removed from it when dropped, so a killed long sleeper holds no memory.
 //!
+//! A wheel's driver is spawned on the runtime of the thread that first
+//! sleeps on it and restarted by the next sleep if that runtime ends; a
+//! registry whose threads (over [`SHARDS`]) share wheels across runtimes
+//! relies on that.
+//!
 //! This module must not block (the lock is held for a few pushes or one
 //! slot's swap, never across a wake) and knows nothing of processes beyond
 //! the waker it is given.
