@@ -25,7 +25,7 @@
 //!
 //! A wheel's driver is spawned on the runtime of the thread that first
 //! sleeps on it and restarted by the next sleep if that runtime ends; a
-//! registry whose threads (over [`SHARDS`]) share wheels across runtimes
+//! registry whose threads (over `SHARDS`) share wheels across runtimes
 //! relies on that.
 //!
 //! This module must not block (the lock is held for a few pushes or one
