@@ -18,7 +18,10 @@ fn the_runtime_depends_on_no_part_of_its_host() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("runtime/Cargo.toml");
     let mut texts = vec![("Cargo.toml".to_owned(), manifest)];
-    for entry in std::fs::read_dir(root.join("src")).expect("runtime/src").flatten() {
+    for entry in std::fs::read_dir(root.join("src"))
+        .expect("runtime/src")
+        .flatten()
+    {
         let text = std::fs::read_to_string(entry.path()).expect("a source file");
         texts.push((entry.file_name().to_string_lossy().into_owned(), text));
     }
