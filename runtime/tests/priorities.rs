@@ -110,6 +110,7 @@ fn longest_wait(workers: usize, worker_priority: Priority) -> u64 {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "40,000 processes: many minutes under Miri")]
 fn a_normal_process_waits_for_at_most_two_batches_of_low_ones() {
     let workers = 20_000;
     let behind_low = longest_wait(workers, Priority::Low);
@@ -156,6 +157,7 @@ fn low_priority_processes_end_with_the_runtime_and_their_monitors_hear_of_it() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "10,000 wakes across threads: many minutes under Miri")]
 fn no_wake_of_a_low_priority_process_is_lost_across_threads() {
     // Two schedulers (two runners), woken from outside the runtime while
     // the runners go idle and busy again: every process must hear its wakes.
