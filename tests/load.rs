@@ -340,3 +340,54 @@ async fn scheduler_usage_is_full_during_a_naive_sum_and_near_zero_when_idle() {
     )
     .await;
 }
+
+/// `rpc --json` on the admin socket.
+fn rpc(daemon: &Daemon, script: &str) -> Value {
+    let output = daemon.system(&["rpc", "--json", script]);
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        support::text(&output)
+    );
+    serde_json::from_slice(&output.stdout).expect("rpc --json prints JSON")
+}
+
+/// The priority of every load worker, as `Process.info` reports it.
+fn worker_priorities(daemon: &Daemon) -> Vec<Value> {
+    let priorities = rpc(
+        daemon,
+        r#"Process.list().filter(|pid| Process.info(pid, :name) == "load_worker").map(|pid| Process.info(pid, :priority)).filter(|p| p != ())"#,
+    );
+    priorities.as_array().expect("a list").clone()
+}
+
+#[test]
+fn the_console_sets_the_workers_priority_and_they_make_way_within_a_second() {
+    let daemon = Daemon::start();
+    let state = rpc(&daemon, "Load.set(300)");
+    assert_eq!(state["priority"], "low", "{state}");
+    support::eventually(Duration::from_secs(10), "300 low workers", || {
+        let priorities = worker_priorities(&daemon);
+        priorities.len() == 300 && priorities.iter().all(|p| p == "low")
+    });
+
+    let state = rpc(&daemon, "Load.priority(:normal)");
+    assert_eq!(state["priority"], "normal", "{state}");
+    support::eventually(Duration::from_secs(10), "300 normal workers", || {
+        let priorities = worker_priorities(&daemon);
+        priorities.len() == 300 && priorities.iter().all(|p| p == "normal")
+    });
+    let state = rpc(&daemon, "Load.get()");
+    assert_eq!(state["restarts"], 0, "making way is not a restart: {state}");
+    let saved = std::fs::read_to_string(daemon.home().join("load.json")).expect("load.json");
+    assert!(saved.contains(r#""priority":"normal""#), "{saved}");
+
+    let output = daemon.system(&["rpc", "Load.priority(:urgent)"]);
+    assert!(!output.status.success());
+    assert!(
+        support::text(&output).contains("not a priority: \"urgent\" (high, normal or low)"),
+        "{}",
+        support::text(&output)
+    );
+    assert_eq!(rpc(&daemon, "Load.get()")["priority"], "normal");
+}

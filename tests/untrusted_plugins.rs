@@ -11,10 +11,10 @@ mod plugin_copies;
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{Client, Daemon, text};
+use support::{Client, Daemon, eventually, text};
 
 /// `system rpc --json SCRIPT`: the script's value.
 fn rpc(daemon: &Daemon, script: &str) -> Value {
@@ -31,15 +31,6 @@ fn metric(daemon: &Daemon, name: &str) -> f64 {
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
-}
-
-/// Waits (at most `patience`) until `done` holds; panics with `what` otherwise.
-fn eventually(patience: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + patience;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Builds the fixtures in parallel (each is a small cdylib of its own).

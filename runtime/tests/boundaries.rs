@@ -14,6 +14,10 @@ const FORBIDDEN: [&str; 8] = [
 ];
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads and scans text only: no unsafe, and slow under Miri"
+)]
 fn the_runtime_depends_on_no_part_of_its_host() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("runtime/Cargo.toml");

@@ -110,6 +110,7 @@ fn longest_wait(workers: usize, worker_priority: Priority) -> u64 {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "40,000 processes: many minutes under Miri")]
 fn a_normal_process_waits_for_at_most_two_batches_of_low_ones() {
     let workers = 20_000;
     let behind_low = longest_wait(workers, Priority::Low);
@@ -153,4 +154,57 @@ fn low_priority_processes_end_with_the_runtime_and_their_monitors_hear_of_it() {
     assert_eq!(registry.count(), 0, "every entry was removed");
     let downs = futures::executor::block_on(futures::future::join_all(monitors));
     assert!(downs.iter().all(|down| down.reason == ExitReason::Shutdown));
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "10,000 wakes across threads: many minutes under Miri")]
+fn no_wake_of_a_low_priority_process_is_lost_across_threads() {
+    // Two schedulers (two runners), woken from outside the runtime while
+    // the runners go idle and busy again: every process must hear its wakes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let registry = ProcessRegistry::new();
+    let rounds = 50;
+    let (senders, monitors): (Vec<_>, Vec<_>) = runtime.block_on(async {
+        (0..200)
+            .map(|_| {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+                let monitor = registry.spawn_monitor(low("waiter"), move |_| async move {
+                    for _ in 0..rounds {
+                        rx.recv().await.expect("a wake");
+                    }
+                });
+                (tx, monitor)
+            })
+            .unzip()
+    });
+    let wakers: Vec<_> = senders
+        .chunks(50)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    for tx in &chunk {
+                        tx.send(()).expect("the waiter lives");
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    for waker in wakers {
+        waker.join().expect("a waker thread");
+    }
+    runtime.block_on(async {
+        let downs = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            futures::future::join_all(monitors),
+        )
+        .await
+        .expect("every waiter heard every wake");
+        assert!(downs.iter().all(|down| down.reason == ExitReason::Normal));
+    });
 }

@@ -363,3 +363,16 @@ impl Client {
             .await
     }
 }
+
+/// Waits (at most `patience`) until `done` holds, looking every 20 ms;
+/// panics with `what` otherwise. For states only seen by asking.
+pub fn eventually(patience: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + patience;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -17,7 +17,7 @@ use tokio::runtime::Handle;
 
 use super::help::{self, Help};
 use crate::node::Node;
-use system_runtime::{Pid, ProcessInfo};
+use system_runtime::{Pid, Priority, ProcessInfo};
 
 /// `Runtime.top()`: the window and the number of rows.
 pub const TOP_WINDOW: Duration = Duration::from_secs(1);
@@ -199,6 +199,10 @@ impl Api {
         engine.register_fn("set", move |_: LoadModule, jobs: i64, failure_rate: i64| {
             api.set_load(jobs, Some(failure_rate as f64))
         });
+        let api = self.clone();
+        engine.register_fn("priority", move |_: LoadModule, priority: &str| {
+            api.set_load_priority(priority)
+        });
     }
 
     fn register_code(&self, engine: &mut Engine) {
@@ -253,6 +257,14 @@ impl Api {
         Ok(self.load_state())
     }
 
+    /// `Load.priority(:normal)`: the priority the workers run at (`:low`,
+    /// the default, or `:normal`; `:high` too), as `Load.get()` shows it.
+    fn set_load_priority(&self, priority: &str) -> Fallible<Map> {
+        let priority: Priority = priority.parse()?;
+        self.node.load.set_priority(priority);
+        Ok(self.load_state())
+    }
+
     /// `Load.get()`: the setting and the counters.
     fn load_state(&self) -> Map {
         let load = &self.node.load;
@@ -262,6 +274,7 @@ impl Api {
             "failure_rate".into(),
             Dynamic::from_float(load.failure_rate()),
         );
+        map.insert("priority".into(), load.priority().as_str().into());
         map.insert("workers".into(), Dynamic::from_int(to_int(load.workers())));
         map.insert(
             "succeeded".into(),

@@ -25,6 +25,7 @@ Runtime.top()                           the ten busiest processes over 1 s
 Runtime.trace(pid)                      its calls for 1 s (at most 50)
 System.info()                           node, version, uptime, schedulers, plugin
 Load.get()  Load.set(1000)  Load.set(1000, 5)   the synthetic load (jobs, failure rate %)
+Load.priority(:normal)                  the workers' priority (:low, the default, or :normal)
 Code.versions()  Code.purge()           loaded plugin versions; kill what runs old code
 pid(\"0.123.0\")  hd(list)                a pid from text; a list's first item
 Short forms: info(pid), trace(pid), kill(pid), top(), whereis(name)

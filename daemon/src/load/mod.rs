@@ -15,9 +15,10 @@ mod worker;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
+use system_runtime::Priority;
 use tokio::sync::Notify;
 
 pub use supervisor::run as supervise;
@@ -46,6 +47,31 @@ pub struct Setting {
     pub jobs: u64,
     /// Percent of jobs that fail (0–100).
     pub failure_rate: f64,
+    /// How workers are scheduled: `low` (the default: requests and sums
+    /// answer ahead of them) or `normal` (they share the run queue).
+    #[serde(default = "background", with = "priority_text")]
+    pub priority: Priority,
+}
+
+/// The priority load workers run at unless told otherwise.
+fn background() -> Priority {
+    Priority::Low
+}
+
+/// A priority in `load.json`, as its name.
+mod priority_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use system_runtime::Priority;
+
+    pub fn serialize<S: Serializer>(priority: &Priority, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(priority.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Priority, D::Error> {
+        String::deserialize(from)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// The load setting and its counters; one per node.
@@ -54,6 +80,8 @@ pub struct Load {
     /// The failure rate in percent, as the bits of an `f64`.
     failure_rate: AtomicU64,
     cap: AtomicU64,
+    /// The workers' priority (a [`Priority`] as `u8`).
+    priority: AtomicU8,
     /// Workers the load supervisor has running (a crashed one counts until
     /// its restart, as in an OTP supervisor's `count_children`).
     workers: AtomicU64,
@@ -78,6 +106,7 @@ impl Load {
             target: AtomicU64::new(0),
             failure_rate: AtomicU64::new(0f64.to_bits()),
             cap: AtomicU64::new(DEFAULT_MAX_LOAD),
+            priority: AtomicU8::new(Priority::Low as u8),
             workers: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -95,11 +124,13 @@ impl Load {
                 .ok()
                 .and_then(|text| serde_json::from_str::<Setting>(&text).ok())
         {
+            self.set_priority(saved.priority);
             match self.apply(Some(saved.jobs), Some(saved.failure_rate)) {
                 Ok(setting) => tracing::info!(
-                    "load restored to {} jobs, {} % failures",
+                    "load restored to {} jobs, {} % failures, {} priority",
                     setting.jobs,
-                    setting.failure_rate
+                    setting.failure_rate,
+                    setting.priority
                 ),
                 Err(error) => tracing::warn!("the saved load is not restored: {error}"),
             }
@@ -166,6 +197,23 @@ impl Load {
         Setting {
             jobs: self.target(),
             failure_rate: self.failure_rate(),
+            priority: self.priority(),
+        }
+    }
+
+    /// Runs the workers at `priority` from now on: new ones start at it,
+    /// running ones end at their next tick and are started again at it
+    /// (within a second; not counted as restarts).
+    pub fn set_priority(&self, priority: Priority) {
+        self.priority.store(priority as u8, Relaxed);
+        self.save();
+    }
+
+    pub fn priority(&self) -> Priority {
+        match self.priority.load(Relaxed) {
+            p if p == Priority::High as u8 => Priority::High,
+            p if p == Priority::Normal as u8 => Priority::Normal,
+            _ => Priority::Low,
         }
     }
 

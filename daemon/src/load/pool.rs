@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use tokio::sync::mpsc;
 
 use super::Load;
-use system_runtime::Pid;
+use system_runtime::{Pid, Priority};
 
 /// What the workers of one load supervisor share with it.
 pub(super) struct Pool {
@@ -43,6 +43,12 @@ impl Pool {
     /// True if worker `index` should stop (the load went below it).
     pub(super) fn is_surplus(&self, index: u32) -> bool {
         self.closed.load(Relaxed) || u64::from(index) >= self.load.target()
+    }
+
+    /// True if a worker running at `priority` should make way for one at
+    /// the load's priority now.
+    pub(super) fn is_outdated(&self, priority: Priority) -> bool {
+        priority != self.load.priority()
     }
 
     /// Tells the supervisor that worker `index` (`pid`) ended.

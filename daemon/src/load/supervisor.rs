@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Load;
 use super::pool::{Exit, Pool};
 use super::{memory, worker};
-use system_runtime::{Priority, ProcessContext, ProcessRegistry, Spec};
+use system_runtime::{ProcessContext, ProcessRegistry, Spec};
 
 /// Workers started, or exit notices handled, before the supervisor yields.
 const BATCH: usize = 1_000;
@@ -142,14 +142,15 @@ impl Workers {
         let pool = self.pool.clone();
         // Indices stay below the cap, which is at most u32::MAX.
         let index_u32 = u32::try_from(index).unwrap_or(u32::MAX);
+        let priority = self.pool.load.priority();
         let spec = Spec::new("load_worker", "Load.Worker.start_link()")
             .quiet()
             .killable_from_web()
-            // Background work: requests and sums answer ahead of it.
-            .priority(Priority::Low);
+            // Low by default: requests and sums answer ahead of the load.
+            .priority(priority);
         let pid = self
             .registry
-            .spawn(spec, move |ctx| worker::run(ctx, pool, index_u32));
+            .spawn(spec, move |ctx| worker::run(ctx, pool, index_u32, priority));
         self.slots[index] = pid.0;
     }
 

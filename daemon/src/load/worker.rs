@@ -16,13 +16,13 @@ use tokio::time::Instant;
 
 use super::Load;
 use super::pool::Pool;
-use system_runtime::ProcessContext;
+use system_runtime::{Priority, ProcessContext};
 
 /// Time between two jobs of one worker.
 const PERIOD: Duration = Duration::from_secs(1);
 
 /// The worker's body, started by the load supervisor.
-pub(super) async fn run(ctx: ProcessContext, pool: Arc<Pool>, index: u32) {
+pub(super) async fn run(ctx: ProcessContext, pool: Arc<Pool>, index: u32, priority: Priority) {
     let mut life = Life {
         ctx,
         pool,
@@ -33,7 +33,9 @@ pub(super) async fn run(ctx: ProcessContext, pool: Arc<Pool>, index: u32) {
     let mut next = Instant::now() + Duration::from_millis(rand::random_range(0..1000));
     loop {
         life.ctx.sleep_until(next).await;
-        if life.pool.is_surplus(life.index) {
+        // Surplus, or started at a priority the load no longer has: ends
+        // normally (a worker at the new priority takes its place).
+        if life.pool.is_surplus(life.index) || life.pool.is_outdated(priority) {
             life.ended_normally = true;
             return;
         }
