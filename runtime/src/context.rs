@@ -23,11 +23,13 @@ pub struct ProcessContext {
 }
 
 impl ProcessContext {
+    #[inline]
     pub fn pid(&self) -> Pid {
         self.entry.pid
     }
 
     /// Counts work done beyond the one reduction every poll already counts.
+    #[inline]
     pub fn add_reductions(&self, n: u64) {
         with_current(self.entry.identity(), |activity| activity.add_reductions(n));
     }
@@ -35,6 +37,7 @@ impl ProcessContext {
     /// Records the host function the process is now in (traced if tracing
     /// is on): a store into the task's own memory. Call it as
     /// `ctx.enter(&"Module.function/1")`.
+    #[inline]
     pub fn enter(&self, function: &'static &'static str) {
         self.entry.enter(function);
     }
@@ -54,6 +57,7 @@ impl ProcessContext {
     /// Sleeps until `deadline` on the runtime's own timer wheel (see
     /// `timer`): never wakes before it, normally within 1–2 ms after it.
     /// The process reads as waiting meanwhile, and a kill ends it at once.
+    #[inline]
     pub fn sleep_until(&self, deadline: Instant) -> Sleep<'_> {
         Sleep::new(&self.timers, deadline)
     }

@@ -219,6 +219,7 @@ impl ProcessEntry {
 
     /// Records that the process entered a host function (and left any
     /// foreign frame). Only effective inside the process's own poll.
+    #[inline]
     pub(crate) fn enter(&self, location: &'static &'static str) {
         let left_frame = with_current(self.identity(), |activity| activity.enter(location));
         if left_frame == Some(true)
@@ -242,12 +243,14 @@ impl ProcessEntry {
     }
 
     /// Who this process is for `current::with_current`.
+    #[inline]
     pub(crate) fn identity(&self) -> crate::current::Identity {
         std::ptr::from_ref(self).cast()
     }
 
     /// True while a trace of this process runs; reads no entry while no
     /// trace runs anywhere.
+    #[inline]
     fn traced(&self) -> bool {
         TRACES.load(Relaxed) != 0 && self.traces.load(Relaxed) != 0
     }
