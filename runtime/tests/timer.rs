@@ -163,7 +163,10 @@ async fn a_sleep_dropped_unfinished_does_not_disturb_the_next() {
 /// threads of a multi-thread runtime, each sleeping several times: every
 /// one wakes, never early, and no entry is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(miri, ignore = "10,000 processes in real time: many minutes under Miri")]
+#[cfg_attr(
+    miri,
+    ignore = "10,000 processes in real time: many minutes under Miri"
+)]
 async fn no_wake_up_is_lost_across_scheduler_threads() {
     const SPAWNERS: usize = 4;
     const PER_SPAWNER: usize = 2_500;
