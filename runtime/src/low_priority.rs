@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicUsize, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -102,9 +102,44 @@ struct Runner {
     ready: SegQueue<Arc<dyn Task>>,
     /// The runner's own tokio task, woken when `ready` gets work while idle.
     waker: AtomicWaker,
-    /// Set while the runner waits for work (found `ready` empty).
-    idle: AtomicBool,
+    /// Whether the runner waits for work, and the handshake about it.
+    doorbell: Doorbell,
     tasks: Mutex<Tasks>,
+}
+
+/// The handshake between a runner going idle and whoever queues work for
+/// it (Dekker's, with a `SeqCst` fence on each side): the queuer pushes,
+/// fences, then takes the idle flag; the runner sets the flag, fences, then
+/// looks at the queue once more. Each side's fence orders its write before
+/// its read, so at least one of them sees the other's write: the runner
+/// sees the work, or the queuer sees it idle and wakes it. A wake is never
+/// lost; at worst a runner that saw the work is woken once more for nothing.
+/// `loom_models::a_queued_task_never_waits_for_an_idle_runner` checks it.
+#[derive(Default)]
+struct Doorbell {
+    idle: crate::sync::AtomicBool,
+}
+
+impl Doorbell {
+    /// After queueing work: true if the runner is idle and must be woken
+    /// (the flag is taken, so one queuer wakes it).
+    fn ring(&self) -> bool {
+        crate::sync::fence(SeqCst);
+        self.idle.swap(false, SeqCst)
+    }
+
+    /// The runner found no work: true if it may wait for a wake, having
+    /// looked at the queue (`is_empty`) again after saying it is idle.
+    fn may_sleep(&self, is_empty: impl FnOnce() -> bool) -> bool {
+        self.idle.store(true, SeqCst);
+        crate::sync::fence(SeqCst);
+        if is_empty() {
+            return true;
+        }
+        // Work came in between: take it (if a queuer did not already).
+        self.idle.store(false, SeqCst);
+        false
+    }
 }
 
 /// Every live task of a runner, so that they can be dropped if the runner is.
@@ -118,10 +153,7 @@ struct Tasks {
 impl Runner {
     fn schedule(&self, task: Arc<dyn Task>) {
         self.ready.push(task);
-        // With the fence in `run_batch`: either the runner's second look at
-        // `ready` sees this task, or this sees the runner idle and wakes it.
-        fence(SeqCst);
-        if self.idle.swap(false, SeqCst) {
+        if self.doorbell.ring() {
             self.waker.wake();
         }
     }
@@ -152,13 +184,9 @@ impl Runner {
             return Poll::Ready(());
         }
         self.waker.register(cx.waker());
-        self.idle.store(true, SeqCst);
-        fence(SeqCst);
-        if self.ready.is_empty() {
+        if self.doorbell.may_sleep(|| self.ready.is_empty()) {
             return Poll::Pending;
         }
-        // Work came in between: take it (if a waker did not already).
-        self.idle.store(false, SeqCst);
         Poll::Ready(())
     }
 
@@ -299,5 +327,39 @@ impl<F: Future<Output = ()> + Send + 'static> Wake for LowTask<F> {
             let runner = self.runner.clone();
             runner.schedule(self);
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::sync::atomic::Ordering::Relaxed;
+
+    use super::Doorbell;
+
+    /// A queuer pushes one task (a counter stands for the queue: the
+    /// handshake must hold whatever ordering the queue itself gives) while
+    /// the runner, having found the queue empty, goes idle: if the runner
+    /// waits, the queuer woke it, or the task was seen.
+    #[test]
+    fn a_queued_task_never_waits_for_an_idle_runner() {
+        crate::loom_builder().check(|| {
+            let doorbell = Arc::new(Doorbell::default());
+            let queued = Arc::new(AtomicUsize::new(0));
+            let queuer = {
+                let (doorbell, queued) = (doorbell.clone(), queued.clone());
+                loom::thread::spawn(move || {
+                    queued.store(1, Relaxed);
+                    doorbell.ring()
+                })
+            };
+            let sleeps = doorbell.may_sleep(|| queued.load(Relaxed) == 0);
+            let woke = queuer.join().expect("the queuer");
+            assert!(
+                !sleeps || woke,
+                "the runner waits with a task queued and nobody woke it"
+            );
+        });
     }
 }

@@ -1,6 +1,6 @@
 //! The synchronisation primitives the runtime's lock-free parts are built
 //! on: std's normally, loom's when built with `--cfg loom`, so that the loom
-//! models (`activity`, `kill`, `entry`) check the very code the runtime
+//! models (`activity`, `kill`, `entry`, `low_priority`) check the very code the runtime
 //! runs. See docs/architecture.md ("The runtime's protocol") for the command.
 //!
 //! Only re-exports and thin helpers: no protocol lives here. Parts that are
@@ -9,7 +9,7 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, fence,
 };
 #[cfg(loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
@@ -17,7 +17,7 @@ pub(crate) use loom::sync::{Mutex, MutexGuard};
 pub(crate) use loom::thread::yield_now;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, fence,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
