@@ -158,9 +158,9 @@ impl Runner {
         }
     }
 
-    /// Polls up to a batch of ready tasks; `Ready` if there may be more.
-    fn run_batch(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut batch: Vec<Arc<dyn Task>> = Vec::with_capacity(BATCH);
+    /// Polls up to a batch of ready tasks, taken into `batch` (the runner's
+    /// own buffer, empty between turns); `Ready` if there may be more.
+    fn run_batch(&self, cx: &mut Context<'_>, batch: &mut Vec<Arc<dyn Task>>) -> Poll<()> {
         while batch.len() < BATCH {
             match self.ready.pop() {
                 Some(task) => batch.push(task),
@@ -203,8 +203,9 @@ impl Runner {
 /// (The guard is an argument so that it drops even if the task never ran.)
 async fn run(close: CloseOnDrop) {
     let runner = &close.0;
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        std::future::poll_fn(|cx| runner.run_batch(cx)).await;
+        std::future::poll_fn(|cx| runner.run_batch(cx, &mut batch)).await;
         tokio::task::yield_now().await;
     }
 }
