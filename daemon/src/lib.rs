@@ -13,6 +13,7 @@ pub mod kept;
 pub mod lifecycle;
 pub mod load;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod server;
