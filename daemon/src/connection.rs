@@ -360,6 +360,9 @@ async fn info(node: Arc<Node>, pid: Pid) -> Value {
             "priority": info.priority.as_str(),
             "reductions": info.reductions,
             "cpu_time_us": info.cpu_time_us,
+            "memory": info.memory,
+            "allocated": info.allocated,
+            "memory_limit": info.memory_limit,
             "current_function": info.current_function,
             "monitors": info.monitors,
             "spawned_at_ms": info.spawned_at_ms,
@@ -376,6 +379,7 @@ fn top_row(row: &TopRow) -> Value {
         "name": row.name,
         "cpu": row.cpu,
         "reductions": row.reductions,
+        "memory": row.memory,
         "stuck_ms": row.stuck_ms,
     })
 }

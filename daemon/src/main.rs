@@ -135,6 +135,23 @@ struct ServerArgs {
     /// milliseconds in one poll (0 turns the monitor off).
     #[arg(long, value_name = "MS", default_value_t = 10)]
     long_schedule: u64,
+    /// The most memory one sum may hold, e.g. `256MiB` (0: no limit); a
+    /// sum over it is killed alone, with the reason `memory_limit`.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    max_process_memory: u64,
+    /// The node's high watermark, e.g. `4GiB` (0: none): above it the
+    /// biggest user process is killed (`memory_pressure`). Default: 80 %
+    /// of the cgroup's memory.max if set, else of physical memory.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
+}
+
+/// A size in bytes: `1048576`, `256MiB`, `4 GiB`, `1.5GB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|error| format!("not a size ({error}); e.g. 256MiB, 4GiB or a number of bytes"))
 }
 
 fn main() -> ExitCode {
@@ -198,6 +215,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         insecure_http: args.insecure_http,
         allow_hosts: args.allow_hosts,
         long_schedule: std::time::Duration::from_millis(args.long_schedule),
+        max_process_memory: args.max_process_memory,
+        max_memory: args
+            .max_memory
+            .unwrap_or_else(system::memory::watermark::default_limit),
     };
     match cli.command {
         Command::Start(args) => lifecycle::start(
@@ -232,5 +253,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PluginCheck { .. } => {
             anyhow::bail!("plugin-check is handled before the home is opened")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("4 GiB"), Ok(4 << 30));
+        assert!(parse_size("lots").is_err());
     }
 }

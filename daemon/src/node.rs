@@ -47,6 +47,15 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// Polls that held a scheduler too long (the watchdog's findings).
     pub long_schedules: Arc<LongSchedules>,
+    /// How much memory a sum and the node may hold.
+    pub memory: MemoryLimits,
+}
+
+/// The memory limits of the node: a sum's own, and the node's watermark.
+pub struct MemoryLimits {
+    /// The most bytes a sum may hold (0: no limit).
+    pub per_sum: u64,
+    pub watermark: Arc<crate::memory::Watermark>,
 }
 
 impl Node {
@@ -66,6 +75,7 @@ impl Node {
         console: Handle,
         check: Check,
         long_schedule: std::time::Duration,
+        memory: MemoryLimits,
     ) -> Arc<Node> {
         let host = nix::unistd::gethostname()
             .ok()
@@ -89,6 +99,7 @@ impl Node {
             load: Arc::new(Load::new()),
             metrics: Arc::new(Metrics::new()),
             long_schedules: Arc::new(LongSchedules::new(long_schedule)),
+            memory,
         })
     }
 }

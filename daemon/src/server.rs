@@ -53,6 +53,11 @@ pub struct Config {
     pub allow_hosts: Vec<String>,
     /// Report polls longer than this (zero: no long-schedule monitor).
     pub long_schedule: Duration,
+    /// The most bytes a sum may hold (0: no limit).
+    pub max_process_memory: u64,
+    /// The node's high watermark (0: none): above it the biggest user
+    /// process is killed.
+    pub max_memory: u64,
 }
 
 /// Runs the daemon until it is told to stop. `ready` is called once: with
@@ -60,6 +65,7 @@ pub struct Config {
 pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> anyhow::Result<()> {
     install_panic_hook();
     crate::fatal::install();
+    crate::memory::account_per_process();
     let lock = match config.home.lock() {
         Ok(lock) => lock,
         Err(error) => {
@@ -255,6 +261,19 @@ async fn start(
         console,
         Check::Child(check),
         config.long_schedule,
+        crate::node::MemoryLimits {
+            per_sum: config.max_process_memory,
+            watermark: crate::memory::Watermark::new(config.max_memory),
+        },
+    );
+    node.memory
+        .watermark
+        .watch(&node.registry)
+        .context("starting the memory watermark's thread")?;
+    tracing::info!(
+        "memory: a sum may hold {}, the node {} (then the biggest user process is killed)",
+        limit_text(config.max_process_memory),
+        limit_text(config.max_memory)
     );
     system_runtime::long_schedule::start(
         &node.registry,
@@ -322,6 +341,15 @@ async fn start(
         .write_runtime_files(&state)
         .context("writing the pid and state files")?;
     Ok((node, state, root))
+}
+
+/// A byte limit for the log: `256 MiB`, or `no limit`.
+fn limit_text(bytes: u64) -> String {
+    if bytes == 0 {
+        "no limit".to_owned()
+    } else {
+        crate::memory::bytes(bytes)
+    }
 }
 
 /// The system processes, each restarted by the root supervisor if it ends.

@@ -50,7 +50,9 @@ pub fn spawn(
     result: oneshot::Sender<i128>,
 ) -> Monitor {
     node.registry.spawn_monitor(
-        Spec::new("sum", format!("Math.sum({n})")).killable_from_web(),
+        Spec::new("sum", format!("Math.sum({n})"))
+            .killable_from_web()
+            .memory_limit(node.memory.per_sum),
         move |ctx| run(ctx, version, n, result),
     )
 }

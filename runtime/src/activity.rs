@@ -16,7 +16,7 @@
 //!
 //! | field | single writer | readers | writer's ordering | readers' ordering |
 //! |---|---|---|---|---|
-//! | `Activity::reductions`, `cpu_ticks`, `location`, `status` | the process's task, inside its own poll | observers, in [`Published::read`] | `Relaxed` load + `Relaxed` store (one writer: no RMW needed) | `Relaxed` |
+//! | `Activity::reductions`, `cpu_ticks`, `location`, `status`, `allocated`, `freed` | the process's task, inside its own poll (`allocated` also once before its first poll, by its spawn) | observers, in [`Published::read`] | `Relaxed` load + `Relaxed` store (one writer: no RMW needed) | `Relaxed` |
 //! | `Activity::in_frame` | the process's task | the process's task only | `Relaxed` | `Relaxed` |
 //! | `Published::live` | the task: [`Published::publish`] at its first poll, [`Published::retire`] in its exit guard | observers, in `read` | `Release` (publish: the activity's initial values; retire: the `retired` flag) | `Acquire` |
 //! | `Published::retired` | `retire`, once, before clearing `live` | observers that load a null `live` | `Relaxed` (ordered by `live`) | `Relaxed` |
@@ -39,7 +39,7 @@
 //! `SeqCst` as `AcqRel`, reports as a race).
 //!
 //! **Why the retire wait ends.** A reader counted in does nothing but copy
-//! five words (no lock, allocation, await or system call; turning ticks into
+//! seven words (no lock, allocation, await or system call; turning ticks into
 //! nanoseconds happens after it counted out), so each read in flight ends
 //! within nanoseconds of running. A reader first loads `live` without
 //! counting in and returns at once if it is null, so once the null store is
@@ -139,6 +139,11 @@ pub(crate) struct Activity {
     reductions: AtomicU64,
     /// Time on the scheduler, in clock ticks (see `clock_ticks`).
     cpu_ticks: AtomicU64,
+    /// Bytes charged to the process so far: its spawn's, and what its polls
+    /// allocated (see `memory`).
+    allocated: AtomicU64,
+    /// Bytes its polls freed.
+    freed: AtomicU64,
     /// A pointer to a `'static` label (null before the first `enter`).
     location: AtomicPtr<&'static str>,
     status: AtomicU8,
@@ -169,6 +174,8 @@ impl Default for Activity {
         Activity {
             reductions: AtomicU64::new(0),
             cpu_ticks: AtomicU64::new(0),
+            allocated: AtomicU64::new(0),
+            freed: AtomicU64::new(0),
             location: AtomicPtr::new(ptr::null_mut()),
             status: AtomicU8::new(Status::Runnable as u8),
             in_frame: AtomicBool::new(false),
@@ -184,8 +191,19 @@ impl Default for Activity {
 pub(crate) struct Snapshot {
     pub reductions: u64,
     pub cpu_ns: u64,
+    /// Bytes charged to the process since it started.
+    pub allocated: u64,
+    /// Bytes its polls freed.
+    pub freed: u64,
     pub location: Option<&'static str>,
     pub status: Status,
+}
+
+impl Snapshot {
+    /// Bytes the process holds now (see `memory`'s model).
+    pub fn memory(&self) -> u64 {
+        self.allocated.saturating_sub(self.freed)
+    }
 }
 
 impl Default for Snapshot {
@@ -193,6 +211,8 @@ impl Default for Snapshot {
         Snapshot {
             reductions: 0,
             cpu_ns: 0,
+            allocated: 0,
+            freed: 0,
             location: None,
             status: Status::Runnable,
         }
@@ -203,11 +223,20 @@ impl Default for Snapshot {
 struct Copied {
     reductions: u64,
     cpu_ticks: u64,
+    allocated: u64,
+    freed: u64,
     location: Option<&'static str>,
     status: Status,
 }
 
 impl Activity {
+    /// A new process's activity, charged `bytes` for its own task and entry.
+    pub(crate) fn with_allocated(bytes: u64) -> Activity {
+        let activity = Activity::default();
+        activity.allocated.store(bytes, Relaxed);
+        activity
+    }
+
     pub(crate) fn set_status(&self, status: Status) {
         self.status.store(status as u8, Relaxed);
     }
@@ -224,6 +253,17 @@ impl Activity {
         self.add_reductions(1);
         let cpu_ticks = self.cpu_ticks.load(Relaxed).wrapping_add(ticks);
         self.cpu_ticks.store(cpu_ticks, Relaxed);
+    }
+
+    /// Charges `allocated` bytes and credits `freed` ones; returns what the
+    /// process holds now.
+    #[inline]
+    pub(crate) fn account_memory(&self, allocated: u64, freed: u64) -> u64 {
+        let allocated = self.allocated.load(Relaxed).wrapping_add(allocated);
+        let freed = self.freed.load(Relaxed).wrapping_add(freed);
+        self.allocated.store(allocated, Relaxed);
+        self.freed.store(freed, Relaxed);
+        allocated.saturating_sub(freed)
     }
 
     pub(crate) fn add_reductions(&self, n: u64) {
@@ -255,6 +295,8 @@ impl Activity {
         Copied {
             reductions: self.reductions.load(Relaxed),
             cpu_ticks: self.cpu_ticks.load(Relaxed),
+            allocated: self.allocated.load(Relaxed),
+            freed: self.freed.load(Relaxed),
             // SAFETY: non-null values are stored only by `enter`, from a
             // `&'static &'static str`, which stays valid forever.
             location: (!location.is_null()).then(|| unsafe { *location }),
@@ -314,6 +356,8 @@ impl Published {
             Some(copied) => Snapshot {
                 reductions: copied.reductions,
                 cpu_ns: ticks_to_nanos(0, copied.cpu_ticks),
+                allocated: copied.allocated,
+                freed: copied.freed,
                 location: copied.location,
                 status: copied.status,
             },
@@ -340,7 +384,7 @@ impl Published {
         }
         let mut spins = 0;
         while self.readers.load(Acquire) != 0 {
-            // A reader is copying five words: spin briefly, then let a
+            // A reader is copying seven words: spin briefly, then let a
             // preempted reader have the CPU.
             if spins < RETIRE_SPINS {
                 spins += 1;

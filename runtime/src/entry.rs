@@ -102,6 +102,10 @@ pub struct Spec {
     /// else is a system process only the console may kill.
     pub killable_from_web: bool,
     pub priority: Priority,
+    /// The most bytes it may hold (Erlang's `max_heap_size`); 0: no limit.
+    /// One over it is killed at the end of the poll that crossed it, with
+    /// [`ExitReason::MemoryLimit`](crate::ExitReason::MemoryLimit).
+    pub memory_limit: u64,
 }
 
 impl Spec {
@@ -115,7 +119,14 @@ impl Spec {
             quiet: false,
             killable_from_web: false,
             priority: Priority::Normal,
+            memory_limit: 0,
         }
+    }
+
+    /// Sets the most bytes it may hold (0: no limit).
+    pub fn memory_limit(mut self, bytes: u64) -> Spec {
+        self.memory_limit = bytes;
+        self
     }
 
     /// Sets how it is scheduled (normal by default).
@@ -146,6 +157,12 @@ pub struct ProcessInfo {
     pub priority: Priority,
     pub reductions: u64,
     pub cpu_time_us: u64,
+    /// Bytes it holds now (see the runtime's `memory` model).
+    pub memory: u64,
+    /// Bytes charged to it since it started.
+    pub allocated: u64,
+    /// Its limit (0: none).
+    pub memory_limit: u64,
     pub current_function: String,
     pub monitors: usize,
     pub spawned_at_ms: u64,
@@ -207,6 +224,11 @@ impl ProcessEntry {
 
     pub(crate) fn reductions(&self) -> u64 {
         self.activity.read().reductions
+    }
+
+    /// Bytes it holds now.
+    pub(crate) fn memory(&self) -> u64 {
+        self.activity.read().memory()
     }
 
     pub(crate) fn set_code_version(&self, id: u32) {
@@ -337,6 +359,9 @@ impl ProcessEntry {
             priority: self.spec.priority,
             reductions: activity.reductions,
             cpu_time_us: activity.cpu_ns / 1_000,
+            memory: activity.memory(),
+            allocated: activity.allocated,
+            memory_limit: self.spec.memory_limit,
             current_function: self.stacktrace_at(activity.location).swap_remove(0),
             monitors: lock(&self.monitors).as_ref().map_or(0, Vec::len),
             spawned_at_ms: self

@@ -21,6 +21,9 @@ pub enum ExitReason {
     Shutdown,
     /// A monitor was asked for a process that does not exist.
     NoProc,
+    /// It held more memory than its [`Spec`](crate::Spec) allows: `reached`
+    /// bytes, over `limit`.
+    MemoryLimit { limit: u64, reached: u64 },
 }
 
 impl fmt::Display for ExitReason {
@@ -32,6 +35,12 @@ impl fmt::Display for ExitReason {
             ExitReason::Panic(message) => f.write_str(message),
             ExitReason::Shutdown => f.write_str("shutdown"),
             ExitReason::NoProc => f.write_str("noproc"),
+            ExitReason::MemoryLimit { limit, reached } => write!(
+                f,
+                "memory_limit: held {} of a {} limit",
+                crate::memory::bytes(*reached),
+                crate::memory::bytes(*limit)
+            ),
         }
     }
 }

@@ -18,6 +18,7 @@ mod exit;
 mod kill;
 pub mod long_schedule;
 mod low_priority;
+pub mod memory;
 mod pid;
 mod registry;
 pub mod supervisor;
@@ -33,7 +34,7 @@ pub use entry::{Frame, Priority, ProcessInfo, Spec};
 pub use exit::{Down, ExitReason};
 pub use low_priority::BATCH as LOW_PRIORITY_BATCH;
 pub use pid::{ParsePidError, Pid};
-pub use registry::{CRASH_REPORTS, Monitor, ProcessRegistry, install_panic_hook};
+pub use registry::{CRASH_REPORTS, Holder, Monitor, ProcessRegistry, install_panic_hook};
 pub use timer::{SLOTS as TIMER_SLOTS, Sleep};
 
 /// The bounds every loom model of the runtime runs under: few enough

@@ -43,6 +43,7 @@ use crate::current;
 use crate::entry::{Priority, ProcessEntry, ProcessInfo, Spec};
 use crate::kill::Handle;
 use crate::low_priority::LowPriority;
+use crate::memory;
 use crate::timer::Timers;
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
@@ -64,10 +65,22 @@ pub struct ProcessRegistry {
     /// Crash reports since start (processes that panicked, quiet ones
     /// excepted), whether the log's burst limit let them be written or not.
     crash_reports: AtomicU64,
+    /// Processes killed for holding more than their memory limit.
+    memory_limit_kills: AtomicU64,
     /// The runners of low-priority processes.
     low_priority: LowPriority,
     /// The wheels processes sleep on (`ProcessContext::sleep_until`).
     timers: Arc<Timers>,
+}
+
+/// One process and the bytes it holds, from [`ProcessRegistry::memory`].
+#[derive(Clone, Debug)]
+pub struct Holder {
+    pub pid: Pid,
+    pub name: std::borrow::Cow<'static, str>,
+    /// User work (a web page may kill it): sums, load workers.
+    pub user: bool,
+    pub memory: u64,
 }
 
 /// Resolves to the DOWN message of the monitored process.
@@ -106,6 +119,7 @@ impl ProcessRegistry {
             exit_reasons: DashMap::new(),
             task_names: AtomicBool::new(false),
             crash_reports: AtomicU64::new(0),
+            memory_limit_kills: AtomicU64::new(0),
             low_priority: LowPriority::default(),
             timers: Timers::new(),
         })
@@ -158,7 +172,12 @@ impl ProcessRegistry {
         F: FnOnce(ProcessContext) -> Fut,
         Fut: Future<Output: Into<ExitReason>> + Send + 'static,
     {
+        // What the spawn allocates (the entry, the task) is the new
+        // process's, not the one being polled (see `memory`): it is charged
+        // to the new one as its own size.
+        let _handed = memory::hand_over();
         let pid = Pid(self.next_pid.fetch_add(1, Relaxed));
+        let memory_limit = spec.memory_limit;
         let entry = Arc::new(ProcessEntry::new(pid, spec));
         if let Some(monitor) = monitor {
             let _ = entry.add_monitor(monitor);
@@ -168,10 +187,12 @@ impl ProcessRegistry {
             entry: entry.clone(),
             timers: self.timers.clone(),
         });
+        let own_size = size_of::<Instrumented<Fut>>() + size_of::<ProcessEntry>();
         let task = Instrumented {
             inner,
-            activity: Activity::default(),
+            activity: Activity::with_allocated(own_size as u64),
             pid: pid.0,
+            memory_limit,
             published: false,
             exit: ExitGuard {
                 entry: entry.clone(),
@@ -306,6 +327,26 @@ impl ProcessRegistry {
             .collect()
     }
 
+    /// Processes killed for holding more than their memory limit, since start.
+    pub fn memory_limit_kills(&self) -> u64 {
+        self.memory_limit_kills.load(Relaxed)
+    }
+
+    /// What every live process holds now (see the runtime's `memory`
+    /// model), with its name and whether it is user work (killable from
+    /// the web). Walks the whole table: call it off the schedulers.
+    pub fn memory(&self) -> Vec<Holder> {
+        self.table
+            .iter()
+            .map(|entry| Holder {
+                pid: entry.pid,
+                name: entry.spec.name.clone(),
+                user: entry.spec.killable_from_web,
+                memory: entry.memory(),
+            })
+            .collect()
+    }
+
     /// Processes that said which code version they run, with that version.
     pub fn code_users(&self) -> Vec<(Pid, u32)> {
         self.table
@@ -362,6 +403,24 @@ impl ProcessRegistry {
                 );
             }
         }
+        if let ExitReason::MemoryLimit { limit, reached } = &reason {
+            // Relaxed: a counter for /metrics, it guards no other data.
+            self.memory_limit_kills.fetch_add(1, Relaxed);
+            if CRASH_REPORTS.admit() {
+                let code = entry
+                    .code_version()
+                    .map(|id| format!(" on code v{id}"))
+                    .unwrap_or_default();
+                tracing::error!(
+                    "memory limit: process {} {} started as {}{code} held {} over its limit of {} ({reached} > {limit} bytes): killed",
+                    entry.spec.name,
+                    entry.pid,
+                    entry.spec.initial_call,
+                    memory::bytes(*reached),
+                    memory::bytes(*limit),
+                );
+            }
+        }
         for monitor in entry.take_monitors() {
             let _ = monitor.send(Down {
                 pid: entry.pid,
@@ -409,6 +468,8 @@ pin_project! {
         activity: Activity,
         // A copy of the pid, for the scheduler's watch slot (see `watch`).
         pid: u64,
+        // A copy of the spec's limit (0: none), so a poll reads no entry.
+        memory_limit: u64,
         published: bool,
         #[pin]
         inner: F,
@@ -435,17 +496,28 @@ impl<F: Future<Output: Into<ExitReason>>> Future for Instrumented<F> {
         activity.set_status(Status::Running);
         let started = activity::clock_ticks();
         let watched = watch::enter_poll(*this.pid, started);
+        let (allocated, freed) = memory::thread_bytes();
         let inner = this.inner;
         let polled = {
             let _polling = current::polling(activity, process);
             catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
         };
+        let (allocated_after, freed_after) = memory::thread_bytes();
         let ended = activity::clock_ticks();
         if let Some(slot) = watched {
             slot.leave(ended);
         }
         activity.account_poll(ended.wrapping_sub(started));
+        let held = activity.account_memory(
+            allocated_after.wrapping_sub(allocated),
+            freed_after.wrapping_sub(freed),
+        );
+        let limit = *this.memory_limit;
         let reason = match polled {
+            Ok(Poll::Pending) if limit != 0 && held > limit => ExitReason::MemoryLimit {
+                limit,
+                reached: held,
+            },
             Ok(Poll::Pending) => {
                 activity.park();
                 return Poll::Pending;

@@ -2,6 +2,8 @@
 //! CPU as the BEAM reports it (scheduler usage × the process's share of all
 //! reductions in the window).
 //!
+//! Also [`by_memory`]: the biggest holders of memory right now.
+//!
 //! Snapshots of the whole registry are taken off the scheduler (on the
 //! blocking pool), so a registry of a million processes does not stall it.
 
@@ -22,8 +24,10 @@ pub struct TopRow {
     pub name: String,
     /// Percent of all schedulers.
     pub cpu: f64,
-    /// Reductions in the window.
+    /// Reductions in the window (`by_memory`: since it started).
     pub reductions: u64,
+    /// Bytes it holds now (see the runtime's `memory` model).
+    pub memory: u64,
     /// Set while the process holds a scheduler in one poll longer than the
     /// long-schedule threshold: for how long so far, in ms.
     pub stuck_ms: Option<u64>,
@@ -87,6 +91,7 @@ pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<To
             name: event.name.clone(),
             cpu: (1000.0 / schedulers.metrics().num_workers().max(1) as f64).round() / 10.0,
             reductions: 0,
+            memory: 0,
             stuck_ms: Some(event.ms),
         })
         .collect();
@@ -99,15 +104,51 @@ pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<To
     deltas.truncate(count);
     deltas.sort_unstable_by_key(|(_, delta)| std::cmp::Reverse(*delta));
     rows.extend(deltas.into_iter().filter_map(|(pid, reductions)| {
-        let name = registry.name(pid)?;
+        let info = registry.info(pid)?;
         let share = reductions as f64 / total.max(1) as f64;
         Some(TopRow {
             pid: pid.to_string(),
-            name,
+            name: info.name,
             cpu: (scheduler_usage * share * 1000.0).round() / 10.0,
             reductions,
+            memory: info.memory,
             stuck_ms: None,
         })
     }));
+    for row in &mut rows {
+        if row.stuck_ms.is_some()
+            && let Some(info) = row.pid.parse().ok().and_then(|pid| registry.info(pid))
+        {
+            row.memory = info.memory;
+        }
+    }
     rows
+}
+
+/// The `count` processes that hold the most memory now, biggest first
+/// (`Runtime.top(:memory)`); `cpu` is 0, `reductions` their total.
+pub async fn by_memory(registry: &Arc<ProcessRegistry>, count: usize) -> Vec<TopRow> {
+    let snapshot = {
+        let registry = registry.clone();
+        tokio::task::spawn_blocking(move || registry.memory())
+    };
+    let mut holders = snapshot.await.unwrap_or_default();
+    let count = count.min(holders.len());
+    if count == 0 {
+        return Vec::new();
+    }
+    holders.select_nth_unstable_by(count - 1, |a, b| b.memory.cmp(&a.memory));
+    holders.truncate(count);
+    holders.sort_unstable_by_key(|holder| std::cmp::Reverse(holder.memory));
+    holders
+        .into_iter()
+        .map(|holder| TopRow {
+            pid: holder.pid.to_string(),
+            reductions: registry.info(holder.pid).map_or(0, |info| info.reductions),
+            name: holder.name.into_owned(),
+            cpu: 0.0,
+            memory: holder.memory,
+            stuck_ms: None,
+        })
+        .collect()
 }

@@ -179,6 +179,10 @@ impl Api {
         let api = self.clone();
         engine.register_fn("top", move || api.top());
         let api = self.clone();
+        engine.register_fn("top", move |_: RuntimeModule, sort: &str| api.top_by(sort));
+        let api = self.clone();
+        engine.register_fn("top", move |sort: &str| api.top_by(sort));
+        let api = self.clone();
         engine.register_fn("trace", move |_: RuntimeModule, pid: Pid| api.trace(pid));
         let api = self.clone();
         engine.register_fn("trace", move |pid: Pid| api.trace(pid));
@@ -369,29 +373,26 @@ impl Api {
             TOP_WINDOW,
             TOP_COUNT,
         ))?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let mut map = Map::new();
-                let pid = row
-                    .pid
-                    .parse::<Pid>()
-                    .map_or(Dynamic::from(row.pid.clone()), Dynamic::from);
-                map.insert("pid".into(), pid);
-                map.insert("name".into(), row.name.into());
-                map.insert("cpu".into(), Dynamic::from_float(row.cpu));
-                map.insert(
-                    "reductions".into(),
-                    Dynamic::from_int(to_int(row.reductions)),
-                );
-                if let Some(ms) = row.stuck_ms {
-                    map.insert("stuck_ms".into(), Dynamic::from_int(to_int(ms)));
-                }
-                Dynamic::from(map)
-            })
-            .collect())
+        Ok(top_rows(rows))
     }
 
+    /// `Runtime.top(:reductions)` (as `Runtime.top()`) or `Runtime.top(:memory)`.
+    fn top_by(&self, sort: &str) -> Fallible<Array> {
+        match sort {
+            "reductions" => self.top(),
+            "memory" => {
+                let registry = self.node.registry.clone();
+                let rows = self.wait(async move {
+                    system_runtime::top::by_memory(&registry, TOP_COUNT).await
+                })?;
+                Ok(top_rows(rows))
+            }
+            other => Err(format!("cannot sort top by {other:?}; by :reductions or :memory").into()),
+        }
+    }
+}
+
+impl Api {
     /// The calls `pid` makes in the next second (at most 50); `()` if it is not alive.
     fn trace(&self, pid: Pid) -> Fallible<Dynamic> {
         let registry = self.node.registry.clone();
@@ -430,6 +431,7 @@ impl Api {
                 .as_ref()
                 .map_or(Dynamic::UNIT, |p| Dynamic::from_int(i64::from(p.id()))),
         );
+        map.insert("memory".into(), Dynamic::from(memory_map(node)));
         map
     }
 }
@@ -518,6 +520,66 @@ fn strings(items: Vec<String>) -> Array {
         .collect()
 }
 
+/// `Runtime.top()`'s rows as Rhai maps.
+fn top_rows(rows: Vec<system_runtime::top::TopRow>) -> Array {
+    rows
+            .into_iter()
+            .map(|row| {
+                let mut map = Map::new();
+                let pid = row
+                    .pid
+                    .parse::<Pid>()
+                    .map_or(Dynamic::from(row.pid.clone()), Dynamic::from);
+                map.insert("pid".into(), pid);
+                map.insert("name".into(), row.name.into());
+                map.insert("cpu".into(), Dynamic::from_float(row.cpu));
+                map.insert(
+                    "reductions".into(),
+                    Dynamic::from_int(to_int(row.reductions)),
+                );
+                map.insert("memory".into(), Dynamic::from_int(to_int(row.memory)));
+                if let Some(ms) = row.stuck_ms {
+                    map.insert("stuck_ms".into(), Dynamic::from_int(to_int(ms)));
+                }
+                Dynamic::from(map)
+            })
+            .collect()
+}
+
+
+/// `System.info().memory`: what the node holds, by kind of process and
+/// apart from them, and its limits (walks the registry: on the session's
+/// thread, never a scheduler).
+fn memory_map(node: &crate::node::Node) -> Map {
+    let breakdown = crate::memory::Breakdown::of(&node.registry);
+    let int = |bytes: u64| Dynamic::from_int(to_int(bytes));
+    let optional = |bytes: Option<u64>| bytes.map_or(Dynamic::UNIT, int);
+    let mut by_name = Map::new();
+    for (name, (bytes, _count)) in &breakdown.by_name {
+        by_name.insert(name.as_str().into(), int(*bytes));
+    }
+    let mut map = Map::new();
+    map.insert("processes".into(), int(breakdown.processes));
+    map.insert("by_name".into(), Dynamic::from(by_name));
+    map.insert(
+        "outside_processes".into(),
+        optional(breakdown.outside_processes()),
+    );
+    map.insert("allocated".into(), optional(breakdown.allocated));
+    map.insert("resident".into(), optional(breakdown.resident));
+    map.insert("max_process_memory".into(), int(node.memory.per_sum));
+    map.insert("max_memory".into(), int(node.memory.watermark.limit()));
+    map.insert(
+        "memory_limit_kills".into(),
+        int(node.registry.memory_limit_kills()),
+    );
+    map.insert(
+        "memory_pressure_kills".into(),
+        int(node.memory.watermark.kills()),
+    );
+    map
+}
+
 /// `Process.info(pid)` as a Rhai map.
 fn info_map(pid: Pid, info: ProcessInfo) -> Map {
     let mut map = Map::new();
@@ -533,6 +595,12 @@ fn info_map(pid: Pid, info: ProcessInfo) -> Map {
     map.insert(
         "cpu_time_us".into(),
         Dynamic::from_int(to_int(info.cpu_time_us)),
+    );
+    map.insert("memory".into(), Dynamic::from_int(to_int(info.memory)));
+    map.insert("allocated".into(), Dynamic::from_int(to_int(info.allocated)));
+    map.insert(
+        "memory_limit".into(),
+        Dynamic::from_int(to_int(info.memory_limit)),
     );
     map.insert("current_function".into(), info.current_function.into());
     map.insert("monitors".into(), Dynamic::from_int(info.monitors as i64));

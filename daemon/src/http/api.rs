@@ -29,12 +29,16 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (impl Reply,), Error = R
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_node.clone())
-        .map(|node: Arc<Node>| {
-            warp::reply::with_header(
-                super::prometheus::render(&node),
+        .and_then(|node: Arc<Node>| async move {
+            // It walks the registry: on the blocking pool, not a scheduler.
+            let text = tokio::task::spawn_blocking(move || super::prometheus::render(&node))
+                .await
+                .unwrap_or_default();
+            Ok::<_, Rejection>(warp::reply::with_header(
+                text,
                 "content-type",
                 "text/plain; version=0.0.4; charset=utf-8",
-            )
+            ))
         });
     let get_load = warp::path!("api" / "load")
         .and(warp::get())

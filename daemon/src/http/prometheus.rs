@@ -8,11 +8,14 @@ use std::fmt::Write as _;
 
 use crate::node::Node;
 
-/// `/metrics`: counters for jobs, gauges for the rest, in Prometheus text format.
+/// `/metrics`: counters for jobs, gauges for the rest, in Prometheus text
+/// format. Walks the registry for memory by process name: call it off the
+/// schedulers.
 pub fn render(node: &Node) -> String {
     let latest = node.metrics.latest().unwrap_or_default();
     let load = &node.load;
-    let metrics: [(&str, &str, &str, f64); 15] = [
+    let memory = crate::memory::Breakdown::of(&node.registry);
+    let metrics: [(&str, &str, &str, f64); 19] = [
         (
             "system_jobs_succeeded_total",
             "counter",
@@ -101,15 +104,48 @@ pub fn render(node: &Node) -> String {
             "system_memory_resident_bytes",
             "gauge",
             "Resident memory of the daemon.",
-            crate::metrics::resident_bytes().unwrap_or(0) as f64,
+            memory.resident.unwrap_or(0) as f64,
+        ),
+        (
+            "system_memory_outside_processes_bytes",
+            "gauge",
+            "Memory the daemon holds outside every process (runtime, buffers, console): allocated less all processes.",
+            memory.outside_processes().unwrap_or(0) as f64,
+        ),
+        (
+            "system_memory_max_bytes",
+            "gauge",
+            "The node's high watermark (0: none): above it the biggest user process is killed.",
+            node.memory.watermark.limit() as f64,
+        ),
+        (
+            "system_memory_limit_kills_total",
+            "counter",
+            "Processes killed for holding more than their memory limit.",
+            node.registry.memory_limit_kills() as f64,
+        ),
+        (
+            "system_memory_pressure_kills_total",
+            "counter",
+            "User processes killed because the node was over its high watermark.",
+            node.memory.watermark.kills() as f64,
         ),
     ];
-    let mut text = String::with_capacity(2048);
+    let mut text = String::with_capacity(4096);
     for (name, kind, help, value) in metrics {
         let _ = writeln!(
             text,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
+    }
+    let name = "system_process_memory_bytes";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Memory the processes of each name hold.\n# TYPE {name} gauge"
+    );
+    for (process, (bytes, _count)) in &memory.by_name {
+        // Process names are the daemon's own identifiers: nothing to escape.
+        let _ = writeln!(text, "{name}{{name=\"{process}\"}} {bytes}");
     }
     text
 }
