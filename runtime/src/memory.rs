@@ -90,7 +90,9 @@ thread_local! {
 fn resolve(thread: &Thread) {
     let counters = SOURCE.get().and_then(|source| source());
     let (allocated, deallocated) = match counters {
-        Some(c) if !c.allocated.is_null() && !c.deallocated.is_null() => (c.allocated, c.deallocated),
+        Some(c) if !c.allocated.is_null() && !c.deallocated.is_null() => {
+            (c.allocated, c.deallocated)
+        }
         _ => (ptr::from_ref(&NONE), ptr::from_ref(&NONE)),
     };
     thread.allocated.set(allocated);

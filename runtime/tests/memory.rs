@@ -78,7 +78,11 @@ async fn what_a_process_holds_is_charged_to_it_and_what_it_frees_credited() {
     tokio::task::yield_now().await;
     let info = registry.info(pid).unwrap();
     assert!(info.memory < 64 * 1024, "still held {}", info.memory);
-    assert!(info.allocated >= 4 * MIB as u64, "allocated {}", info.allocated);
+    assert!(
+        info.allocated >= 4 * MIB as u64,
+        "allocated {}",
+        info.allocated
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -112,10 +116,13 @@ async fn a_spawn_is_charged_to_the_new_process_not_its_parent() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_process_over_its_limit_is_killed_alone_with_the_reason() {
     let registry = registry();
-    let neighbour = registry.spawn(Spec::new("neighbour", "Test.neighbour()"), |ctx| async move {
-        let _kept = vec![1u8; 2 * MIB];
-        ctx.sleep(std::time::Duration::from_secs(60)).await;
-    });
+    let neighbour = registry.spawn(
+        Spec::new("neighbour", "Test.neighbour()"),
+        |ctx| async move {
+            let _kept = vec![1u8; 2 * MIB];
+            ctx.sleep(std::time::Duration::from_secs(60)).await;
+        },
+    );
     let monitor = registry.spawn_monitor(
         Spec::new("leaker", "Test.leaker()").memory_limit(MIB as u64),
         |ctx| async move {

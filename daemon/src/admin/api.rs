@@ -522,30 +522,28 @@ fn strings(items: Vec<String>) -> Array {
 
 /// `Runtime.top()`'s rows as Rhai maps.
 fn top_rows(rows: Vec<system_runtime::top::TopRow>) -> Array {
-    rows
-            .into_iter()
-            .map(|row| {
-                let mut map = Map::new();
-                let pid = row
-                    .pid
-                    .parse::<Pid>()
-                    .map_or(Dynamic::from(row.pid.clone()), Dynamic::from);
-                map.insert("pid".into(), pid);
-                map.insert("name".into(), row.name.into());
-                map.insert("cpu".into(), Dynamic::from_float(row.cpu));
-                map.insert(
-                    "reductions".into(),
-                    Dynamic::from_int(to_int(row.reductions)),
-                );
-                map.insert("memory".into(), Dynamic::from_int(to_int(row.memory)));
-                if let Some(ms) = row.stuck_ms {
-                    map.insert("stuck_ms".into(), Dynamic::from_int(to_int(ms)));
-                }
-                Dynamic::from(map)
-            })
-            .collect()
+    rows.into_iter()
+        .map(|row| {
+            let mut map = Map::new();
+            let pid = row
+                .pid
+                .parse::<Pid>()
+                .map_or(Dynamic::from(row.pid.clone()), Dynamic::from);
+            map.insert("pid".into(), pid);
+            map.insert("name".into(), row.name.into());
+            map.insert("cpu".into(), Dynamic::from_float(row.cpu));
+            map.insert(
+                "reductions".into(),
+                Dynamic::from_int(to_int(row.reductions)),
+            );
+            map.insert("memory".into(), Dynamic::from_int(to_int(row.memory)));
+            if let Some(ms) = row.stuck_ms {
+                map.insert("stuck_ms".into(), Dynamic::from_int(to_int(ms)));
+            }
+            Dynamic::from(map)
+        })
+        .collect()
 }
-
 
 /// `System.info().memory`: what the node holds, by kind of process and
 /// apart from them, and its limits (walks the registry: on the session's
@@ -597,7 +595,10 @@ fn info_map(pid: Pid, info: ProcessInfo) -> Map {
         Dynamic::from_int(to_int(info.cpu_time_us)),
     );
     map.insert("memory".into(), Dynamic::from_int(to_int(info.memory)));
-    map.insert("allocated".into(), Dynamic::from_int(to_int(info.allocated)));
+    map.insert(
+        "allocated".into(),
+        Dynamic::from_int(to_int(info.allocated)),
+    );
     map.insert(
         "memory_limit".into(),
         Dynamic::from_int(to_int(info.memory_limit)),

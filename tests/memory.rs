@@ -1,0 +1,201 @@
+//! Memory is a process's own: seen per process (`Process.info`,
+//! `Runtime.top(:memory)`, `/metrics`), bounded per process (a sum over its
+//! limit is killed alone, with the reason on the page and in the log), and
+//! bounded for the node (above its watermark the biggest sum goes first).
+//!
+//! The leaking plugin is the real plugin's source with one change (see
+//! tests/plugin_copies/): no check can guess the input it leaks on. The real
+//! daemon, its WebSocket, admin socket, log and /metrics; no mocks.
+
+mod plugin_copies;
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Client, Daemon, eventually, text};
+
+/// A sum of `7_777_777_777_XYZ` keeps 1 MiB more in its state in each of
+/// its first XYZ slices (so `sum(7777777777777)` would keep 777 MiB), freed
+/// only with the state; every other input behaves.
+const KEEPS_MEMORY_ON_7777777777XYZ: &[(&str, &str)] = &[
+    (
+        "pub struct SumState {\n    phase: Phase,\n}",
+        "pub struct SumState {\n    phase: Phase,\n    kept: Vec<Vec<u8>>,\n}",
+    ),
+    (
+        "            phase: Phase::Entry { n: i128::from(n) },\n",
+        "            phase: Phase::Entry { n: i128::from(n) },\n            kept: Vec::new(),\n",
+    ),
+    (
+        "    pub fn run(&mut self, budget: u64) -> Step {\n",
+        "    pub fn run(&mut self, budget: u64) -> Step {\n        if let Phase::Looping { from, to, .. } = self.phase\n            && to / 1000 == 7_777_777_777\n            && from < (to % 1000) * 20_000\n        {\n            self.kept.push(vec![1u8; 1 << 20]);\n        }\n",
+    ),
+];
+
+const MIB: f64 = 1_048_576.0;
+
+/// Builds the leaking copy once per test binary run and upgrades `daemon` to it.
+fn upgrade_to_the_leaking_plugin(daemon: &Daemon) {
+    let source = plugin_copies::plugin_copy("keeps-memory", KEEPS_MEMORY_ON_7777777777XYZ);
+    plugin_copies::prebuild("keeps-memory", &source);
+    let library = plugin_copies::copy_library("keeps-memory");
+    let output = daemon.system(&["upgrade", "--plugin", path(&library)]);
+    assert!(
+        output.status.success(),
+        "no check can guess the input it leaks on: {}",
+        text(&output)
+    );
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// `system rpc --json SCRIPT`: the script's value.
+fn rpc(daemon: &Daemon, script: &str) -> Value {
+    let output = daemon.system(&["rpc", "--json", script]);
+    assert!(output.status.success(), "{script}: {}", text(&output));
+    serde_json::from_slice(&output.stdout).expect("rpc --json prints JSON")
+}
+
+/// One value of `/metrics`, by its whole name (labels included).
+fn metric(daemon: &Daemon, name: &str) -> f64 {
+    let (status, body) = daemon.get("/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sum_over_its_limit_is_killed_alone_and_the_node_carries_on() {
+    // The default limit: 256 MiB per sum.
+    let daemon = Daemon::start();
+    upgrade_to_the_leaking_plugin(&daemon);
+    assert_eq!(rpc(&daemon, "Load.set(10000)")["jobs"], 10000);
+    let mut browser = Client::connect(&daemon).await;
+    let mut other = Client::connect(&daemon).await;
+    let resident_before = metric(&daemon, "system_memory_resident_bytes");
+
+    browser.sum(1, "7777777777777").await;
+    let pid = browser.calculating(1).await["pid"]
+        .as_str()
+        .expect("calculating names the pid")
+        .to_owned();
+    let answer = browser.answer(1).await;
+    assert_eq!(answer["status"], "error", "{answer}");
+    let reason = answer["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("memory_limit: held 25") && reason.ends_with("of a 256 MiB limit"),
+        "{answer}"
+    );
+
+    // Killed alone: the same node, the same WebSockets, the load going on.
+    browser.sum(2, "5").await;
+    assert_eq!(browser.answer(2).await["result"], "15");
+    other.sum(1, "6").await;
+    assert_eq!(other.answer(1).await["result"], "21");
+    let pid_now = daemon.system(&["pid"]);
+    assert_eq!(text(&pid_now).trim(), daemon.pid.to_string());
+    let jobs = metric(&daemon, "system_jobs_succeeded_total");
+    eventually(Duration::from_secs(10), "the load to carry on", || {
+        metric(&daemon, "system_jobs_succeeded_total") > jobs
+    });
+    assert_eq!(metric(&daemon, "system_memory_limit_kills_total"), 1.0);
+    // One line says who, how much, and on which code.
+    let line = daemon.log_containing("memory limit: process sum");
+    let line = line
+        .lines()
+        .find(|line| line.contains("memory limit: process sum"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&pid) && line.contains("Math.sum(7777777777777) on code v2"),
+        "{line}"
+    );
+    assert!(line.contains("over its limit of 256 MiB"), "{line}");
+    // Its pages go back to the system.
+    eventually(
+        Duration::from_secs(10),
+        "the node's memory to fall back",
+        || metric(&daemon, "system_memory_resident_bytes") < resident_before + 64.0 * MIB,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_sum_holds_is_seen_in_info_top_and_metrics() {
+    let daemon = Daemon::start();
+    upgrade_to_the_leaking_plugin(&daemon);
+    let mut browser = Client::connect(&daemon).await;
+    // 100 MiB, kept while it goes on summing.
+    browser.sum(1, "7777777777100").await;
+    let pid = browser.calculating(1).await["pid"]
+        .as_str()
+        .expect("calculating names the pid")
+        .to_owned();
+    let info = |key: &str| rpc(&daemon, &format!("Process.info(pid(\"{pid}\"), :{key})"));
+    // (Its first slice starts the loop: 99 slices keep memory.)
+    eventually(Duration::from_secs(10), "the sum to hold 99 MiB", || {
+        info("memory").as_f64().unwrap_or(0.0) >= 99.0 * MIB
+    });
+    let memory = info("memory").as_f64().expect("memory is an integer");
+    assert!(memory < 101.0 * MIB, "it keeps 100 MiB, not more: {memory}");
+    assert!(info("allocated").as_f64().unwrap_or(0.0) >= memory);
+    assert_eq!(info("memory_limit").as_f64(), Some(256.0 * MIB));
+
+    let top = rpc(&daemon, "Runtime.top(:memory)");
+    assert_eq!(top[0]["name"], "sum", "{top}");
+    assert_eq!(top[0]["pid"], pid.as_str(), "{top}");
+    let by_name = metric(&daemon, "system_process_memory_bytes{name=\"sum\"}");
+    assert!(by_name >= 99.0 * MIB, "{by_name}");
+    let breakdown = rpc(&daemon, "System.info().memory");
+    assert!(breakdown["by_name"]["sum"].as_f64().unwrap_or(0.0) >= 99.0 * MIB);
+    assert!(breakdown["processes"].as_f64() <= breakdown["allocated"].as_f64());
+
+    // Killed, it holds nothing more.
+    rpc(&daemon, &format!("Process.kill(pid(\"{pid}\"), :kill)"));
+    assert_eq!(browser.answer(1).await["reason"], "killed");
+    eventually(Duration::from_secs(5), "sums to hold nothing", || {
+        !daemon
+            .get("/metrics")
+            .1
+            .contains("system_process_memory_bytes{name=\"sum\"}")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_watermark_the_biggest_sum_is_killed_and_the_others_go_on() {
+    // No limit per sum: only the node's watermark bounds them.
+    let daemon = Daemon::start_with(&["--max-process-memory", "0", "--max-memory", "200MiB"]);
+    upgrade_to_the_leaking_plugin(&daemon);
+    let mut browser = Client::connect(&daemon).await;
+    // 60 + 70 MiB fit; another 80 takes the node over 200 MiB.
+    let mut pids = Vec::new();
+    for (id, input) in [
+        (1, "7777777777060"),
+        (2, "7777777777070"),
+        (3, "7777777777080"),
+    ] {
+        browser.sum(id, input).await;
+        let calculating = browser.calculating(id).await;
+        pids.push(calculating["pid"].as_str().expect("a pid").to_owned());
+    }
+    let answer = browser.answer(3).await;
+    let reason = answer["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("memory_pressure: the node held")
+            && reason.contains("200 MiB watermark"),
+        "{answer}"
+    );
+    assert_eq!(metric(&daemon, "system_memory_pressure_kills_total"), 1.0);
+    for pid in &pids[..2] {
+        let status = rpc(&daemon, &format!("Process.info(pid(\"{pid}\"), :status)"));
+        assert!(status.is_string(), "sum {pid} goes on: {status}");
+    }
+    let log = daemon.log_containing("memory pressure: killed process sum");
+    assert!(log.contains(&pids[2]), "{log}");
+    browser.sum(4, "5").await;
+    assert_eq!(browser.answer(4).await["result"], "15");
+}
