@@ -34,6 +34,15 @@
     return typeof cpu === 'number' ? `${cpu.toFixed(1)} %` : '';
   }
 
+  // Bytes as people read them: 812 B, 1.5 KiB, 256.0 MiB.
+  function bytesText(n) {
+    if (typeof n !== 'number') return '';
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
+  }
+
   function renderRows(rows) {
     const frag = document.createDocumentFragment();
     for (const r of rows) {
@@ -44,6 +53,7 @@
         el('td', { className: 'cpu num' }, cpuText(r.cpu)),
         el('td', { className: 'reductions num' },
           typeof r.reductions === 'number' ? r.reductions.toLocaleString('en-US') : String(r.reductions ?? '')),
+        el('td', { className: 'memory num' }, bytesText(r.memory)),
         el('td', { className: 'actions' }, button('info', pid), ' ', button('kill', pid)));
       if (pid === selected) tr.classList.add('selected');
       if (typeof r.stuck_ms === 'number') {
