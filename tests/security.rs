@@ -681,27 +681,23 @@ async fn a_subscribe_storm_starts_no_work_and_sends_the_history_once() {
     let (mut sink, mut stream) = storm.split();
     // What the storm's connection receives, counted by type (read all along,
     // so the daemon is never held up by a client that does not read).
-    let counts = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
-        String,
-        (usize, usize),
-    >::new()));
-    let reader = {
-        let counts = counts.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(message)) = stream.next().await {
-                if let Message::Text(text) = message {
-                    let kind = serde_json::from_str::<Value>(&text)
-                        .ok()
-                        .and_then(|m| m["type"].as_str().map(str::to_owned))
-                        .unwrap_or_default();
-                    let mut counts = counts.lock().expect("counts");
+    type Counts = std::collections::HashMap<String, (usize, usize)>;
+    let (counted, mut counts) = tokio::sync::watch::channel(Counts::new());
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Text(text) = message {
+                let kind = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|m| m["type"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                counted.send_modify(|counts| {
                     let entry = counts.entry(kind).or_default();
                     entry.0 += 1;
                     entry.1 += text.len();
-                }
+                });
             }
-        })
-    };
+        }
+    });
     let started = Instant::now();
     for _ in 0..STORM {
         for topic in ["top", "metrics"] {
@@ -716,19 +712,18 @@ async fn a_subscribe_storm_starts_no_work_and_sends_the_history_once() {
     let threads = proc_status(daemon.pid, "Threads");
     eprintln!(
         "storm: sum(5) answered after {latency:?}; {threads} threads; received {:?}",
-        counts.lock().expect("counts")
+        *counts.borrow()
     );
     // The feeds still work: wait for two `top` frames.
-    support::eventually(Duration::from_secs(30), "two top frames", || {
-        counts
-            .lock()
-            .expect("counts")
-            .get("top")
-            .is_some_and(|(n, _)| *n >= 2)
-    });
+    let two_tops = counts.wait_for(|counts| counts.get("top").is_some_and(|(n, _)| *n >= 2));
+    tokio::time::timeout(Duration::from_secs(30), two_tops)
+        .await
+        .expect("two top frames within 30 s")
+        .expect("the reader runs");
     let elapsed = started.elapsed();
-    let counts = counts.lock().expect("counts").clone();
+    let counts = counts.borrow().clone();
     reader.abort();
+    eprintln!("storm: after {elapsed:?}: {counts:?}");
     let (histories, history_bytes) = counts.get("history").copied().unwrap_or_default();
     assert_eq!(histories, 1, "the history is sent once ({history_bytes} bytes)");
     let (tops, _) = counts.get("top").copied().unwrap_or_default();
