@@ -16,8 +16,10 @@
 //! of another origin (served by the test itself) posting text/plain to
 //! `/api/load` and opening a WebSocket, and a DNS-rebinding name
 //! (`--host-resolver-rules`) pointing at the daemon: nothing changes in it;
-//! and with `--access-token`, the URL `system status` prints opens a page
-//! that connects (by the cookie) and keeps no token in its address.
+//! and with `--access-token` (issue 24), a page without the token says how
+//! to get it, the URL `system status` prints opens a page that connects and
+//! keeps no token in its address, and a server on another port of
+//! 127.0.0.1 that the browser then visits receives no token (no cookie).
 //!
 //! What they must not do: sleep for a fixed time (every wait polls against a
 //! deadline), talk to the daemon other than through the browser (except to
@@ -699,11 +701,7 @@ async fn the_token_url_opens_a_page_and_no_server_on_another_port_gets_the_token
         .find(|word| word.contains("token="))
         .unwrap_or_else(|| panic!("no token URL in {status:?}"))
         .to_owned();
-    let token = url
-        .rsplit("token=")
-        .next()
-        .expect("the token")
-        .to_owned();
+    let token = url.rsplit("token=").next().expect("the token").to_owned();
     assert_eq!(token.len(), 64, "{url}");
     let browser = Browser::start().await;
     // Without the token: the page says how to get it, and does not connect.

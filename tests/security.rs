@@ -420,7 +420,10 @@ async fn an_access_token_is_required_and_never_travels_in_a_cookie() {
     assert_eq!(status, 200);
     // The old cookie is no credential any more.
     let port = daemon.url.rsplit(':').next().expect("a port");
-    let (status, _, _) = get("/api/load", &format!("Cookie: system_token_{port}={token}\r\n"));
+    let (status, _, _) = get(
+        "/api/load",
+        &format!("Cookie: system_token_{port}={token}\r\n"),
+    );
     assert_eq!(status, 401, "a cookie is not accepted");
     // An old `?token=` link to a page moves the token into the fragment,
     // and never sets a cookie.
@@ -450,10 +453,7 @@ async fn an_access_token_is_required_and_never_travels_in_a_cookie() {
     assert_eq!(handshake(&daemon.ws_url(), &[]).await, 401);
     let cookie = [("cookie", format!("system_token_{port}={token}"))];
     assert_eq!(handshake(&daemon.ws_url(), &cookie).await, 401);
-    let protocols = [(
-        "sec-websocket-protocol",
-        format!("system, bearer.{token}"),
-    )];
+    let protocols = [("sec-websocket-protocol", format!("system, bearer.{token}"))];
     let request = {
         let mut request = daemon.ws_url().into_client_request().expect("a request");
         for (name, value) in &protocols {
@@ -582,7 +582,9 @@ fn raw_handshake(daemon: &Daemon, stream: &mut TcpStream) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("the handshake's answer");
+        stream
+            .read_exact(&mut byte)
+            .expect("the handshake's answer");
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head);
@@ -605,7 +607,12 @@ fn a_client_that_floods_pings_and_never_reads_is_closed_and_memory_stays_bounded
     let mut frame = vec![0x89u8, 0x80 | 125];
     frame.extend_from_slice(&mask);
     frame.extend((0..125).map(|i| b'p' ^ mask[i % 4]));
-    let batch: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * 512).collect();
+    let batch: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * 512)
+        .collect();
     stream
         .set_write_timeout(Some(PATIENCE))
         .expect("a write timeout");
@@ -725,7 +732,10 @@ async fn a_subscribe_storm_starts_no_work_and_sends_the_history_once() {
     reader.abort();
     eprintln!("storm: after {elapsed:?}: {counts:?}");
     let (histories, history_bytes) = counts.get("history").copied().unwrap_or_default();
-    assert_eq!(histories, 1, "the history is sent once ({history_bytes} bytes)");
+    assert_eq!(
+        histories, 1,
+        "the history is sent once ({history_bytes} bytes)"
+    );
     let (tops, _) = counts.get("top").copied().unwrap_or_default();
     assert!(
         tops as u64 <= elapsed.as_secs() + 2,

@@ -71,10 +71,12 @@
       el.id = 'token-needed';
       el.className = 'status error';
       el.setAttribute('role', 'alert');
-      el.textContent = 'This daemon requires its access token' +
+      const command = document.createElement('code');
+      command.textContent = 'system status';
+      el.append('This daemon requires its access token' +
         (token() ? ' and refused the one this tab has' : '') +
-        '. On its machine, run `system status` and open the URL it prints ' +
-        '(…/#token=…) in this tab.';
+        '. On its machine, run ', command,
+        ' and open the URL it prints (…/#token=…) in this tab.');
       const main = document.querySelector('main') || document.body;
       main.insertBefore(el, main.firstChild);
     }

@@ -137,7 +137,8 @@ impl Guard {
             || bearer.is_some_and(|t| token.matches(t))
             || subprotocol_token(headers).is_some_and(|t| token.matches(t));
         let path = same_site_path(request.uri().path());
-        let page = web::asset(&path).is_some_and(|asset| asset.content_type.starts_with("text/html"));
+        let page =
+            web::asset(&path).is_some_and(|asset| asset.content_type.starts_with("text/html"));
         let upgrade = headers.contains_key(header::UPGRADE);
         if in_query && page && *request.method() == Method::GET && !upgrade {
             // An old `?token=` link to a page: the token moves into the

@@ -24,8 +24,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::server::conn::Http;
 use hyper::service::Service as _;
 use tokio::net::TcpListener;
-use warp::{Filter, Reply as _};
 use warp::http::{Response, StatusCode};
+use warp::{Filter, Reply as _};
 
 use self::guard::{Guard, Verdict};
 use self::limits::Limits;
@@ -181,26 +181,28 @@ fn routes(
         .and(warp::ws())
         .and(warp::ext::get::<Peer>())
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
-        .map(move |ws: warp::ws::Ws, Peer(peer): Peer, protocols: Option<String>| {
-            let (node, feeds) = (node.clone(), feeds.clone());
-            let mut response = ws
-                .max_message_size(MAX_MESSAGE)
-                .max_write_buffer_size(MAX_WRITE_BUFFER)
-                .on_upgrade(move |socket| async move {
-                    crate::connection::start(node, feeds, socket, peer.to_string());
-                })
-                .into_response();
-            // The pages offer `system` with their token (`bearer.…`): the
-            // answer names `system`, never the token.
-            let offered = protocols.as_deref().unwrap_or("");
-            if offered.split(',').any(|p| p.trim() == SUBPROTOCOL) {
-                response.headers_mut().insert(
-                    header::SEC_WEBSOCKET_PROTOCOL,
-                    HeaderValue::from_static(SUBPROTOCOL),
-                );
-            }
-            response
-        });
+        .map(
+            move |ws: warp::ws::Ws, Peer(peer): Peer, protocols: Option<String>| {
+                let (node, feeds) = (node.clone(), feeds.clone());
+                let mut response = ws
+                    .max_message_size(MAX_MESSAGE)
+                    .max_write_buffer_size(MAX_WRITE_BUFFER)
+                    .on_upgrade(move |socket| async move {
+                        crate::connection::start(node, feeds, socket, peer.to_string());
+                    })
+                    .into_response();
+                // The pages offer `system` with their token (`bearer.…`): the
+                // answer names `system`, never the token.
+                let offered = protocols.as_deref().unwrap_or("");
+                if offered.split(',').any(|p| p.trim() == SUBPROTOCOL) {
+                    response.headers_mut().insert(
+                        header::SEC_WEBSOCKET_PROTOCOL,
+                        HeaderValue::from_static(SUBPROTOCOL),
+                    );
+                }
+                response
+            },
+        );
     let assets =
         warp::get()
             .and(warp::path::full())
