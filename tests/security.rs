@@ -745,6 +745,19 @@ async fn a_subscribe_storm_starts_no_work_and_sends_the_history_once() {
         threads < 64,
         "{threads} threads in the daemon: subscribes queued work on the blocking pool"
     );
+    // Another page's subscription is served by the same computation.
+    let mut second = Client::connect(&daemon).await;
+    second
+        .send(json!({"type": "subscribe", "topic": "top"}))
+        .await;
+    second.expect(|m| m["type"] == "top").await;
+    let computing = rpc_async(
+        &daemon,
+        "Process.list().filter(|p| { let i = Process.info(p); i != () && i.name == \"top_feed\" }).len()",
+    )
+    .await;
+    assert_eq!(computing, "1", "one top computation for every page");
+    drop(sink);
 }
 
 /// Issue 24: a kept-alive connection idle after an answer was closed after

@@ -6,8 +6,9 @@
 //! time limits (closed after 10 s idle between requests), and every
 //! request on it passes the `guard` before a route sees it. A WebSocket's
 //! write buffer is capped (`MAX_WRITE_BUFFER`): a peer that does not read
-//! cannot make the daemon queue without bound. A restart of this process reuses the same socket and slots;
-//! existing connections are not affected by it.
+//! cannot make the daemon queue without bound. A restart of this process
+//! reuses the same socket, slots and feeds; existing connections are not
+//! affected by it.
 
 mod api;
 pub mod guard;
