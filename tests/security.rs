@@ -2,7 +2,10 @@
 //! threat model is in docs/reliability.md): each reproduction of issue 13
 //! (cross-site POST, DNS rebinding, a web page killing system processes,
 //! idle connections exhausting descriptors, a long Origin flooding the log)
-//! is refused here, and what a legitimate page does still works.
+//! and of issue 24 (the access token in a cookie, a ping flood from a peer
+//! that never reads, a subscribe storm, kept-alive connections idling 60 s,
+//! an off-site redirect, a console's owner shown to pages) is refused here,
+//! and what a legitimate page does still works.
 //!
 //! Requests are written by hand on a plain TCP socket where a header must
 //! be chosen exactly (Host, Origin, Content-Type). Nothing sleeps to wait
