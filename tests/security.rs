@@ -631,6 +631,9 @@ fn a_client_that_floods_pings_and_never_reads_is_closed_and_memory_stays_bounded
     };
     let peak = proc_status(daemon.pid, "VmHWM");
     let grown_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "ping flood: {written} bytes written, peak RSS {peak} KiB (+{grown_mib} MiB), ended by {ended:?}"
+    );
     let error = ended.unwrap_or_else(|| {
         panic!(
             "the flooding peer was never closed: {} MiB of pings written, the daemon's peak \
