@@ -16,8 +16,10 @@
 //! of another origin (served by the test itself) posting text/plain to
 //! `/api/load` and opening a WebSocket, and a DNS-rebinding name
 //! (`--host-resolver-rules`) pointing at the daemon: nothing changes in it;
-//! and with `--access-token`, the URL `system status` prints opens a page
-//! that connects (by the cookie) and keeps no token in its address.
+//! and with `--access-token` (issue 24), a page without the token says how
+//! to get it, the URL `system status` prints opens a page that connects and
+//! keeps no token in its address, and a server on another port of
+//! 127.0.0.1 that the browser then visits receives no token (no cookie).
 //!
 //! What they must not do: sleep for a fixed time (every wait polls against a
 //! deadline), talk to the daemon other than through the browser (except to
@@ -31,6 +33,7 @@ mod support;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -647,30 +650,118 @@ async fn a_rebinding_name_cannot_reach_the_daemon() {
     daemon.log_containing("Host \"evil.example:");
 }
 
+/// A web server on another port of 127.0.0.1 (another local user's, in
+/// the attack): answers every request with `html` and keeps each request's
+/// head. Returns its URL and the heads.
+fn serve_recording(html: String) -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the other server");
+    let url = format!(
+        "http://{}",
+        listener.local_addr().expect("the other server's address")
+    );
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buffer[..n]),
+                }
+            }
+            kept.lock()
+                .expect("heads")
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    (url, heads)
+}
+
+/// Issue 24, the attack: after the owner opened the token URL once, a page
+/// served by another local user on another port of 127.0.0.1 received the
+/// token in a cookie (browsers do not isolate cookies by port). Now the
+/// token lives in the tab's sessionStorage of the daemon's origin: the
+/// other server gets nothing, and the daemon's pages still work.
 #[tokio::test]
-async fn the_token_url_opens_a_page_that_connects_and_forgets_the_token() {
+async fn the_token_url_opens_a_page_and_no_server_on_another_port_gets_the_token() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let daemon = Daemon::start_with(&["--access-token"]);
     let status = support::text(&daemon.system(&["status"]));
     let url = status
         .split_whitespace()
-        .find(|word| word.contains("?token="))
+        .find(|word| word.contains("token="))
         .unwrap_or_else(|| panic!("no token URL in {status:?}"))
-        .replace("/?token=", "/load?token=");
+        .to_owned();
+    let token = url.rsplit("token=").next().expect("the token").to_owned();
+    assert_eq!(token.len(), 64, "{url}");
     let browser = Browser::start().await;
-    // Without the token: refused.
+    // Without the token: the page says how to get it, and does not connect.
     browser
         .client
         .goto(&format!("{}/load", daemon.url))
         .await
         .expect("navigate");
-    let refused = browser.text("body").await.unwrap_or_default();
-    assert!(refused.contains("access token"), "{refused}");
-    // With it: the page, its WebSocket (by the cookie), and no token in the address bar.
+    let said = browser
+        .until("the page to say how to get the token", || async {
+            let body = browser.text("body").await?;
+            body.contains("system status").then_some(body)
+        })
+        .await;
+    assert!(said.contains("access token"), "{said}");
+    assert_ne!(
+        browser.attr("#ws-state", "data-state").await.as_deref(),
+        Some("connected")
+    );
+    browser.screenshot("load-without-token").await;
+    // The owner opens the URL `system status` printed: the page connects,
+    // and the token leaves the address bar.
     browser.open(&url).await;
-    let address = browser.client.current_url().await.expect("the URL");
-    assert_eq!(address.as_str(), format!("{}/load", daemon.url));
-    browser.screenshot("load-with-token").await;
+    browser
+        .until("the token to leave the address bar", || async {
+            let address = browser.client.current_url().await.ok()?;
+            (address.as_str() == format!("{}/", daemon.url)).then_some(())
+        })
+        .await;
+    sum(&browser, "5", "15").await;
+    // Another local user's page, on another port of the same address.
+    let page = r#"<!doctype html><title>other</title><p id="done">pending</p><script>
+        fetch('/probe', {credentials: 'include'})
+          .then(() => { document.getElementById('done').textContent = 'done'; },
+                () => { document.getElementById('done').textContent = 'failed'; });
+        </script>"#;
+    let (other, heads) = serve_recording(page.to_owned());
+    browser.client.goto(&other).await.expect("navigate");
+    browser
+        .until("the other page's own request", || async {
+            (browser.text("#done").await? == "done").then_some(())
+        })
+        .await;
+    let heads = heads.lock().expect("heads").clone();
+    assert!(heads.len() >= 2, "the page and its fetch: {heads:?}");
+    for head in &heads {
+        assert!(
+            !head.contains(&token),
+            "the other port received the token: {head}"
+        );
+        assert!(
+            !head.to_ascii_lowercase().contains("system_token"),
+            "the other port received the token's cookie: {head}"
+        );
+    }
+    // Back to the daemon in the same tab, without the token in the URL:
+    // the page still has it and works.
+    browser.open(&format!("{}/", daemon.url)).await;
+    sum(&browser, "6", "21").await;
+    browser.screenshot("sum-with-token").await;
 }
 
 #[tokio::test]

@@ -3,15 +3,22 @@
 //! submission, and turns each task's result or DOWN into exactly one reply.
 //!
 //! It pings its peer and ends if the peer stays silent (a dead peer holds
-//! nothing for long). A page's `kill` reaches only user work (sums, load
-//! workers); system processes are the console's to kill.
+//! nothing for long), floods it with pings, or does not take what it is
+//! sent within [`SEND_PATIENCE`]. A page's `kill` reaches only user work
+//! (sums, load workers); system processes are the console's to kill, and
+//! their arguments (who opened a console) are not shown to pages.
+//!
+//! Feeds are shared ([`Feeds`]): one `top` computation a second serves
+//! every subscribed connection, and a repeated subscribe starts nothing
+//! and sends nothing (the metrics history goes once per connection).
 //!
 //! It never computes anything itself, and no crash or kill of a task it
 //! started can close it. When it ends, the tasks it started are killed
 //! (they are linked to it, as Elixir's tasks are to their caller).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -19,7 +26,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use warp::ws::{Message, WebSocket};
 
@@ -41,6 +48,22 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// A peer heard nothing from (not even a pong) for this long is dead: the
 /// connection ends.
 pub const LIVENESS: Duration = Duration::from_secs(45);
+
+/// Pings a peer may send between two of ours ([`PING_INTERVAL`]); one
+/// more ends the connection. Browsers send none; each ping costs the
+/// daemon a pong to write, which a peer that does not read never takes.
+pub const MAX_PEER_PINGS: u32 = 32;
+
+/// A peer that has not taken what the connection sends within this is not
+/// reading: the connection ends (it would otherwise hold the messages).
+pub const SEND_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How often the shared `top` feed computes its rows (its window).
+pub const TOP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Connections ended because their peer flooded pings or did not read
+/// (`system_websocket_peers_closed_total` in `/metrics`).
+pub static PEERS_CLOSED: AtomicU64 = AtomicU64::new(0);
 
 /// Refused kills logged per second at most.
 static REFUSED_KILLS: crate::throttle::Throttle = crate::throttle::Throttle::new(5);
@@ -75,12 +98,92 @@ enum Topic {
     Top,
 }
 
+/// The feeds every connection shares (owned by the HTTP listener).
+pub struct Feeds {
+    /// The latest `top` message, serialised once for every subscriber.
+    top: watch::Sender<Option<Arc<str>>>,
+    /// True while the `top_feed` process runs; it runs while anyone
+    /// subscribes (checked under this lock by both sides).
+    top_running: Mutex<bool>,
+}
+
+impl Default for Feeds {
+    fn default() -> Self {
+        Feeds {
+            top: watch::channel(None).0,
+            top_running: Mutex::new(false),
+        }
+    }
+}
+
+type TopFeed = watch::Receiver<Option<Arc<str>>>;
+
+impl Feeds {
+    /// A subscription to `top`, and the latest message if it is current
+    /// (the feed was running).
+    fn subscribe_top(self: &Arc<Self>, node: &Arc<Node>) -> (TopFeed, Option<Arc<str>>) {
+        let feed = self.top.subscribe();
+        let latest = self.ensure_top(node).then(|| feed.borrow().clone());
+        (feed, latest.flatten())
+    }
+
+    /// Starts the `top_feed` process unless it runs (true if it did);
+    /// never computes anything itself. A repeated subscribe calls it too,
+    /// so a feed killed from the console comes back.
+    fn ensure_top(self: &Arc<Self>, node: &Arc<Node>) -> bool {
+        let mut running = crate::lock(&self.top_running);
+        if *running {
+            return true;
+        }
+        *running = true;
+        let (feeds, owner) = (self.clone(), node.clone());
+        let spec = Spec::new("top_feed", "Web.TopFeed.init()");
+        node.registry
+            .clone()
+            .spawn(spec, move |ctx| feeds.compute_top(ctx, owner));
+        false
+    }
+
+    /// The `top_feed` process: one `top` of the registry per
+    /// [`TOP_INTERVAL`], sent to every subscriber, until none is left.
+    async fn compute_top(self: Arc<Self>, ctx: ProcessContext, node: Arc<Node>) {
+        /// Marks the feed stopped if the process ends otherwise (a kill, a stop).
+        struct Stopped<'a>(&'a Feeds, bool);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    *crate::lock(&self.0.top_running) = false;
+                }
+            }
+        }
+        let mut stopped = Stopped(&self, true);
+        ctx.enter(&"Web.TopFeed.loop/1");
+        loop {
+            let rows = tokio::select! {
+                rows = top::top(node.top_sources(), TOP_INTERVAL, 10) => rows,
+                _ = node.shutdown.cancelled() => return,
+            };
+            let rows: Vec<Value> = rows.iter().map(top_row).collect();
+            let message = json!({"type": "top", "rows": rows}).to_string();
+            self.top.send_replace(Some(message.into()));
+            // Under the lock a subscriber takes before it looks: either it
+            // sees the feed stopped and starts it, or the feed sees it.
+            let mut running = crate::lock(&self.top_running);
+            if self.top.receiver_count() == 0 {
+                *running = false;
+                stopped.1 = false;
+                return;
+            }
+        }
+    }
+}
+
 /// Starts the process that owns `socket`.
-pub fn start(node: Arc<Node>, socket: WebSocket, peer: String) -> Pid {
+pub fn start(node: Arc<Node>, feeds: Arc<Feeds>, socket: WebSocket, peer: String) -> Pid {
     let spec = Spec::new("ws_connection", format!("Web.Connection.init(\"{peer}\")"));
     let tracker = node.connections.clone();
     node.registry.clone().spawn(spec, move |ctx| {
-        tracker.track_future(run(ctx, node, socket))
+        tracker.track_future(run(ctx, node, feeds, socket))
     })
 }
 
@@ -104,7 +207,7 @@ impl Drop for Connection {
     }
 }
 
-async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
+async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: WebSocket) {
     ctx.enter(&"Web.Connection.loop/1");
     let (mut outgoing, mut incoming) = socket.split();
     let mut connection = Connection {
@@ -115,25 +218,24 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
         running: HashSet::new(),
     };
     let hello = json!({"type": "hello", "node": node.name, "version": node.version, "schedulers": node.schedulers, "started_at": node.started_at});
-    let mut pending = vec![hello];
-    let mut top_feed: Option<BoxFuture<'static, Vec<TopRow>>> = None;
+    // Text frames to send, in order.
+    let mut pending: Vec<String> = vec![hello.to_string()];
+    let mut top_feed: Option<TopFeed> = None;
     let mut metrics_feed = None;
     // On the runtime's timer wheel; a late ping moves the next one back.
     let mut ping_at = Instant::now() + PING_INTERVAL;
     let mut last_heard = Instant::now();
+    let mut peer_pings = 0;
     loop {
-        for message in pending.drain(..) {
-            if outgoing
-                .send(Message::text(message.to_string()))
-                .await
-                .is_err()
-            {
-                return;
-            }
+        let messages = pending.drain(..).map(Message::text);
+        if let Err(ended) = send_all(&mut outgoing, messages).await {
+            connection.ended(ended);
+            return;
         }
         tokio::select! {
             _ = node.shutdown.cancelled() => {
-                let _ = outgoing.send(Message::close_with(1001u16, "server stopping")).await;
+                let closing = std::iter::once(Message::close_with(1001u16, "server stopping"));
+                let _ = send_all(&mut outgoing, closing).await;
                 return;
             }
             _ = connection.ctx.sleep_until(ping_at) => {
@@ -142,11 +244,13 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                 if ping_at <= now {
                     ping_at = now + PING_INTERVAL;
                 }
+                peer_pings = 0;
                 if last_heard.elapsed() > LIVENESS {
                     tracing::info!("WebSocket {} closed: no answer to pings for {LIVENESS:?}", connection.ctx.pid());
                     return;
                 }
-                if outgoing.send(Message::ping(Vec::new())).await.is_err() {
+                if let Err(ended) = send_all(&mut outgoing, std::iter::once(Message::ping(Vec::new()))).await {
+                    connection.ended(ended);
                     return;
                 }
             }
@@ -159,25 +263,46 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
                         let text = message.to_str().unwrap_or_default();
                         connection.ctx.enter(&"Web.Connection.handle_in/2");
                         match serde_json::from_str::<Request>(text) {
-                            Ok(Request::Subscribe { topic: Topic::Top }) => {
-                                top_feed = Some(next_top(&node));
-                            }
+                            // Once per connection; a repeated subscribe
+                            // starts nothing and sends nothing.
+                            Ok(Request::Subscribe { topic: Topic::Top }) => match top_feed {
+                                Some(_) => {
+                                    feeds.ensure_top(&node);
+                                }
+                                None => {
+                                    let (feed, latest) = feeds.subscribe_top(&node);
+                                    pending.extend(latest.map(|text| text.to_string()));
+                                    top_feed = Some(feed);
+                                }
+                            },
                             Ok(Request::Subscribe { topic: Topic::Metrics }) => {
-                                let (history, feed) = node.metrics.subscribe();
-                                pending.push(json!({"type": "history", "samples": history}));
-                                metrics_feed = Some(feed);
+                                if metrics_feed.is_none() {
+                                    let (history, feed) = node.metrics.subscribe();
+                                    pending.push(json!({"type": "history", "samples": history}).to_string());
+                                    metrics_feed = Some(feed);
+                                }
                             }
-                            Ok(request) => pending.extend(connection.handle(request)),
-                            Err(error) => pending.push(error_reply(format!("malformed message: {error}"))),
+                            Ok(request) => pending.extend(connection.handle(request).iter().map(Value::to_string)),
+                            Err(error) => pending.push(error_reply(format!("malformed message: {error}")).to_string()),
                         }
                         connection.ctx.enter(&"Web.Connection.loop/1");
                     }
                     Some(Ok(message)) if message.is_close() => return,
-                    Some(Ok(message)) if message.is_ping() || message.is_pong() => {}
-                    Some(Ok(_)) => pending.push(error_reply("binary messages are not understood".into())),
+                    Some(Ok(message)) if message.is_ping() => {
+                        peer_pings += 1;
+                        if peer_pings > MAX_PEER_PINGS {
+                            let closing = std::iter::once(Message::close_with(1008u16, "too many pings"));
+                            let _ = send_all(&mut outgoing, closing).await;
+                            connection.ended(Ended::PingFlood);
+                            return;
+                        }
+                    }
+                    Some(Ok(message)) if message.is_pong() => {}
+                    Some(Ok(_)) => pending.push(error_reply("binary messages are not understood".into()).to_string()),
                     Some(Err(error)) => {
                         // A frame over the size limit, or a broken stream: say so if we still can.
-                        let _ = outgoing.send(Message::close_with(1009u16, "message too big or malformed")).await;
+                        let closing = std::iter::once(Message::close_with(1009u16, "message too big or malformed"));
+                        let _ = send_all(&mut outgoing, closing).await;
                         tracing::info!("WebSocket {} closed: {error}", connection.ctx.pid());
                         return;
                     }
@@ -186,25 +311,54 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, socket: WebSocket) {
             }
             Some((pid, reply)) = connection.sums.next() => {
                 connection.running.remove(&pid);
-                pending.push(reply);
+                pending.push(reply.to_string());
             }
-            Some(reply) = connection.infos.next() => pending.push(reply),
-            rows = async { top_feed.as_mut().expect("guarded").await }, if top_feed.is_some() => {
-                pending.push(json!({"type": "top", "rows": rows.iter().map(top_row).collect::<Vec<_>>()}));
-                top_feed = Some(next_top(&node));
+            Some(reply) = connection.infos.next() => pending.push(reply.to_string()),
+            changed = async { top_feed.as_mut().expect("guarded").changed().await }, if top_feed.is_some() => {
+                match changed {
+                    Ok(()) => {
+                        let latest = top_feed.as_mut().and_then(|feed| feed.borrow_and_update().clone());
+                        pending.extend(latest.map(|text| text.to_string()));
+                    }
+                    Err(_) => top_feed = None,
+                }
             }
             sample = metrics::next_sample(&mut metrics_feed), if metrics_feed.is_some() => {
                 if let Some(sample) = sample {
-                    pending.push(json!({"type": "metrics", "sample": sample}));
+                    pending.push(json!({"type": "metrics", "sample": sample}).to_string());
                 }
             }
         }
     }
 }
 
-fn next_top(node: &Arc<Node>) -> BoxFuture<'static, Vec<TopRow>> {
-    let node = node.clone();
-    async move { top::top(node.top_sources(), Duration::from_secs(1), 10).await }.boxed()
+/// Why a connection ended while sending.
+enum Ended {
+    /// The peer went away, or sending failed (the write buffer full).
+    Failed(String),
+    /// The peer took nothing for [`SEND_PATIENCE`].
+    NotReading,
+    /// The peer sent more than [`MAX_PEER_PINGS`] pings in a ping interval.
+    PingFlood,
+}
+
+/// Sends `messages` in order; a peer that does not take them within
+/// [`SEND_PATIENCE`] is not reading.
+async fn send_all(
+    outgoing: &mut futures::stream::SplitSink<WebSocket, Message>,
+    messages: impl Iterator<Item = Message>,
+) -> Result<(), Ended> {
+    let sending = async {
+        for message in messages {
+            outgoing.feed(message).await?;
+        }
+        outgoing.flush().await
+    };
+    match tokio::time::timeout(SEND_PATIENCE, sending).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(Ended::Failed(error.to_string())),
+        Err(_) => Err(Ended::NotReading),
+    }
 }
 
 fn error_reply(message: String) -> Value {
@@ -212,6 +366,27 @@ fn error_reply(message: String) -> Value {
 }
 
 impl Connection {
+    /// Logs why the connection ends (once: it ends), and counts a peer
+    /// that flooded pings or did not read.
+    fn ended(&self, ended: Ended) {
+        let pid = self.ctx.pid();
+        match ended {
+            Ended::Failed(error) => tracing::debug!("WebSocket {pid} closed: {error}"),
+            Ended::NotReading => {
+                PEERS_CLOSED.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "WebSocket {pid} closed: its peer took nothing sent to it for {SEND_PATIENCE:?}"
+                );
+            }
+            Ended::PingFlood => {
+                PEERS_CLOSED.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "WebSocket {pid} closed: its peer sent too many pings (over {MAX_PEER_PINGS} in {PING_INTERVAL:?})"
+                );
+            }
+        }
+    }
+
     /// Handles one request; returns the replies to send at once.
     fn handle(&mut self, request: Request) -> Vec<Value> {
         match request {
@@ -345,17 +520,33 @@ fn sum_reply(id: i64, input: &str, status: &str, field: &str, value: String) -> 
 
 async fn info(node: Arc<Node>, pid: Pid) -> Value {
     let info = node.registry.info(pid);
-    let stacktrace = node.registry.stacktrace(pid).unwrap_or_default();
+    let mut stacktrace = node.registry.stacktrace(pid).unwrap_or_default();
     let trace = node
         .registry
         .trace(pid, 50, Duration::from_secs(1))
         .await
         .unwrap_or_default();
+    // A system process's arguments are not a page's business: a console
+    // session's name who opened it (uid and pid), a connection its peer.
+    let private = node
+        .registry
+        .spec(pid)
+        .is_some_and(|spec| !spec.killable_from_web);
     let info = info.map(|info| {
+        let mut initial_call = info.initial_call;
+        if private {
+            let call = without_arguments(&initial_call);
+            for frame in &mut stacktrace {
+                if *frame == initial_call {
+                    frame.clone_from(&call);
+                }
+            }
+            initial_call = call;
+        }
         json!({
             "pid": info.pid,
             "name": info.name,
-            "initial_call": info.initial_call,
+            "initial_call": initial_call,
             "status": info.status.as_str(),
             "priority": info.priority.as_str(),
             "reductions": info.reductions,
@@ -370,6 +561,14 @@ async fn info(node: Arc<Node>, pid: Pid) -> Value {
         })
     });
     json!({"type": "info", "pid": pid.to_string(), "info": info, "stacktrace": stacktrace, "trace": trace})
+}
+
+/// `Admin.Session.init("uid 0 pid 42")` as `Admin.Session.init(…)`.
+fn without_arguments(call: &str) -> String {
+    match call.split_once('(') {
+        Some((function, _)) => format!("{function}(…)"),
+        None => call.to_owned(),
+    }
 }
 
 /// One row of the /top page.

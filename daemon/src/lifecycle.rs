@@ -246,7 +246,7 @@ pub fn status(home: &Home) -> anyhow::Result<()> {
         (None, _) => println!("heart: off (--no-heart)"),
     }
     if let Some(token) = crate::http::token::read(home) {
-        println!("access token required: open {}/?token={token}", state.url);
+        println!("access token required: open {}/#token={token}", state.url);
     }
     Ok(())
 }

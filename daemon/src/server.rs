@@ -229,7 +229,7 @@ async fn start(
     if !address.ip().is_loopback() && !config.access_token {
         tracing::warn!("listening on {address} without an access token (--insecure-http)");
     }
-    // A daemon heart restarted keeps its token: open pages keep their cookie.
+    // A daemon heart restarted keeps its token: open pages keep working.
     let kept = config
         .restart
         .then(|| crate::http::token::Token::kept(&config.home))
@@ -253,6 +253,7 @@ async fn start(
         socket,
         guard: crate::http::guard::Guard::new(address, &config.allow_hosts, token),
         limits,
+        feeds: Default::default(),
     });
     let node = Node::new(
         config.home.clone(),

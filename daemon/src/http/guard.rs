@@ -6,8 +6,12 @@
 //! - a state-changing request (any method but GET and HEAD) must be
 //!   `Content-Type: application/json` and not come from another site
 //!   (`Sec-Fetch-Site`), so that no page can send it without a preflight;
-//! - with an access token, every request must carry it (query `token=`,
-//!   the cookie it sets, or `Authorization: Bearer`).
+//! - with an access token, every request but a GET of a page or a static
+//!   file (the same for everyone, no data in them) must carry it:
+//!   `Authorization: Bearer`, the WebSocket subprotocol `bearer.TOKEN` (what
+//!   the pages send), or the query `token=` (for curl). No cookie ever
+//!   carries it: browsers send cookies to every port of a host, so another
+//!   local user's server on 127.0.0.1 would receive it.
 //!
 //! It decides and answers refusals; it routes nothing and changes no state.
 
@@ -71,7 +75,8 @@ impl Refusal {
 pub enum Verdict {
     /// Serve it.
     Pass,
-    /// Answer this instead (a refusal, or the redirect that sets the cookie).
+    /// Answer this instead (a refusal, or the redirect that moves a
+    /// `?token=` of a page into the URL's fragment).
     Answer(Response<Body>),
 }
 
@@ -82,11 +87,6 @@ impl Guard {
             allowed: allow_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             token,
         }
-    }
-
-    /// The cookie that carries the token (per port: cookies ignore ports).
-    fn cookie_name(&self) -> String {
-        format!("system_token_{}", self.bound.port())
     }
 
     pub fn check(&self, request: &Request<Body>, peer: SocketAddr) -> Verdict {
@@ -130,43 +130,43 @@ impl Guard {
         let Some(token) = &self.token else {
             return Ok(Verdict::Pass);
         };
-        let cookie = cookie(headers, &self.cookie_name());
-        let bearer = text(headers, header::AUTHORIZATION).and_then(|a| a.strip_prefix("Bearer "));
-        if cookie.or(bearer).is_some_and(|t| token.matches(t)) {
-            return Ok(Verdict::Pass);
-        }
         let query = request.uri().query().unwrap_or("");
-        if !query_token(query).is_some_and(|t| token.matches(t)) {
-            return Err(Refusal::NoToken);
-        }
-        // A page opened with `?token=`: the token moves into a cookie and
-        // out of the address bar. Scripts and handshakes are just let in.
+        let in_query = query_token(query).is_some_and(|t| token.matches(t));
+        let bearer = text(headers, header::AUTHORIZATION).and_then(|a| a.strip_prefix("Bearer "));
+        let carried = in_query
+            || bearer.is_some_and(|t| token.matches(t))
+            || subprotocol_token(headers).is_some_and(|t| token.matches(t));
+        let path = same_site_path(request.uri().path());
+        let page =
+            web::asset(&path).is_some_and(|asset| asset.content_type.starts_with("text/html"));
         let upgrade = headers.contains_key(header::UPGRADE);
-        if *request.method() != Method::GET || upgrade {
-            return Ok(Verdict::Pass);
-        }
-        let rest: Vec<&str> = query
-            .split('&')
-            .filter(|pair| !pair.starts_with("token="))
-            .collect();
-        let mut location = request.uri().path().to_owned();
-        if !rest.is_empty() {
-            location = format!("{location}?{}", rest.join("&"));
-        }
-        let cookie = format!(
-            "{}={}; HttpOnly; SameSite=Strict; Path=/",
-            self.cookie_name(),
-            token.as_str()
-        );
-        let mut response = Response::new(Body::empty());
-        *response.status_mut() = StatusCode::SEE_OTHER;
-        let headers = response.headers_mut();
-        for (name, value) in [(header::LOCATION, location), (header::SET_COOKIE, cookie)] {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
+        if in_query && page && *request.method() == Method::GET && !upgrade {
+            // An old `?token=` link to a page: the token moves into the
+            // fragment, which the page keeps and no request carries.
+            let rest: Vec<&str> = query
+                .split('&')
+                .filter(|pair| !pair.starts_with("token="))
+                .collect();
+            let mut location = path;
+            if !rest.is_empty() {
+                location = format!("{location}?{}", rest.join("&"));
             }
+            let location = format!("{location}#token={}", token.as_str());
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::SEE_OTHER;
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            return Ok(Verdict::Answer(response));
         }
-        Ok(Verdict::Answer(response))
+        let public = matches!(*request.method(), Method::GET | Method::HEAD)
+            && !upgrade
+            && web::asset(request.uri().path()).is_some();
+        if carried || public {
+            Ok(Verdict::Pass)
+        } else {
+            Err(Refusal::NoToken)
+        }
     }
 
     /// True if `host` (a `Host` header) names this daemon: a loopback name
@@ -232,15 +232,31 @@ fn text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The token a WebSocket handshake offers as the subprotocol `bearer.TOKEN`
+/// (a browser cannot set other headers on one).
+fn subprotocol_token(headers: &HeaderMap) -> Option<&str> {
     headers
-        .get_all(header::COOKIE)
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|line| line.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+        .flat_map(|line| line.split(','))
+        .find_map(|protocol| protocol.trim().strip_prefix("bearer."))
+}
+
+/// `path` as a path of this site: backslashes as slashes and runs of
+/// slashes as one, so that no `Location` made from it can name another
+/// host (`//evil.com/` is a network-path reference).
+fn same_site_path(path: &str) -> String {
+    let mut normal = String::with_capacity(path.len() + 1);
+    for c in path.chars().map(|c| if c == '\\' { '/' } else { c }) {
+        if !(c == '/' && normal.ends_with('/')) {
+            normal.push(c);
+        }
+    }
+    if !normal.starts_with('/') {
+        normal.insert(0, '/');
+    }
+    normal
 }
 
 fn query_token(query: &str) -> Option<&str> {
@@ -311,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn origins_content_types_and_cookies_are_read_strictly() {
+    fn origins_content_types_and_subprotocols_are_read_strictly() {
         assert!(same_origin("http://127.0.0.1:4000", "127.0.0.1:4000"));
         assert!(!same_origin("http://127.0.0.1:4001", "127.0.0.1:4000"));
         assert!(!same_origin("null", "127.0.0.1:4000"));
@@ -319,8 +335,24 @@ mod tests {
         assert!(!is_json(Some("text/plain")));
         assert!(!is_json(None));
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; t_4000=xyz"));
-        assert_eq!(cookie(&headers, "t_4000"), Some("xyz"));
-        assert_eq!(cookie(&headers, "t_4001"), None);
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("system, bearer.xyz"),
+        );
+        assert_eq!(subprotocol_token(&headers), Some("xyz"));
+        assert_eq!(subprotocol_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_path_never_becomes_another_host() {
+        for (path, normal) in [
+            ("//evil.com/", "/evil.com/"),
+            ("/\\evil.com/", "/evil.com/"),
+            ("///load", "/load"),
+            ("/load", "/load"),
+            ("", "/"),
+        ] {
+            assert_eq!(same_site_path(path), normal, "{path}");
+        }
     }
 }

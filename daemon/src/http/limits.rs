@@ -1,6 +1,7 @@
 //! What one HTTP client can hold: a connection cap below the open-files
 //! limit (descriptors kept in reserve so the admin socket always accepts),
-//! and time limits on each connection's reads and writes.
+//! time limits on each connection's reads and writes, and how long a
+//! kept-alive connection may sit idle between requests.
 //!
 //! It counts and times connections; it never reads what they carry.
 
@@ -22,7 +23,8 @@ use tokio_io_timeout::TimeoutStream;
 pub const RESERVE: u64 = 256;
 
 /// A request's head (request line and headers) must arrive within this,
-/// and a kept-alive connection is closed after this long without one.
+/// and a kept-alive connection is closed after this long without one
+/// (hyper's own timer covers only the first request: see [`Idle`]).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A read or write pending longer than this ends the connection (a stalled
@@ -65,6 +67,45 @@ impl Limits {
             // The semaphore is never closed.
             Err(_) => std::future::pending().await,
         }
+    }
+}
+
+/// When a connection last finished a request, and how many it is serving:
+/// the connection's task closes it once it has served none for
+/// [`HEADER_TIMEOUT`].
+pub struct Idle {
+    state: std::sync::Mutex<(usize, tokio::time::Instant)>,
+}
+
+impl Idle {
+    pub fn new() -> Arc<Idle> {
+        Arc::new(Idle {
+            state: std::sync::Mutex::new((0, tokio::time::Instant::now())),
+        })
+    }
+
+    /// Marks a request being served until the guard is dropped.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        crate::lock(&self.state).0 += 1;
+        Busy(self.clone())
+    }
+
+    /// When the connection may be closed if nothing happens before, or
+    /// `None` while a request is being served.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        let (busy, since) = *crate::lock(&self.state);
+        (busy == 0).then_some(since + HEADER_TIMEOUT)
+    }
+}
+
+/// A request in progress on a connection (see [`Idle::busy`]).
+pub struct Busy(Arc<Idle>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = crate::lock(&self.0.state);
+        state.0 = state.0.saturating_sub(1);
+        state.1 = tokio::time::Instant::now();
     }
 }
 

@@ -3,9 +3,12 @@
 //! socket the server bound at start.
 //!
 //! Each accepted connection takes a slot under the cap (`limits`), gets
-//! time limits, and every request on it passes the `guard` before a route
-//! sees it. A restart of this process reuses the same socket and slots;
-//! existing connections are not affected by it.
+//! time limits (closed after 10 s idle between requests), and every
+//! request on it passes the `guard` before a route sees it. A WebSocket's
+//! write buffer is capped (`MAX_WRITE_BUFFER`): a peer that does not read
+//! cannot make the daemon queue without bound. A restart of this process
+//! reuses the same socket, slots and feeds; existing connections are not
+//! affected by it.
 
 mod api;
 pub mod guard;
@@ -22,8 +25,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::server::conn::Http;
 use hyper::service::Service as _;
 use tokio::net::TcpListener;
-use warp::Filter;
 use warp::http::{Response, StatusCode};
+use warp::{Filter, Reply as _};
 
 use self::guard::{Guard, Verdict};
 use self::limits::Limits;
@@ -34,12 +37,14 @@ use system_runtime::ProcessContext;
 /// Accept failures and cap warnings written per second at most.
 static ACCEPT_WARNINGS: Throttle = Throttle::new(1);
 
-/// What the listener is given at start: the socket, the request rules and
-/// the connection slots (all outliving any one incarnation of it).
+/// What the listener is given at start: the socket, the request rules,
+/// the connection slots and the feeds pages share (all outliving any one
+/// incarnation of it).
 pub struct Listener {
     pub socket: TcpListener,
     pub guard: Guard,
     pub limits: Limits,
+    pub feeds: Arc<crate::connection::Feeds>,
 }
 
 /// The client's address, for routes that log it.
@@ -50,7 +55,7 @@ pub struct Peer(pub SocketAddr);
 pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<Listener>) {
     ctx.enter(&"http:accept_loop/1");
     let shutdown = node.shutdown.clone();
-    let routes = warp::service(routes(node));
+    let routes = warp::service(routes(node, listener.feeds.clone()));
     let mut http = Http::new();
     http.http1_only(true)
         .http1_header_read_timeout(limits::HEADER_TIMEOUT);
@@ -82,10 +87,14 @@ pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<Listener>
             shutdown.clone(),
         );
         tokio::spawn(async move {
+            let idle = limits::Idle::new();
+            let served = idle.clone();
             let service = hyper::service::service_fn(move |request| {
                 let mut routes = routes.clone();
                 let listener = listener.clone();
+                let busy = served.busy();
                 async move {
+                    let _busy = busy;
                     let mut request = request;
                     if let Verdict::Answer(response) = listener.guard.check(&request, peer) {
                         return Ok::<_, Infallible>(response);
@@ -100,15 +109,29 @@ pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<Listener>
                 .serve_connection(limits::connection(stream, slot), service)
                 .with_upgrades();
             tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            loop {
+                let idle_until = idle.deadline();
+                tokio::select! {
+                    _ = connection.as_mut() => return,
+                    _ = shutdown.cancelled() => break,
+                    _ = idle_wait(idle_until) => {
+                        if idle.deadline().is_some_and(|at| at <= tokio::time::Instant::now()) {
+                            break;
+                        }
+                    }
                 }
             }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
         });
     }
+}
+
+/// Until `deadline`, or for another [`limits::HEADER_TIMEOUT`] while a
+/// request is being served (then the deadline is looked at again).
+async fn idle_wait(deadline: Option<tokio::time::Instant>) {
+    let at = deadline.unwrap_or_else(|| tokio::time::Instant::now() + limits::HEADER_TIMEOUT);
+    tokio::time::sleep_until(at).await;
 }
 
 /// The next connection; accept errors (e.g. out of file descriptors) are
@@ -147,6 +170,7 @@ fn protective_headers(headers: &mut hyper::HeaderMap) {
 
 fn routes(
     node: Arc<Node>,
+    feeds: Arc<crate::connection::Feeds>,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
     let health = warp::path!("health").and(warp::get()).map(|| {
         let log =
@@ -157,13 +181,29 @@ fn routes(
     let websocket = warp::path!("ws")
         .and(warp::ws())
         .and(warp::ext::get::<Peer>())
-        .map(move |ws: warp::ws::Ws, Peer(peer): Peer| {
-            let node = node.clone();
-            ws.max_message_size(MAX_MESSAGE)
-                .on_upgrade(move |socket| async move {
-                    crate::connection::start(node, socket, peer.to_string());
-                })
-        });
+        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .map(
+            move |ws: warp::ws::Ws, Peer(peer): Peer, protocols: Option<String>| {
+                let (node, feeds) = (node.clone(), feeds.clone());
+                let mut response = ws
+                    .max_message_size(MAX_MESSAGE)
+                    .max_write_buffer_size(MAX_WRITE_BUFFER)
+                    .on_upgrade(move |socket| async move {
+                        crate::connection::start(node, feeds, socket, peer.to_string());
+                    })
+                    .into_response();
+                // The pages offer `system` with their token (`bearer.…`): the
+                // answer names `system`, never the token.
+                let offered = protocols.as_deref().unwrap_or("");
+                if offered.split(',').any(|p| p.trim() == SUBPROTOCOL) {
+                    response.headers_mut().insert(
+                        header::SEC_WEBSOCKET_PROTOCOL,
+                        HeaderValue::from_static(SUBPROTOCOL),
+                    );
+                }
+                response
+            },
+        );
     let assets =
         warp::get()
             .and(warp::path::full())
@@ -182,3 +222,12 @@ fn routes(
 
 /// Largest WebSocket message accepted from a client.
 const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Most a WebSocket may hold unsent (its peer not reading): past this a
+/// send fails and the connection ends, and tungstenite keeps only the
+/// latest pong. Above the largest message (the metrics history, ~130 KB)
+/// plus tungstenite's 128 KiB write buffer.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// The WebSocket subprotocol the pages speak (docs/protocol.md).
+const SUBPROTOCOL: &str = "system";

@@ -1,5 +1,6 @@
 //! `/metrics` in Prometheus text format: the load's counters and setting,
-//! the latest metrics sample, and the runtime's figures, read from the node.
+//! the latest metrics sample, and the runtime's figures, read from the node,
+//! and the WebSocket peers `connection` closed.
 //!
 //! It only reads and formats; what the figures mean is owned by `load`,
 //! `metrics` and the registry.
@@ -147,5 +148,11 @@ pub fn render(node: &Node) -> String {
         // Process names are the daemon's own identifiers: nothing to escape.
         let _ = writeln!(text, "{name}{{name=\"{process}\"}} {bytes}");
     }
+    let closed = crate::connection::PEERS_CLOSED.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        text,
+        "# HELP system_websocket_peers_closed_total WebSockets closed because their peer flooded pings or did not read.\n\
+         # TYPE system_websocket_peers_closed_total counter\nsystem_websocket_peers_closed_total {closed}"
+    );
     text
 }

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::home::Home;
 
-/// The secret, as the hex text a URL or cookie carries.
+/// The secret, as the hex text a URL fragment or a header carries.
 #[derive(Clone)]
 pub struct Token(String);
 
