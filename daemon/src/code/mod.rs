@@ -21,6 +21,7 @@
 
 pub mod check;
 mod computation;
+mod contain;
 mod copies;
 mod self_test;
 mod unload;
@@ -74,6 +75,8 @@ pub enum CodeError {
     SelfTest { path: PathBuf, reason: String },
     #[error("{} failed the yield check: {reason}", path.display())]
     YieldCheck { path: PathBuf, reason: String },
+    #[error("{} failed the memory check: {reason}", path.display())]
+    MemoryCheck { path: PathBuf, reason: String },
     /// The check process ended without a verdict (signal, deadline, exit status).
     #[error("{} was refused: {reason}", path.display())]
     Check { path: PathBuf, reason: String },
@@ -97,6 +100,7 @@ impl CodeError {
             CodeError::BadVersionString { .. } => "bad_version",
             CodeError::SelfTest { .. } => "self_test",
             CodeError::YieldCheck { .. } => "yield",
+            CodeError::MemoryCheck { .. } => "memory",
             CodeError::Check { .. } => "check",
             CodeError::Refused { kind, .. } => kind,
             CodeError::NoPrevious => "no_previous",
