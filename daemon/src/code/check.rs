@@ -1,7 +1,9 @@
 //! Checking a plugin library before the daemon loads it, in a short-lived
-//! child process: `system plugin-check PATH` (hidden) opens the library,
-//! checks ABI, symbols and version string, runs the self-test and the yield
-//! check, and prints a one-line JSON verdict. The daemon side
+//! child process: `system plugin-check PATH` (hidden) contains itself
+//! (`contain`: a seccomp allow-list), opens the library, checks ABI,
+//! symbols and version string, runs the self-test, then the yield and
+//! memory check (300 production slices of each adversarial input, each
+//! timed, and the memory they keep), and prints a one-line JSON verdict. The daemon side
 //! ([`ChildCheck::run`]) runs that child with a deadline and turns whatever
 //! happened to it (a verdict, a signal, a missed deadline, an exit status)
 //! into a one-line reason.
@@ -422,4 +424,40 @@ pub fn describe(slices: &[SliceTiming]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_kept_in_both_halves_is_a_leak_and_kept_once_is_not() {
+        let half = CHECKED_SLICES / 2;
+        let per_slice = |bytes: i64| bytes * i64::from(half);
+        // 1 KiB every slice: refused; nothing, or a few bytes of noise: passed.
+        assert!(keeps_memory(
+            per_slice(1024),
+            2 * per_slice(1024),
+            CHECKED_SLICES
+        ));
+        assert!(!keeps_memory(0, 0, CHECKED_SLICES));
+        assert!(!keeps_memory(
+            per_slice(8),
+            2 * per_slice(8),
+            CHECKED_SLICES
+        ));
+        // 10 MiB once, in either half: a cache, not a leak.
+        assert!(!keeps_memory(10 << 20, 10 << 20, CHECKED_SLICES));
+        assert!(!keeps_memory(0, 10 << 20, CHECKED_SLICES));
+        // A sum that ended early has no halves to compare; past the bound is a leak.
+        assert!(!keeps_memory(0, 1 << 20, 1));
+        assert!(keeps_memory(0, KEPT_AT_MOST + 1, 100));
+    }
+
+    #[test]
+    fn kept_bytes_read_as_people_write_them() {
+        assert_eq!(bytes(1_048_576.0), "1.0 MiB");
+        assert_eq!(bytes(1536.0), "1.5 KiB");
+        assert_eq!(bytes(12.0), "12 bytes");
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! Each load copies the library to a new versioned file name (`copies`:
 //! dlopen caches by path), has it checked in a child process (`check`: ABI,
-//! symbols, self-test, yield check) before opening it here, and only then
+//! symbols, self-test, yield and memory check) before opening it here, and only then
 //! makes it current. It must never unload a library while a computation
 //! still holds it (`Arc<PluginVersion>` keeps the `Library` alive; the server
 //! keeps only weak references to old versions), never let a failed load
@@ -16,7 +16,8 @@
 //! server's `unsafe`, with its contract in a `# Safety` section);
 //! `computation` runs a sum in slices and says what each slice did;
 //! `self_test` is what a new version must compute right; `check` runs the
-//! checks in a child process; `copies` owns the versioned files; `unload`
+//! checks in a child process, which `contain` confines with a seccomp
+//! filter; `copies` owns the versioned files; `unload`
 //! closes old versions on its own thread, never on a scheduler.
 
 pub mod check;
