@@ -113,57 +113,38 @@ pub fn lock_down(refusal: &str, status: i32) -> Result<(), ContainError> {
         .chain(ALLOWED_X86_64)
         .map(|&(call, _)| (call, Vec::new()))
         .collect();
-    let arg = |index, op, value| SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value);
-    let writes =
-        (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC | (libc::O_TMPFILE & !libc::O_DIRECTORY))
-            as u64;
+    // The rule "argument `index` compares to `value` by `op`".
+    let when = |index, op, value| -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+        let condition = SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value)?;
+        Ok(vec![SeccompRule::new(vec![condition])?])
+    };
+    let writes = libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE;
+    let writes = (writes & !libc::O_DIRECTORY) as u64;
     let me = u64::from(std::process::id());
     let thread = libc::CLONE_THREAD as u64;
+    let mut thread_names = when(0, SeccompCmpOp::Eq, libc::PR_SET_NAME as u64)?;
+    thread_names.extend(when(0, SeccompCmpOp::Eq, libc::PR_GET_NAME as u64)?);
     let guarded = [
         // Reading only: nothing created, truncated or written.
         (
             libc::SYS_openat,
-            vec![SeccompRule::new(vec![arg(
-                2,
-                SeccompCmpOp::MaskedEq(writes),
-                0,
-            )?])?],
+            when(2, SeccompCmpOp::MaskedEq(writes), 0)?,
         ),
         // Signals to this process only (`abort` is `tgkill(getpid(), …)`).
-        (
-            libc::SYS_kill,
-            vec![SeccompRule::new(vec![arg(0, SeccompCmpOp::Eq, me)?])?],
-        ),
-        (
-            libc::SYS_tgkill,
-            vec![SeccompRule::new(vec![arg(0, SeccompCmpOp::Eq, me)?])?],
-        ),
+        (libc::SYS_kill, when(0, SeccompCmpOp::Eq, me)?),
+        (libc::SYS_tgkill, when(0, SeccompCmpOp::Eq, me)?),
         // Threads only: no fork, so nothing outlives the check.
         (
             libc::SYS_clone,
-            vec![SeccompRule::new(vec![arg(
-                0,
-                SeccompCmpOp::MaskedEq(thread),
-                thread,
-            )?])?],
+            when(0, SeccompCmpOp::MaskedEq(thread), thread)?,
         ),
-        // Any handler but this module's.
+        // Any handler but for SIGSYS (this module's stays).
         (
             libc::SYS_rt_sigaction,
-            vec![SeccompRule::new(vec![arg(
-                0,
-                SeccompCmpOp::Ne,
-                libc::SIGSYS as u64,
-            )?])?],
+            when(0, SeccompCmpOp::Ne, libc::SIGSYS as u64)?,
         ),
         // Thread names (std names its threads).
-        (
-            libc::SYS_prctl,
-            [libc::PR_SET_NAME, libc::PR_GET_NAME]
-                .into_iter()
-                .map(|option| SeccompRule::new(vec![arg(0, SeccompCmpOp::Eq, option as u64)?]))
-                .collect::<Result<_, _>>()?,
-        ),
+        (libc::SYS_prctl, thread_names),
     ];
     rules.extend(guarded);
     let allow_list = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch)?;
