@@ -55,11 +55,26 @@ fn path(path: &Path) -> &str {
 type Edits = &'static [(&'static str, &'static str)];
 
 /// (fixture, edits, the reason the refusal must give)
-const REFUSED: [(&str, Edits, &str); 5] = [
+const REFUSED: [(&str, Edits, &str); 8] = [
     (
         "one-step",
         plugin_copies::NAIVE_ONE_STEP,
-        "failed the yield check: a slice of sum(1000000000000000) was still running after",
+        "failed the yield check: slice 1 of sum(1000000000000000) was still running after",
+    ),
+    (
+        "spins-later",
+        plugin_copies::SPINS_AFTER_THE_FIRST_SLICE,
+        "failed the yield check: slice 2 of sum(1000000000000000) was still running after",
+    ),
+    (
+        "leaks",
+        plugin_copies::LEAKS_A_MIB_PER_SLICE,
+        "failed the memory check: sum(1000000000000000) kept 1.0 MiB per slice over 300 slices; a slice must not keep memory",
+    ),
+    (
+        "kills-parent",
+        plugin_copies::KILLS_ITS_PARENT_IN_THE_CHECK,
+        "was refused: the plugin made a system call the check does not allow (kill)",
     ),
     (
         "ignores-budget",
@@ -151,8 +166,11 @@ fn plugin_check_passes_the_shipped_plugin_and_reports_its_slices() {
     let slices = verdict["slices"].as_array().expect("slices");
     let inputs: Vec<i64> = slices.iter().filter_map(|s| s["n"].as_i64()).collect();
     assert_eq!(inputs, [1_000_000_000_000_000, -1], "{verdict}");
-    for slice in slices {
-        assert_eq!(slice["reductions"], 20_000, "{verdict}");
+    for input in slices {
+        // Every one of the 300 slices timed and its memory watched.
+        assert_eq!(input["slices"], 300, "{verdict}");
+        assert_eq!(input["reductions"], 20_000, "{verdict}");
+        assert_eq!(input["kept_bytes"], 0, "{verdict}");
     }
     assert!(copy.exists(), "the check leaves the file alone");
 }

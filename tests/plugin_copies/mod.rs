@@ -265,3 +265,32 @@ pub const SPINS_ON_4242: &[(&str, &str)] = &[
     ),
     ("        \"1.0.0\"\n", "        \"1.1.0-spins\"\n"),
 ];
+
+/// A constructor that, when it runs inside `system plugin-check` (it reads
+/// its own command line), kills the check's parent: the daemon.
+pub const KILLS_ITS_PARENT_IN_THE_CHECK: &[(&str, &str)] = &[
+    (
+        "const CALC_SUM: &str = \"calc_sum\";\n",
+        "const CALC_SUM: &str = \"calc_sum\";\n\n#[used]\n#[unsafe(link_section = \".init_array\")]\nstatic KILL_THE_CHECKER: extern \"C\" fn() = {\n    extern \"C\" fn kill_the_checker() {\n        unsafe extern \"C\" {\n            fn getppid() -> i32;\n            fn kill(pid: i32, signal: i32) -> i32;\n        }\n        let cmdline = std::fs::read(\"/proc/self/cmdline\").unwrap_or_default();\n        if cmdline.windows(12).any(|word| word == b\"plugin-check\") {\n            // SAFETY: none; this copy attacks its checker on purpose.\n            unsafe { kill(getppid(), 9) };\n        }\n    }\n    kill_the_checker\n};\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.1.0-kills-parent\"\n"),
+];
+
+/// Behaves in the first slice of a large sum, then spins 50 ms in every
+/// later one (only the first slice used to be timed).
+pub const SPINS_AFTER_THE_FIRST_SLICE: &[(&str, &str)] = &[
+    (
+        "fn calc_sum_loop(mut from: i128, to: i128, mut acc: i128, budget: u64, used: &mut u64) -> Phase {\n",
+        "fn calc_sum_loop(mut from: i128, to: i128, mut acc: i128, budget: u64, used: &mut u64) -> Phase {\n    if from > 1 && to > 1_000_000 {\n        let start = std::time::Instant::now();\n        while start.elapsed() < std::time::Duration::from_millis(50) {\n            std::hint::spin_loop();\n        }\n    }\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.1.0-spins-later\"\n"),
+];
+
+/// Every slice of a large sum keeps 1 MiB it never frees (issue 23).
+pub const LEAKS_A_MIB_PER_SLICE: &[(&str, &str)] = &[
+    (
+        "fn calc_sum_loop(mut from: i128, to: i128, mut acc: i128, budget: u64, used: &mut u64) -> Phase {\n",
+        "fn calc_sum_loop(mut from: i128, to: i128, mut acc: i128, budget: u64, used: &mut u64) -> Phase {\n    if to > 1_000_000 {\n        std::mem::forget(black_box(Vec::<u8>::with_capacity(1 << 20)));\n    }\n",
+    ),
+    ("        \"1.0.0\"\n", "        \"1.1.0-leaks\"\n"),
+];

@@ -5,7 +5,7 @@
 //!
 //! Each load copies the library to a new versioned file name (`copies`:
 //! dlopen caches by path), has it checked in a child process (`check`: ABI,
-//! symbols, self-test, yield check) before opening it here, and only then
+//! symbols, self-test, yield and memory check) before opening it here, and only then
 //! makes it current. It must never unload a library while a computation
 //! still holds it (`Arc<PluginVersion>` keeps the `Library` alive; the server
 //! keeps only weak references to old versions), never let a failed load
@@ -16,11 +16,13 @@
 //! server's `unsafe`, with its contract in a `# Safety` section);
 //! `computation` runs a sum in slices and says what each slice did;
 //! `self_test` is what a new version must compute right; `check` runs the
-//! checks in a child process; `copies` owns the versioned files; `unload`
+//! checks in a child process, which `contain` confines with a seccomp
+//! filter; `copies` owns the versioned files; `unload`
 //! closes old versions on its own thread, never on a scheduler.
 
 pub mod check;
 mod computation;
+mod contain;
 mod copies;
 mod self_test;
 mod unload;
@@ -74,6 +76,8 @@ pub enum CodeError {
     SelfTest { path: PathBuf, reason: String },
     #[error("{} failed the yield check: {reason}", path.display())]
     YieldCheck { path: PathBuf, reason: String },
+    #[error("{} failed the memory check: {reason}", path.display())]
+    MemoryCheck { path: PathBuf, reason: String },
     /// The check process ended without a verdict (signal, deadline, exit status).
     #[error("{} was refused: {reason}", path.display())]
     Check { path: PathBuf, reason: String },
@@ -97,6 +101,7 @@ impl CodeError {
             CodeError::BadVersionString { .. } => "bad_version",
             CodeError::SelfTest { .. } => "self_test",
             CodeError::YieldCheck { .. } => "yield",
+            CodeError::MemoryCheck { .. } => "memory",
             CodeError::Check { .. } => "check",
             CodeError::Refused { kind, .. } => kind,
             CodeError::NoPrevious => "no_previous",
