@@ -384,6 +384,19 @@ async fn load_page_charts_ten_thousand_jobs_per_second() {
     browser.screenshot("load").await;
 }
 
+/// `1.5 KiB` → 1536.
+fn bytes_of(text: &str) -> Option<f64> {
+    let (number, unit) = text.split_once(' ')?;
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(number.parse::<f64>().ok()? * scale)
+}
+
 #[tokio::test]
 async fn top_page_shows_info_and_kills_an_endless_sum() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -443,6 +456,31 @@ async fn top_page_shows_info_and_kills_an_endless_sum() {
         })
         .await;
     assert!(cpu <= 100.0, "{cpu}");
+
+    // Sorted by memory: the biggest holders first, each with its bytes.
+    browser.click("#sort-memory").await;
+    let memory_js = "[...document.querySelectorAll('#top tbody tr .memory')].map(td => td.textContent)";
+    let figures = browser
+        .until("the table sorted by memory", || async {
+            (browser.attr("#top", "data-sort").await? == "memory").then_some(())?;
+            let figures = browser.js(&format!("return {memory_js}")).await;
+            let figures: Vec<f64> = figures
+                .as_array()?
+                .iter()
+                .map(|text| bytes_of(text.as_str()?))
+                .collect::<Option<_>>()?;
+            (figures.len() > 1).then_some(figures)
+        })
+        .await;
+    assert!(
+        figures.windows(2).all(|pair| pair[0] >= pair[1]),
+        "biggest first: {figures:?}"
+    );
+    assert_eq!(
+        browser.text("#top-title").await.as_deref(),
+        Some("biggest holders of memory, now")
+    );
+    browser.click("#sort-cpu").await;
 
     // info: the panel shows the stack trace and the one-second call trace.
     let row = format!("#top tbody tr[data-pid=\"{pid}\"]");

@@ -163,8 +163,12 @@ impl Feeds {
                 rows = top::top(node.top_sources(), TOP_INTERVAL, 10) => rows,
                 _ = node.shutdown.cancelled() => return,
             };
+            // The biggest holders of memory now, for the page's other sort
+            // (a walk of the registry on the blocking pool, once for all).
+            let by_memory = top::by_memory(&node.registry, 10).await;
             let rows: Vec<Value> = rows.iter().map(top_row).collect();
-            let message = json!({"type": "top", "rows": rows}).to_string();
+            let by_memory: Vec<Value> = by_memory.iter().map(top_row).collect();
+            let message = json!({"type": "top", "rows": rows, "by_memory": by_memory}).to_string();
             self.top.send_replace(Some(message.into()));
             // Under the lock a subscriber takes before it looks: either it
             // sees the feed stopped and starts it, or the feed sees it.

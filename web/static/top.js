@@ -16,6 +16,11 @@
   let selected = null;   // pid shown in the info panel
   let killTimer = null;
   let lastTop = 0;       // when the last `top` message came (ms)
+  let lastMessage = null; // the last `top` message, to re-render on a sort change
+  const TITLES = {
+    cpu: 'busiest processes, last second',
+    memory: 'biggest holders of memory, now',
+  };
 
   function el(tag, props, ...children) {
     const e = document.createElement(tag);
@@ -150,9 +155,28 @@
     if (ev.key === 'Escape' && !panel.hidden) hidePanel();
   });
 
+  // The daemon sends both lists every second; the switch picks one.
+  function sortBy() {
+    return $('sort-memory').checked ? 'memory' : 'cpu';
+  }
+  function render() {
+    if (!lastMessage) return;
+    const rows = sortBy() === 'memory' ? lastMessage.by_memory : lastMessage.rows;
+    renderRows(Array.isArray(rows) ? rows : []);
+  }
+  for (const id of ['sort-cpu', 'sort-memory']) {
+    $(id).addEventListener('change', () => {
+      $('top-title').textContent = TITLES[sortBy()];
+      table.dataset.sort = sortBy();
+      render();
+    });
+  }
+  table.dataset.sort = sortBy();
+
   App.on('top', (msg) => {
     lastTop = Date.now();
-    renderRows(Array.isArray(msg.rows) ? msg.rows : []);
+    lastMessage = msg;
+    render();
   });
   // With every scheduler held, no message can come: say so rather than
   // showing a stale table as if it were live.
