@@ -459,7 +459,8 @@ async fn top_page_shows_info_and_kills_an_endless_sum() {
 
     // Sorted by memory: the biggest holders first, each with its bytes.
     browser.click("#sort-memory").await;
-    let memory_js = "[...document.querySelectorAll('#top tbody tr .memory')].map(td => td.textContent)";
+    let memory_js =
+        "[...document.querySelectorAll('#top tbody tr .memory')].map(td => td.textContent)";
     let figures = browser
         .until("the table sorted by memory", || async {
             (browser.attr("#top", "data-sort").await? == "memory").then_some(())?;

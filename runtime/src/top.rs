@@ -33,11 +33,40 @@ pub struct TopRow {
     pub stuck_ms: Option<u64>,
 }
 
-async fn snapshot(registry: &Arc<ProcessRegistry>) -> Vec<(Pid, u64)> {
+/// Every process's reductions now, by pid: on the blocking pool.
+async fn snapshot(registry: &Arc<ProcessRegistry>) -> HashMap<Pid, u64> {
     let registry = registry.clone();
-    tokio::task::spawn_blocking(move || registry.reductions())
+    tokio::task::spawn_blocking(move || registry.reductions().into_iter().collect())
         .await
         .unwrap_or_default()
+}
+
+/// Each process's reductions since `before`, and their total: on the
+/// blocking pool too (a million entries to diff and select from).
+async fn deltas_since(
+    registry: &Arc<ProcessRegistry>,
+    before: HashMap<Pid, u64>,
+    count: usize,
+) -> (Vec<(Pid, u64)>, u64) {
+    let registry = registry.clone();
+    let diff = move || {
+        let mut deltas: Vec<(Pid, u64)> = registry
+            .reductions()
+            .into_iter()
+            .map(|(pid, now)| {
+                let then = before.get(&pid).copied().unwrap_or(0);
+                (pid, now.saturating_sub(then))
+            })
+            .collect();
+        let total = deltas.iter().map(|(_, delta)| delta).sum();
+        let count = count.min(deltas.len());
+        if count > 0 {
+            deltas.select_nth_unstable_by(count - 1, |a, b| b.1.cmp(&a.1));
+            deltas.truncate(count);
+        }
+        (deltas, total)
+    };
+    tokio::task::spawn_blocking(diff).await.unwrap_or_default()
 }
 
 /// What `top` looks at: the processes, the polls that hold a scheduler,
@@ -57,20 +86,11 @@ pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<To
     } = sources;
     let mut usage = UsageMeter::new(schedulers.clone());
     let stuck_before = long_schedules.running();
-    let before: HashMap<Pid, u64> = snapshot(registry).await.into_iter().collect();
+    let before = snapshot(registry).await;
     tokio::time::sleep(window).await;
-    let after = snapshot(registry).await;
+    // The busiest `count` besides any stuck ones (at most `count` shown).
+    let (mut deltas, total) = deltas_since(registry, before, count * 2).await;
     let scheduler_usage = usage.sample();
-    let mut deltas: Vec<(Pid, u64)> = after
-        .into_iter()
-        .map(|(pid, now)| {
-            (
-                pid,
-                now.saturating_sub(before.get(&pid).copied().unwrap_or(0)),
-            )
-        })
-        .collect();
-    let total: u64 = deltas.iter().map(|(_, delta)| delta).sum();
     // A process stuck in one poll (at the start of the window or its end)
     // has counted nothing yet: it comes first, with how long it held on.
     let events = long_schedules.events();
