@@ -729,8 +729,9 @@ fn a_stale_socket_left_by_a_dead_daemon_is_replaced() {
 
 /// True while some process holds the home's lock (a daemon, alive or dying).
 fn home_is_locked(home: &std::path::Path) -> bool {
-    let file = std::fs::File::open(home.join("system.lock")).expect("the lock file");
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    system::home::Home::existing(home)
+        .expect("a home")
+        .is_some_and(|home| home.is_locked())
 }
 
 /// What the shell printed before the next prompt; fails on an error line.
