@@ -111,21 +111,25 @@ pub fn foreground(config: Config) -> anyhow::Result<()> {
 /// process's heart, which passes SIGTERM on and restarts nothing), never a
 /// pid read from a file alone; both are waited for.
 pub fn stop(home: &Home) -> anyhow::Result<()> {
-    let Some(state) = home.running() else {
-        // Between a death and the restart only heart runs: stop it.
-        if let Some(heart) = heart_restarting(home) {
-            signal_pinned(heart, || heart_restarting(home) == Some(heart))?;
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while is_alive(heart) || home.is_locked() {
-                if Instant::now() > deadline {
-                    bail!("heart (pid {heart}) did not stop within {STOP_TIMEOUT:?}");
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    let state = home.running();
+    // Between a death and the restart, or while the restarted daemon
+    // starts (its state not written yet), heart is the one to stop.
+    if state.as_ref().is_none_or(|state| !home.held_by(state.pid))
+        && let Some(heart) = heart_restarting(home)
+    {
+        signal_pinned(heart, || heart_restarting(home) == Some(heart))?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while is_alive(heart) || home.is_locked() {
+            if Instant::now() > deadline {
+                bail!("heart (pid {heart}) did not stop within {STOP_TIMEOUT:?}");
             }
-            home.remove_runtime_files();
-            println!("system stopped (heart pid {heart}, which was restarting the daemon)");
-            return Ok(());
+            std::thread::sleep(Duration::from_millis(20));
         }
+        home.remove_runtime_files();
+        println!("system stopped (heart pid {heart}, which was restarting the daemon)");
+        return Ok(());
+    }
+    let Some(state) = state else {
         bail!("system is not running (home {})", home.dir().display());
     };
     let heart = heart_of(&state);
