@@ -113,8 +113,8 @@ pub fn foreground(config: Config) -> anyhow::Result<()> {
 pub fn stop(home: &Home) -> anyhow::Result<()> {
     let state = home.running();
     // Between a death and the restart, or while the restarted daemon
-    // starts (its state not written yet), heart is the one to stop.
-    if state.as_ref().is_none_or(|state| !home.held_by(state.pid))
+    // starts (the state still names the dead one), heart is the one to stop.
+    if state.as_ref().is_none_or(|state| !is_alive(state.pid))
         && let Some(heart) = heart_restarting(home)
     {
         signal_pinned(heart, || heart_restarting(home) == Some(heart))?;
