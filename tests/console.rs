@@ -1065,7 +1065,8 @@ async fn a_console_line_cannot_crash_the_node() {
     // `curry` would nest values out of sight: it is not in the language.
     assert_eq!(console.eval("Fn(\"f\").curry([1])").await["type"], "error");
     // Up to the limit, printing, JSON and `==` work.
-    let fine = "let s = []; for i in 0..100 { s = [s] }; print(s); to_json(#{x: s}).len() > 200 && s == s";
+    let fine =
+        "let s = []; for i in 0..100 { s = [s] }; print(s); to_json(#{x: s}).len() > 200 && s == s";
     assert_eq!(console.value(fine).await, true);
     assert!(daemon.is_alive());
     assert_eq!(console.value("1 + 1").await, 2);
@@ -1084,9 +1085,7 @@ async fn function_locals_count_against_the_session_budget() {
     let mut console = Console::open(&daemon).await;
     let before = peak_memory(daemon.pid);
     let refused = console
-        .eval(
-            "fn f(n) { let x = []; x.pad(4000000, 0); if n > 0 { f(n - 1) } else { 0 } } f(10)",
-        )
+        .eval("fn f(n) { let x = []; x.pad(4000000, 0); if n > 0 { f(n - 1) } else { 0 } } f(10)")
         .await;
     assert_eq!(refused["kind"], "memory", "{refused}");
     let grew = peak_memory(daemon.pid).saturating_sub(before);

@@ -133,8 +133,14 @@ async fn code_that_keeps_killing_the_node_is_rolled_back() {
             "current code: math_plugin v2 (1.3.0-faults); in process {}",
             calculating["pid"].as_str().expect("the sum's pid")
         ));
-        assert!(log.contains(": in the code of math_plugin v2; current code"), "{log}");
-        assert!(log.contains("heart: the fault was in the code of math_plugin v2"), "{log}");
+        assert!(
+            log.contains(": in the code of math_plugin v2; current code"),
+            "{log}"
+        );
+        assert!(
+            log.contains("heart: the fault was in the code of math_plugin v2"),
+            "{log}"
+        );
         if crash == 1 {
             // One crash: the upgraded version stays current after the restart.
             assert_eq!(rpc(&daemon, "System.info().plugin_id"), 2);
@@ -241,7 +247,12 @@ async fn a_fault_outside_plugin_code_does_not_roll_the_plugin_back() {
         signal(pid, Signal::SIGSEGV);
         pid = wait_for_restart(&daemon, pid, Instant::now()).0;
     }
-    assert_eq!(rpc(&daemon, "System.info().plugin_id"), 2, "{}", daemon.log());
+    assert_eq!(
+        rpc(&daemon, "System.info().plugin_id"),
+        2,
+        "{}",
+        daemon.log()
+    );
     let log = daemon.log_containing("not counted against the plugin");
     assert!(!log.contains("rolled back"), "{log}");
     assert!(
@@ -282,7 +293,11 @@ fn restarts_that_keep_failing_back_off() {
         let waited = pair[1] - pair[0];
         // 0.1 s, doubling, at most 5 s.
         let backoff = (0.1 * f64::from(1_u32 << n)).min(5.0);
-        assert!(waited >= backoff, "restart {} after {waited} s, not {backoff} s: {log}", n + 1);
+        assert!(
+            waited >= backoff,
+            "restart {} after {waited} s, not {backoff} s: {log}",
+            n + 1
+        );
     }
 }
 

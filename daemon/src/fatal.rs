@@ -59,7 +59,9 @@ pub fn plugin_loaded(id: u32, start: usize, end: usize) {
         slot.end.store(end, Ordering::Release);
         slot.id.store(id, Ordering::Release);
     } else {
-        tracing::warn!("more than {RANGES} plugin versions loaded; v{id}'s faults are not told apart");
+        tracing::warn!(
+            "more than {RANGES} plugin versions loaded; v{id}'s faults are not told apart"
+        );
     }
 }
 

@@ -124,7 +124,11 @@ pub fn run(mut config: Config, caller: File) -> ! {
         if matches!(status, WaitStatus::Signaled(..)) {
             match plugin_fault(&home) {
                 Some(id) => {
-                    note(&home, "WARN", &format!("the fault was in the code of math_plugin v{id}"));
+                    note(
+                        &home,
+                        "WARN",
+                        &format!("the fault was in the code of math_plugin v{id}"),
+                    );
                     plugin_faults.push_back(now);
                 }
                 None => note(
@@ -171,7 +175,9 @@ fn wait_until_unlocked(home: &Home) {
 
 /// The wait before the restart after the `deaths`-th death in [`PERIOD`].
 pub fn backoff(deaths: usize) -> Duration {
-    let doublings = u32::try_from(deaths.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+    let doublings = u32::try_from(deaths.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(16);
     (FIRST_BACKOFF * 2_u32.pow(doublings)).min(MAX_BACKOFF)
 }
 

@@ -177,7 +177,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary dir");
         let kept = KeptPlugins::new(dir.path().to_path_buf());
         for file in ["/etc/hostname", "../../lib.so", "math_plugin-v2.so"] {
-            let index = format!(r#"{{"current":{{"id":1,"version":"1.0.0","file":"{file}"}},"last_id":1}}"#);
+            let index = format!(
+                r#"{{"current":{{"id":1,"version":"1.0.0","file":"{file}"}},"last_id":1}}"#
+            );
             fs::write(dir.path().join("kept.json"), index).expect("an index");
             assert!(kept.read().current.is_none(), "{file}");
         }

@@ -172,7 +172,8 @@ fn heart_restarting(home: &Home) -> Option<u32> {
     if state.gave_up.is_some() || !is_alive(state.pid) {
         return None;
     }
-    let same = |a: std::fs::Metadata, b: std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
+    let same =
+        |a: std::fs::Metadata, b: std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
     let proc = format!("/proc/{}", state.pid);
     let exe = std::fs::metadata(format!("{proc}/exe")).ok()?;
     let cwd = std::fs::metadata(format!("{proc}/cwd")).ok()?;

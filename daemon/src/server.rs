@@ -80,7 +80,10 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         }
     };
     if let Err(error) = crate::fatal::record_verdicts_in(&config.home.fault_file()) {
-        tracing::warn!("cannot open {}: {error}", config.home.fault_file().display());
+        tracing::warn!(
+            "cannot open {}: {error}",
+            config.home.fault_file().display()
+        );
     }
     crate::service::raise_open_files_limit();
     // Resolved now: a build may replace the binary on disk while we run.

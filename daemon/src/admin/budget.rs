@@ -244,7 +244,7 @@ mod tests {
         assert!(line.check().is_ok());
         let handed = line.handing_over(|| vec![0_u8; 48 * 1024 * 1024]);
         assert!(line.check().is_ok(), "handed over, not held");
-        let held = vec![1_u8; 32 * 1024 * 1024];
+        let held = vec![1_u8; 80 * 1024 * 1024];
         let refused = line.check().expect_err("over the budget");
         assert!(refused.contains("memory budget exceeded"), "{refused}");
         drop(held);

@@ -364,7 +364,9 @@ impl Evaluator {
             result.and_then(|value| {
                 nesting::check(&value, "the result")
                     .map(|()| value)
-                    .map_err(|message| EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into())
+                    .map_err(|message| {
+                        EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into()
+                    })
             })
         });
         match outcome {
@@ -506,9 +508,8 @@ fn engine(
     });
     // Output frames are freed by the session's process, not held by the line.
     let output = move |text: String| {
-        let frame = line.handing_over(|| {
-            json!({"type": "output", "id": current.load(Relaxed), "text": text})
-        });
+        let frame = line
+            .handing_over(|| json!({"type": "output", "id": current.load(Relaxed), "text": text}));
         let _ = replies.blocking_send(Reply { frame, done: false });
     };
     let print = output.clone();
