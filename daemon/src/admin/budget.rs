@@ -7,7 +7,7 @@
 //! thread has allocated and not freed since the line began (the allocator's
 //! per-thread counters, `crate::memory`), which counts everything the line
 //! holds: new variables, function-locals at every call level, temporaries.
-//! Between lines, what the variables hold is estimated from their shapes
+//! Between lines (once, at the end of each), what the variables hold is estimated from their shapes
 //! (16 bytes a value, plus the bytes of strings and the entries of maps),
 //! since memory the thread hands to others (reply frames) or frees for
 //! them (requests) would make the counters drift over a session's life.
@@ -155,12 +155,16 @@ impl Line {
 
 /// Brings `scope` back under the budget after a script ran: drops the
 /// variables the script added (those past `before`), then the largest of
-/// the others, until it fits. Returns what the variables held and the
-/// names dropped; none if it fitted.
-pub fn enforce(scope: &mut Scope, before: usize, budget: usize) -> Option<(usize, Vec<String>)> {
+/// the others, until it fits. Returns what the variables hold now and, if
+/// they did not fit, what they held and the names dropped.
+pub fn enforce(
+    scope: &mut Scope,
+    before: usize,
+    budget: usize,
+) -> (usize, Option<(usize, Vec<String>)>) {
     let held = scope_size(scope);
     if held <= budget {
-        return None;
+        return (held, None);
     }
     // `iter_raw` goes newest first.
     let mut dropped: Vec<String> = scope
@@ -181,7 +185,7 @@ pub fn enforce(scope: &mut Scope, before: usize, budget: usize) -> Option<(usize
         dropped.push(name);
         used = scope_size(scope);
     }
-    Some((held, dropped))
+    (used, Some((held, dropped)))
 }
 
 #[cfg(test)]
@@ -220,18 +224,22 @@ mod tests {
         scope.push_dynamic("small", Dynamic::from_int(1));
         scope.push_dynamic("a", ints(per_array));
         scope.push_dynamic("b", ints(per_array));
-        assert_eq!(enforce(&mut scope, 2, BUDGET), None, "under the budget");
+        assert_eq!(enforce(&mut scope, 2, BUDGET).1, None, "under the budget");
         let before = scope.len();
         scope.push_dynamic("c", ints(per_array));
         scope.push_dynamic("d", ints(per_array));
-        let (held, dropped) = enforce(&mut scope, before, BUDGET).expect("over the budget");
+        let (held, dropped) = enforce(&mut scope, before, BUDGET)
+            .1
+            .expect("over the budget");
         assert!(held > BUDGET);
         assert_eq!(dropped, ["c", "d"]);
         assert!(scope.contains("b") && scope.contains("small"));
         // Old variables that grew: the largest goes.
         scope.set_value("a", ints(per_array * 2));
         let before = scope.len();
-        let dropped = enforce(&mut scope, before, BUDGET).map(|(_, names)| names);
+        let dropped = enforce(&mut scope, before, BUDGET)
+            .1
+            .map(|(_, names)| names);
         assert_eq!(dropped, Some(vec!["a".to_owned()]));
         assert!(scope_size(&scope) <= BUDGET);
         assert!(scope.contains("b") && scope.contains("Process"));

@@ -32,10 +32,12 @@ type Fallible<T> = Result<T, Box<EvalAltResult>>;
 /// (`[[1]]` is 2 levels). It recurses at most `limit + 1` levels, whatever
 /// the value's depth, and stops at the first item too deep.
 pub fn deeper_than(value: &Dynamic, limit: usize) -> bool {
+    let nested =
+        |item: &Dynamic| (item.is_array() || item.is_map()) && deeper_than(item, limit - 1);
     if let Ok(array) = value.as_array_ref() {
-        limit == 0 || array.iter().any(|item| deeper_than(item, limit - 1))
+        limit == 0 || array.iter().any(nested)
     } else if let Ok(map) = value.as_map_ref() {
-        limit == 0 || map.values().any(|item| deeper_than(item, limit - 1))
+        limit == 0 || map.values().any(nested)
     } else {
         false
     }
@@ -68,6 +70,20 @@ pub fn check_items<'a>(
     } else {
         Ok(())
     }
+}
+
+/// Removes the variables of `scope` nested deeper than [`MAX_NESTING`] (a
+/// line stopped by the check may leave one); returns their names.
+pub fn drop_too_deep(scope: &mut rhai::Scope) -> Vec<String> {
+    let deep: Vec<String> = scope
+        .iter_raw()
+        .filter(|(_, _, value)| deeper_than(value, MAX_NESTING))
+        .map(|(name, ..)| name.to_owned())
+        .collect();
+    for name in &deep {
+        let _ = scope.remove::<Dynamic>(name);
+    }
+    deep
 }
 
 /// Runs a check at a pace that keeps checks under half of the time: after

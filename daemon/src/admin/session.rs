@@ -281,6 +281,10 @@ struct Evaluator {
     current: Arc<AtomicU64>,
     /// The memory budget of the line running.
     line: Arc<Line>,
+    /// What the variables held (estimated) when the last line ended.
+    held: usize,
+    /// Set when a variable was found nested too deep (it is dropped after the line).
+    too_deep: Arc<AtomicBool>,
 }
 
 impl Evaluator {
@@ -292,12 +296,13 @@ impl Evaluator {
     ) -> Evaluator {
         let current = Arc::new(AtomicU64::new(0));
         let line = Arc::new(Line::default());
+        let too_deep = Arc::new(AtomicBool::new(false));
         let mut engine = engine(
             Api::new(node.clone(), handle, interrupt.clone()),
             interrupt,
             replies,
             current.clone(),
-            line.clone(),
+            (line.clone(), too_deep.clone()),
         );
         let atoms = Atoms::install(&mut engine);
         let mut scope = Scope::new();
@@ -310,6 +315,8 @@ impl Evaluator {
             functions: AST::empty(),
             current,
             line,
+            held: 0,
+            too_deep,
         }
     }
 
@@ -395,8 +402,7 @@ impl Evaluator {
             .optimize_ast(&self.scope, ast, OptimizationLevel::Simple);
         let program = self.functions.merge(&ast);
         let before = self.scope.len();
-        self.line
-            .begin(budget::scope_size(&self.scope), SESSION_BUDGET);
+        self.line.begin(self.held, SESSION_BUDGET);
         for name in &bound {
             self.scope.push_dynamic(name.clone(), Dynamic::UNIT);
         }
@@ -418,7 +424,25 @@ impl Evaluator {
         let mut functions = program;
         functions.clear_statements();
         self.functions = functions;
-        if let Some((held, dropped)) = budget::enforce(&mut self.scope, before, SESSION_BUDGET) {
+        let deep = if self.too_deep.swap(false, Relaxed) {
+            nesting::drop_too_deep(&mut self.scope)
+        } else {
+            Vec::new()
+        };
+        if !deep.is_empty() {
+            let message = format!(
+                "{}; dropped {}; the session goes on",
+                nesting::too_deep("a variable"),
+                deep.iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Err(EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into());
+        }
+        let (now_held, over) = budget::enforce(&mut self.scope, before, SESSION_BUDGET);
+        self.held = now_held;
+        if let Some((held, dropped)) = over {
             let names = dropped
                 .iter()
                 .map(|name| format!("`{name}`"))
@@ -469,7 +493,7 @@ fn engine(
     interrupt: Arc<AtomicBool>,
     replies: mpsc::Sender<Reply>,
     current: Arc<AtomicU64>,
-    line: Arc<Line>,
+    (line, too_deep): (Arc<Line>, Arc<AtomicBool>),
 ) -> Engine {
     let mut engine = Engine::new();
     engine
@@ -486,18 +510,23 @@ fn engine(
         // Compiled as written, so that `binding` sees the line's own top
         // level; `evaluate` optimizes afterwards.
         .set_optimization_level(OptimizationLevel::None);
-    // Every variable a script reads, function-locals included, at a pace.
+    // At a variable read, at a pace: every variable of the scope read from
+    // (function-locals included), whichever the script reads.
     let paced = nesting::Paced::default();
     #[allow(deprecated)] // "volatile", not deprecated
-    engine.on_var(move |name, _, context| {
+    engine.on_var(move |_, _, context| {
         let scope = context.scope();
         paced
-            .run(|| match scope.get(name) {
-                Some(value) => nesting::check(value, &format!("`{name}`")),
-                None => Ok(()),
+            .run(|| {
+                scope
+                    .iter_raw()
+                    .try_for_each(|(name, _, value)| nesting::check(value, &format!("`{name}`")))
             })
             .map(|()| None)
-            .map_err(Into::into)
+            .map_err(|message| {
+                too_deep.store(true, Relaxed);
+                message.into()
+            })
     });
     let budget = line.clone();
     engine.on_progress(move |_| {
