@@ -7,10 +7,11 @@
 //! reference cycles) and without `curry`, so values nest only through
 //! arrays and maps, and Rhai walks the whole of a value each time it puts it
 //! into another (its size check), so each extra level costs a walk of the
-//! value. [`Paced`] walks every variable a script reads, at a pace that
-//! keeps the walks under half of the time, and refuses one nested deeper
-//! than [`MAX_NESTING`]; between two walks a script can add only the few
-//! levels whose own walks fit in that pause. What walks a value for
+//! value. At a variable read, the session walks every variable of the
+//! scope read from, at a pace ([`Paced`]) that keeps the walks under half
+//! of the time, and refuses one nested deeper than [`MAX_NESTING`];
+//! between two walks a script can add only the few levels whose own walks
+//! fit in that pause (708 at most, measured: docs/admin-protocol.md). What walks a value for
 //! printing, `to_json` or `==` checks it first, unpaced.
 //!
 //! It only measures and refuses; it must not change a value, and no walk
