@@ -104,7 +104,7 @@ async fn a_daemon_killed_by_a_signal_comes_back_with_its_load_on_the_same_port()
     assert!(
         daemon
             .log()
-            .contains("FATAL system: killed by SIGSEGV; current code: math_plugin v1 (1.0.0)"),
+            .contains("FATAL system: killed by SIGSEGV sent by a process: not in plugin code; current code: math_plugin v1 (1.0.0)"),
         "the dying daemon named the signal and its code: {}",
         daemon.log()
     );
@@ -129,10 +129,18 @@ async fn code_that_keeps_killing_the_node_is_rolled_back() {
         let (new, _) = wait_for_restart(&daemon, pid, Instant::now());
         pid = new;
         // The last line of the dead daemon names the process that faulted.
-        daemon.log_containing(&format!(
-            "FATAL system: killed by SIGSEGV; current code: math_plugin v2 (1.3.0-faults); in process {}",
+        let log = daemon.log_containing(&format!(
+            "current code: math_plugin v2 (1.3.0-faults); in process {}",
             calculating["pid"].as_str().expect("the sum's pid")
         ));
+        assert!(
+            log.contains(": in the code of math_plugin v2; current code"),
+            "{log}"
+        );
+        assert!(
+            log.contains("heart: the fault was in the code of math_plugin v2"),
+            "{log}"
+        );
         if crash == 1 {
             // One crash: the upgraded version stays current after the restart.
             assert_eq!(rpc(&daemon, "System.info().plugin_id"), 2);
@@ -223,4 +231,175 @@ fn without_heart_a_killed_daemon_stays_dead() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!daemon.log().contains("heart:"), "{}", daemon.log());
+}
+
+/// Issue 24, item 7: heart blamed the current plugin for any fatal signal
+/// (a console crash rolled back a good plugin). A fault outside plugin code,
+/// here SIGSEGV sent by another process, twice, counts against nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_outside_plugin_code_does_not_roll_the_plugin_back() {
+    let daemon = Daemon::start();
+    let source = plugin_copies::plugin_copy("faults-on-4242", plugin_copies::FAULTS_ON_4242);
+    let output = plugin_copies::upgrade_from_copy(daemon.home(), "faults-on-4242", &source);
+    assert!(output.status.success(), "{}", text(&output));
+    let mut pid = daemon.pid;
+    for _ in 0..2 {
+        signal(pid, Signal::SIGSEGV);
+        pid = wait_for_restart(&daemon, pid, Instant::now()).0;
+    }
+    assert_eq!(
+        rpc(&daemon, "System.info().plugin_id"),
+        2,
+        "{}",
+        daemon.log()
+    );
+    let log = daemon.log_containing("not counted against the plugin");
+    assert!(!log.contains("rolled back"), "{log}");
+    assert!(
+        log.contains("killed by SIGSEGV sent by a process: not in plugin code"),
+        "{log}"
+    );
+}
+
+/// The timestamps (seconds since the epoch) of heart's log lines with `needle`.
+fn times_of(log: &str, needle: &str) -> Vec<f64> {
+    log.lines()
+        .filter(|line| line.contains(needle))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|stamp| humantime::parse_rfc3339(stamp).ok())
+        .filter_map(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_secs_f64())
+        .collect()
+}
+
+/// Issue 24, item 7: with restarts that fail at once (here the state file
+/// cannot be written), heart made all of them at once ("6 deaths in 0 s").
+/// Now each waits twice as long as the one before (0.1 s, 0.2 s, …).
+#[test]
+fn restarts_that_keep_failing_back_off() {
+    let daemon = Daemon::start();
+    let heart = heart_pid(&daemon);
+    std::fs::create_dir(daemon.home().join("system.json.tmp")).expect("a directory in the way");
+    signal(daemon.pid, Signal::SIGKILL);
+    let deadline = Instant::now() + PATIENCE;
+    while is_alive(heart) {
+        assert!(Instant::now() < deadline, "heart did not give up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log = daemon.log();
+    let deaths = times_of(&log, "heart: the daemon (pid");
+    assert_eq!(deaths.len(), 6, "{log}");
+    for (n, pair) in deaths.windows(2).enumerate() {
+        let waited = pair[1] - pair[0];
+        // 0.1 s, doubling, at most 5 s.
+        let backoff = (0.1 * f64::from(1_u32 << n)).min(5.0);
+        assert!(
+            waited >= backoff,
+            "restart {} after {waited} s, not {backoff} s: {log}",
+            n + 1
+        );
+    }
+}
+
+/// Issue 24, item 7: a `kept.json` entry could name any path (`/etc/hostname`)
+/// and the restart then failed until heart gave up. Now such an entry is
+/// ignored and the restart loads the shipped plugin.
+#[test]
+fn a_kept_entry_naming_another_path_falls_back_to_the_shipped_plugin() {
+    let daemon = Daemon::start();
+    let index = r#"{"current":{"id":1,"version":"1.0.0","file":"/etc/hostname"},"previous":null,"last_id":1}"#;
+    std::fs::write(daemon.home().join("plugins/kept/kept.json"), index).expect("write kept.json");
+    signal(daemon.pid, Signal::SIGKILL);
+    wait_for_restart(&daemon, daemon.pid, Instant::now());
+    assert_eq!(rpc(&daemon, "System.info().plugin_version"), "1.0.0");
+    assert!(!daemon.log().contains("giving up"), "{}", daemon.log());
+}
+
+/// Issue 24, item 7: `system stop` right after a crash said "not running"
+/// (or "does not hold the home's lock") and heart then brought the daemon
+/// back. Now it stops heart: right after the death (heart waits to
+/// restart), and while the restarted daemon starts (it holds the lock but
+/// has not written its state yet).
+#[test]
+fn stop_right_after_a_crash_stops_heart_and_nothing_comes_back() {
+    for while_restarting in [false, true] {
+        let daemon = Daemon::start();
+        let heart = heart_pid(&daemon);
+        signal(daemon.pid, Signal::SIGKILL);
+        if while_restarting {
+            let home = system::home::Home::existing(daemon.home())
+                .expect("the home")
+                .expect("it exists");
+            let deadline = Instant::now() + PATIENCE;
+            // A new child of heart holds the lock; the state file still names the dead one.
+            let children = format!("/proc/{heart}/task/{heart}/children");
+            let restarting = || {
+                std::fs::read_to_string(&children)
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|pid| pid.parse::<u32>().ok())
+                    .any(|child| child != daemon.pid as u32 && home.held_by(child))
+            };
+            while !(restarting() && daemon.state().pid == daemon.pid as u32) {
+                assert!(Instant::now() < deadline, "no restart began");
+                std::thread::yield_now();
+            }
+        }
+        let stop = daemon.system(&["stop"]);
+        assert!(stop.status.success(), "{}", text(&stop));
+        assert!(!is_alive(heart), "heart is gone once stop returns");
+        let status = daemon.system(&["status"]);
+        assert!(!status.status.success(), "{}", text(&status));
+    }
+}
+
+/// Issue 24, item 7: `status` tested liveness by taking the home's lock for
+/// a moment; a restarting daemon that tried the lock then said "already
+/// running" and heart ended, leaving nothing running. A probe that takes
+/// the lock (the old `status`'s `flock`, or the daemon's kind of lock) in a
+/// loop, half of the time, must not stop restarts.
+#[test]
+fn a_lock_probe_in_a_loop_does_not_stop_restarts() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let daemon = Daemon::start();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let lock_file = daemon.home().join("system.lock");
+    let probing = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let hold = Duration::from_millis(1);
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(file) = std::fs::File::open(&lock_file)
+                    && let Ok(held) =
+                        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                {
+                    std::thread::sleep(hold);
+                    drop(held);
+                }
+                std::thread::sleep(hold);
+                if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&lock_file) {
+                    let mut lock: nix::libc::flock = unsafe_zeroed_lock();
+                    lock.l_type = nix::libc::F_WRLCK as nix::libc::c_short;
+                    if nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)).is_ok() {
+                        std::thread::sleep(hold);
+                    }
+                }
+                std::thread::sleep(hold);
+            }
+        })
+    };
+    let mut pid = daemon.pid;
+    for _ in 0..4 {
+        signal(pid, Signal::SIGKILL);
+        pid = wait_for_restart(&daemon, pid, Instant::now()).0;
+    }
+    done.store(true, Ordering::Relaxed);
+    probing.join().expect("the probe thread");
+    assert!(!daemon.log().contains("heart ends"), "{}", daemon.log());
+}
+
+/// An all-zero `flock` request (whole file, from the start).
+fn unsafe_zeroed_lock() -> nix::libc::flock {
+    // SAFETY: `flock` is plain data; all zeroes is a valid value.
+    unsafe { std::mem::zeroed() }
 }

@@ -1,9 +1,13 @@
 //! heart (Erlang's `heart`): the small process `system start` leaves behind,
 //! which starts the daemon as its child and starts it again when it dies by
 //! anything other than a stop: a signal, an escaped panic, the supervision
-//! tree giving up. It logs every death, limits restarts (at most
-//! [`MAX_RESTARTS`] in [`PERIOD`]), and rolls the plugin back to the kept
-//! previous version when the daemon dies twice within [`ROLLBACK_WINDOW`].
+//! tree giving up. It logs every death, waits before each restart (from
+//! [`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`]; `stop` ends it while it
+//! waits), limits restarts (at most [`MAX_RESTARTS`] in [`PERIOD`]), and
+//! rolls the plugin back to the kept previous version when plugin code
+//! faulted twice within [`ROLLBACK_WINDOW`] (the dying daemon's verdict in
+//! the home's `fault` file, see `fatal`: a death anywhere else, such as the
+//! console, never counts against the plugin).
 //!
 //! It stays single-threaded (it forks) and runs no runtime, no logger and no
 //! plugin code: nothing that could kill it with the daemon.
@@ -30,6 +34,10 @@ pub const PERIOD: Duration = Duration::from_secs(60);
 pub const ROLLBACK_WINDOW: Duration = Duration::from_secs(60);
 /// How long a restart waits for the dead daemon's lock to be released.
 const PATIENCE: Duration = Duration::from_secs(5);
+/// The wait before the first restart in [`PERIOD`]; each further death doubles it.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait before a restart.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What heart writes about itself in the home (`heart.json`), for `status`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -59,11 +67,18 @@ pub fn run(mut config: Config, caller: File) -> ! {
     let _ = write_state(&home, &state);
     let mut caller = Some(caller);
     let mut deaths: VecDeque<Instant> = VecDeque::new();
+    // Deaths by a fault in plugin code, for the rollback.
+    let mut plugin_faults: VecDeque<Instant> = VecDeque::new();
     let mut restart = false;
     loop {
         if restart {
+            if stop_requested(backoff(deaths.len()), &watched) {
+                note(&home, "INFO", "stopped while waiting to restart the daemon");
+                finish(&home, 0);
+            }
             wait_until_unlocked(&home);
         }
+        let _ = std::fs::remove_file(home.fault_file());
         let (child, ready) = spawn(Config {
             heart_pid: Some(state.pid),
             restart,
@@ -106,6 +121,23 @@ pub fn run(mut config: Config, caller: File) -> ! {
         while deaths.front().is_some_and(|at| now - *at > PERIOD) {
             deaths.pop_front();
         }
+        if matches!(status, WaitStatus::Signaled(..)) {
+            match plugin_fault(&home) {
+                Some(id) => {
+                    note(
+                        &home,
+                        "WARN",
+                        &format!("the fault was in the code of math_plugin v{id}"),
+                    );
+                    plugin_faults.push_back(now);
+                }
+                None => note(
+                    &home,
+                    "INFO",
+                    "the fault was not in plugin code; not counted against the plugin",
+                ),
+            }
+        }
         state.last_cause = Some(cause.clone());
         state.last_death_unix = Some(unix_now());
         if deaths.len() > MAX_RESTARTS {
@@ -120,7 +152,7 @@ pub fn run(mut config: Config, caller: File) -> ! {
             let _ = write_state(&home, &state);
             finish_keeping_state(1);
         }
-        roll_back_if_crashing(&config, &mut deaths, now);
+        roll_back_if_crashing(&config, &mut plugin_faults, now);
         state.restarts += 1;
         let _ = write_state(&home, &state);
         note(
@@ -141,8 +173,45 @@ fn wait_until_unlocked(home: &Home) {
     }
 }
 
-/// Two deaths within [`ROLLBACK_WINDOW`] while a kept previous version
-/// exists: make it current again, so the next start loads it.
+/// The wait before the restart after the `deaths`-th death in [`PERIOD`].
+pub fn backoff(deaths: usize) -> Duration {
+    let doublings = u32::try_from(deaths.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(16);
+    (FIRST_BACKOFF * 2_u32.pow(doublings)).min(MAX_BACKOFF)
+}
+
+/// Waits `wait` for a stop (SIGTERM, SIGINT); true if one came.
+fn stop_requested(wait: Duration, watched: &SigSet) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let timeout = nix::libc::timespec {
+            tv_sec: left.as_secs() as nix::libc::time_t,
+            tv_nsec: nix::libc::c_long::from(left.subsec_nanos() as i32),
+        };
+        // SAFETY: a valid signal set (blocked in this thread), no siginfo
+        // wanted, and a valid timeout.
+        let signal =
+            unsafe { nix::libc::sigtimedwait(watched.as_ref(), std::ptr::null_mut(), &timeout) };
+        if signal == Signal::SIGTERM as i32 || signal == Signal::SIGINT as i32 {
+            return true;
+        }
+    }
+}
+
+/// The plugin version whose code the dead daemon faulted in, from its
+/// fatal handler's verdict (`plugin N`); `None` for any other death.
+fn plugin_fault(home: &Home) -> Option<u32> {
+    let verdict = std::fs::read_to_string(home.fault_file()).ok()?;
+    verdict.trim().strip_prefix("plugin ")?.parse().ok()
+}
+
+/// Two faults in plugin code within [`ROLLBACK_WINDOW`] while a kept
+/// previous version exists: make it current again, so the next start loads it.
 fn roll_back_if_crashing(config: &Config, deaths: &mut VecDeque<Instant>, now: Instant) {
     let recent: Vec<Instant> = deaths
         .iter()

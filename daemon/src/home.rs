@@ -17,7 +17,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{FcntlArg, fcntl};
+use nix::libc;
 use nix::unistd::{Uid, User};
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +42,20 @@ pub struct DaemonState {
 }
 
 /// Held by the running daemon for its whole life: the truth about "running".
+/// An open-file-description (OFD) write lock on `system.lock`: others can
+/// test it (`F_OFD_GETLK`) without taking it, so a `status` can never make
+/// a starting daemon believe another one runs.
 pub struct HomeLock {
-    _lock: Flock<File>,
+    _file: File,
+}
+
+/// A write lock on the whole file, or (with `F_OFD_GETLK`) the question for one.
+fn whole_file_write_lock() -> libc::flock {
+    // SAFETY: `flock` is plain data; all zeroes is a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
 }
 
 /// Why a home (or a directory in it) is refused.
@@ -246,6 +259,10 @@ impl Home {
     pub fn heart_file(&self) -> PathBuf {
         self.dir.join("heart.json")
     }
+    /// The fatal-signal handler's verdict on the daemon's death, for heart.
+    pub fn fault_file(&self) -> PathBuf {
+        self.dir.join("fault")
+    }
     /// The load setting, restored when heart restarts the daemon.
     pub fn load_file(&self) -> PathBuf {
         self.dir.join("load.json")
@@ -268,16 +285,42 @@ impl Home {
             .mode(0o600)
             .open(self.lock_file())
             .map_err(|error| self.lock_error(error))?;
-        Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map(|lock| HomeLock { _lock: lock })
-            .map_err(|(_, errno)| io::Error::from(errno))
+        match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file_write_lock())) {
+            Ok(_) => Ok(HomeLock { _file: file }),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Err(errno) => Err(io::Error::from(errno)),
+        }
     }
 
-    /// True if a daemon holds the lock (it may still be starting). Creates
-    /// nothing: without a lock file no daemon ever ran here.
+    /// [`Home::lock`], trying again for up to `patience` while another
+    /// process holds it (a dying daemon, or someone testing it).
+    pub fn lock_within(&self, patience: std::time::Duration) -> io::Result<HomeLock> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.lock() {
+                Err(error)
+                    if error.kind() == io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// True if a daemon holds the lock (it may still be starting). Only
+    /// asks (`F_OFD_GETLK`), never takes it; creates nothing: without a
+    /// lock file no daemon ever ran here.
     pub fn is_locked(&self) -> bool {
-        match open_read(&self.lock_file()) {
-            Ok(file) => Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err(),
+        let Ok(file) = open_read(&self.lock_file()) else {
+            return false;
+        };
+        let mut question = whole_file_write_lock();
+        match fcntl(&file, FcntlArg::F_OFD_GETLK(&mut question)) {
+            Ok(_) => question.l_type != libc::F_UNLCK as libc::c_short,
             Err(_) => false,
         }
     }
@@ -306,7 +349,7 @@ impl Home {
     }
 
     /// True if process `pid` holds this home's lock: one of its descriptors
-    /// is the lock file (same device and inode) and carries a `flock`. This,
+    /// is the lock file (same device and inode) and carries the OFD lock. This,
     /// not a pid read from a file, is what makes a process "the daemon".
     pub fn held_by(&self, pid: u32) -> bool {
         let Ok(lock) = open_read(&self.lock_file()).and_then(|file| file.metadata()) else {
@@ -325,7 +368,7 @@ impl Home {
                 ))
                 .is_ok_and(|info| {
                     info.lines()
-                        .any(|line| line.starts_with("lock:") && line.contains("FLOCK"))
+                        .any(|line| line.starts_with("lock:") && line.contains("OFDLCK"))
                 })
         })
     }

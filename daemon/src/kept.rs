@@ -5,6 +5,9 @@
 //!
 //! The running daemon records every version it makes current; heart rolls
 //! back only while no daemon runs. It never loads or checks code itself.
+//! An index entry names a file in `plugins/kept/` only (a plain
+//! `math_plugin-vN.so` name): one that names any other path is ignored, as
+//! if nothing were kept.
 
 use std::fs;
 use std::io;
@@ -50,11 +53,18 @@ impl KeptPlugins {
     }
 
     /// The index; empty if nothing was kept (or the index is unreadable).
+    /// Entries that do not name a copy in the kept directory are left out.
     pub fn read(&self) -> Kept {
-        fs::read_to_string(self.dir.join("kept.json"))
+        let mut kept: Kept = fs::read_to_string(self.dir.join("kept.json"))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for entry in [&mut kept.current, &mut kept.previous] {
+            if entry.as_ref().is_some_and(|version| !confined(version)) {
+                *entry = None;
+            }
+        }
+        kept
     }
 
     /// Forgets every kept version (a fresh `start`, not a restart).
@@ -130,6 +140,12 @@ impl KeptPlugins {
     }
 }
 
+/// True if the entry names a copy this module made: `math_plugin-vID.so`,
+/// a plain name inside the kept directory (no path, no `..`).
+fn confined(version: &KeptVersion) -> bool {
+    version.file == format!("math_plugin-v{}.so", version.id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +170,18 @@ mod tests {
         assert!(!kept.path(&from).exists(), "the bad copy is gone");
         assert!(kept.roll_back().expect("roll back").is_none(), "only once");
         assert_eq!(kept.read().last_id, 3, "ids are not reused");
+    }
+
+    #[test]
+    fn entries_naming_other_paths_are_ignored() {
+        let dir = tempfile::tempdir().expect("a temporary dir");
+        let kept = KeptPlugins::new(dir.path().to_path_buf());
+        for file in ["/etc/hostname", "../../lib.so", "math_plugin-v2.so"] {
+            let index = format!(
+                r#"{{"current":{{"id":1,"version":"1.0.0","file":"{file}"}},"last_id":1}}"#
+            );
+            fs::write(dir.path().join("kept.json"), index).expect("an index");
+            assert!(kept.read().current.is_none(), "{file}");
+        }
     }
 }

@@ -111,7 +111,25 @@ pub fn foreground(config: Config) -> anyhow::Result<()> {
 /// process's heart, which passes SIGTERM on and restarts nothing), never a
 /// pid read from a file alone; both are waited for.
 pub fn stop(home: &Home) -> anyhow::Result<()> {
-    let Some(state) = home.running() else {
+    let state = home.running();
+    // Between a death and the restart, or while the restarted daemon
+    // starts (the state still names the dead one), heart is the one to stop.
+    if state.as_ref().is_none_or(|state| !is_alive(state.pid))
+        && let Some(heart) = heart_restarting(home)
+    {
+        signal_pinned(heart, || heart_restarting(home) == Some(heart))?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while is_alive(heart) || home.is_locked() {
+            if Instant::now() > deadline {
+                bail!("heart (pid {heart}) did not stop within {STOP_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        home.remove_runtime_files();
+        println!("system stopped (heart pid {heart}, which was restarting the daemon)");
+        return Ok(());
+    }
+    let Some(state) = state else {
         bail!("system is not running (home {})", home.dir().display());
     };
     let heart = heart_of(&state);
@@ -144,6 +162,26 @@ fn heart_of(state: &DaemonState) -> Option<u32> {
     (parent_of(state.pid) == Some(heart)).then_some(heart)
 }
 
+/// The pid of this home's heart while it runs without a serving daemon
+/// (between a death and the restart): the pid `heart.json` names, only if
+/// that process runs this same binary in this home (its working directory)
+/// and heart has not given up.
+fn heart_restarting(home: &Home) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let state = crate::heart::read_state(home)?;
+    if state.gave_up.is_some() || !is_alive(state.pid) {
+        return None;
+    }
+    let same =
+        |a: std::fs::Metadata, b: std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
+    let proc = format!("/proc/{}", state.pid);
+    let exe = std::fs::metadata(format!("{proc}/exe")).ok()?;
+    let cwd = std::fs::metadata(format!("{proc}/cwd")).ok()?;
+    (same(exe, std::fs::metadata("/proc/self/exe").ok()?)
+        && same(cwd, std::fs::metadata(home.dir()).ok()?))
+    .then_some(state.pid)
+}
+
 /// A process's parent pid, from `/proc/PID/stat`.
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -155,10 +193,23 @@ fn parent_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// Sends SIGTERM to `pid` if, and only if, it holds the home's lock. The
-/// process is pinned with a pidfd before the check, so a pid reused between
-/// the check and the signal cannot be hit.
+/// Sends SIGTERM to `pid` if, and only if, it holds the home's lock.
 fn signal_holder(home: &Home, pid: u32) -> anyhow::Result<()> {
+    if !home.held_by(pid) {
+        bail!(
+            "{} names pid {pid}, but that process does not hold the home's lock {}; \
+             not signalling it",
+            home.state_file().display(),
+            home.lock_file().display()
+        );
+    }
+    signal_pinned(pid, || home.held_by(pid))
+}
+
+/// Sends SIGTERM to `pid` if `still_it` holds once the process is pinned
+/// with a pidfd, so a pid reused between the check and the signal cannot
+/// be hit.
+fn signal_pinned(pid: u32, still_it: impl FnOnce() -> bool) -> anyhow::Result<()> {
     use nix::libc;
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
@@ -167,13 +218,8 @@ fn signal_holder(home: &Home, pid: u32) -> anyhow::Result<()> {
         // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
         unsafe { OwnedFd::from_raw_fd(raw as RawFd) }
     });
-    if !home.held_by(pid) {
-        bail!(
-            "{} names pid {pid}, but that process does not hold the home's lock {}; \
-             not signalling it",
-            home.state_file().display(),
-            home.lock_file().display()
-        );
+    if !still_it() {
+        bail!("pid {pid} changed before it could be signalled; not signalling it");
     }
     let sent = match &pidfd {
         // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.

@@ -66,7 +66,14 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
     install_panic_hook();
     crate::fatal::install();
     crate::memory::account_per_process();
-    let lock = match config.home.lock() {
+    // A restart tries for a moment: the dead daemon's files may still be
+    // closing, or a command may be testing the lock.
+    let patience = if config.restart {
+        Duration::from_secs(2)
+    } else {
+        Duration::ZERO
+    };
+    let lock = match config.home.lock_within(patience) {
         Ok(lock) => lock,
         Err(error) => {
             let message = if error.kind() == std::io::ErrorKind::WouldBlock {
@@ -78,6 +85,12 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
             anyhow::bail!(message);
         }
     };
+    if let Err(error) = crate::fatal::record_verdicts_in(&config.home.fault_file()) {
+        tracing::warn!(
+            "cannot open {}: {error}",
+            config.home.fault_file().display()
+        );
+    }
     crate::service::raise_open_files_limit();
     // Resolved now: a build may replace the binary on disk while we run.
     let check = match ChildCheck::of_this_binary() {
@@ -305,9 +318,19 @@ async fn start(
     // The check runs a child process and waits for it: off the schedulers.
     let version = {
         let (node, plugin, kept) = (node.clone(), plugin.clone(), kept.clone());
-        tokio::task::spawn_blocking(move || match &kept {
-            Some(current) => node.code.restore(current),
-            None => node.code.load(&plugin),
+        let shipped = config.plugin.clone().or_else(|| default_plugin_path().ok());
+        tokio::task::spawn_blocking(move || match (&kept, &shipped) {
+            // A kept copy that cannot be loaded: the plugin `start` was given.
+            (Some(current), Some(shipped)) => node.code.restore(current).or_else(|error| {
+                tracing::error!(
+                    "cannot load the kept math_plugin v{}: {error}; loading {} instead",
+                    current.id,
+                    shipped.display()
+                );
+                node.code.load(shipped)
+            }),
+            (Some(current), None) => node.code.restore(current),
+            (None, _) => node.code.load(&plugin),
         })
         .await
         .context("the plugin load was cancelled")?

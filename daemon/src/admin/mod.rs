@@ -13,6 +13,7 @@ pub mod binding;
 pub mod budget;
 pub mod frame;
 pub mod help;
+pub mod nesting;
 pub mod render;
 pub mod session;
 

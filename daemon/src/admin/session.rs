@@ -24,15 +24,17 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::api::Api;
 use super::atom::Atoms;
-use super::budget::{self, RunningCheck, SESSION_BUDGET};
+use super::budget::{self, Line, SESSION_BUDGET};
 use super::frame::{FrameError, FrameReader, write_frame};
-use super::{binding, render};
+use super::{binding, nesting, render};
 use crate::node::Node;
 use crate::upgrade::{self, Target};
 use system_runtime::{Pid, ProcessContext, Spec};
 
-/// Stack of a session's evaluation thread (Rhai recursion is bounded below).
-const THREAD_STACK: usize = 16 * 1024 * 1024;
+/// Stack of a session's evaluation thread: generous, since Rhai's call and
+/// expression depths are bounded below and values nest at most a little
+/// past `nesting::MAX_NESTING` (see there); reserved, not resident, until used.
+const THREAD_STACK: usize = 64 * 1024 * 1024;
 /// Frames the evaluation thread may queue before it waits for the client.
 const REPLY_QUEUE: usize = 256;
 
@@ -277,6 +279,12 @@ struct Evaluator {
     scope: Scope<'static>,
     functions: AST,
     current: Arc<AtomicU64>,
+    /// The memory budget of the line running.
+    line: Arc<Line>,
+    /// What the variables held (estimated) when the last line ended.
+    held: usize,
+    /// Set when a variable was found nested too deep (it is dropped after the line).
+    too_deep: Arc<AtomicBool>,
 }
 
 impl Evaluator {
@@ -287,11 +295,14 @@ impl Evaluator {
         replies: mpsc::Sender<Reply>,
     ) -> Evaluator {
         let current = Arc::new(AtomicU64::new(0));
+        let line = Arc::new(Line::default());
+        let too_deep = Arc::new(AtomicBool::new(false));
         let mut engine = engine(
             Api::new(node.clone(), handle, interrupt.clone()),
             interrupt,
             replies,
             current.clone(),
+            (line.clone(), too_deep.clone()),
         );
         let atoms = Atoms::install(&mut engine);
         let mut scope = Scope::new();
@@ -303,6 +314,9 @@ impl Evaluator {
             scope,
             functions: AST::empty(),
             current,
+            line,
+            held: 0,
+            too_deep,
         }
     }
 
@@ -353,6 +367,15 @@ impl Evaluator {
         self.current.store(id, Relaxed);
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.evaluate(script)));
+        let outcome = outcome.map(|result| {
+            result.and_then(|value| {
+                nesting::check(&value, "the result")
+                    .map(|()| value)
+                    .map_err(|message| {
+                        EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into()
+                    })
+            })
+        });
         match outcome {
             Ok(Ok(value)) => {
                 let mut result = json!({"type": "result", "id": id, "text": render::text(&value)});
@@ -379,6 +402,7 @@ impl Evaluator {
             .optimize_ast(&self.scope, ast, OptimizationLevel::Simple);
         let program = self.functions.merge(&ast);
         let before = self.scope.len();
+        self.line.begin(self.held, SESSION_BUDGET);
         for name in &bound {
             self.scope.push_dynamic(name.clone(), Dynamic::UNIT);
         }
@@ -400,7 +424,25 @@ impl Evaluator {
         let mut functions = program;
         functions.clear_statements();
         self.functions = functions;
-        if let Some((held, dropped)) = budget::enforce(&mut self.scope, before, SESSION_BUDGET) {
+        let deep = if self.too_deep.swap(false, Relaxed) {
+            nesting::drop_too_deep(&mut self.scope)
+        } else {
+            Vec::new()
+        };
+        if !deep.is_empty() {
+            let message = format!(
+                "{}; dropped {}; the session goes on",
+                nesting::too_deep("a variable"),
+                deep.iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Err(EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into());
+        }
+        let (now_held, over) = budget::enforce(&mut self.scope, before, SESSION_BUDGET);
+        self.held = now_held;
+        if let Some((held, dropped)) = over {
             let names = dropped
                 .iter()
                 .map(|name| format!("`{name}`"))
@@ -418,7 +460,12 @@ impl Evaluator {
 
 /// The error frame of a failed script: its message and, if known, position.
 fn script_error(id: u64, error: &EvalAltResult) -> Value {
-    if let EvalAltResult::ErrorTerminated(..) = error {
+    if let EvalAltResult::ErrorTerminated(token, _) = error {
+        let message = token.to_string();
+        if message.starts_with(budget::OVER_BUDGET) {
+            return json!({"type": "error", "id": id, "kind": "memory",
+                "message": format!("{message}; the line was stopped; the session goes on")});
+        }
         return json!({"type": "error", "id": id, "kind": "interrupted", "message": "interrupted"});
     }
     if let EvalAltResult::ErrorRuntime(value, _) = error
@@ -446,6 +493,7 @@ fn engine(
     interrupt: Arc<AtomicBool>,
     replies: mpsc::Sender<Reply>,
     current: Arc<AtomicU64>,
+    (line, too_deep): (Arc<Line>, Arc<AtomicBool>),
 ) -> Engine {
     let mut engine = Engine::new();
     engine
@@ -462,24 +510,35 @@ fn engine(
         // Compiled as written, so that `binding` sees the line's own top
         // level; `evaluate` optimizes afterwards.
         .set_optimization_level(OptimizationLevel::None);
-    let running = RunningCheck::new(SESSION_BUDGET);
+    // At a variable read, at a pace: every variable of the scope read from
+    // (function-locals included), whichever the script reads.
+    let paced = nesting::Paced::default();
     #[allow(deprecated)] // "volatile", not deprecated
-    engine.on_def_var(move |is_runtime, _, context| {
-        if !is_runtime {
-            return Ok(true); // the parser asks too; nothing is held yet
-        }
-        running
-            .check(context.scope())
-            .map(|()| true)
-            .map_err(Into::into)
+    engine.on_var(move |_, _, context| {
+        let scope = context.scope();
+        paced
+            .run(|| {
+                scope
+                    .iter_raw()
+                    .try_for_each(|(name, _, value)| nesting::check(value, &format!("`{name}`")))
+            })
+            .map(|()| None)
+            .map_err(|message| {
+                too_deep.store(true, Relaxed);
+                message.into()
+            })
     });
+    let budget = line.clone();
     engine.on_progress(move |_| {
-        interrupt
-            .load(Relaxed)
-            .then(|| Dynamic::from("interrupted"))
+        if interrupt.load(Relaxed) {
+            return Some(Dynamic::from("interrupted"));
+        }
+        budget.check().err().map(Dynamic::from)
     });
+    // Output frames are freed by the session's process, not held by the line.
     let output = move |text: String| {
-        let frame = json!({"type": "output", "id": current.load(Relaxed), "text": text});
+        let frame = line
+            .handing_over(|| json!({"type": "output", "id": current.load(Relaxed), "text": text}));
         let _ = replies.blocking_send(Reply { frame, done: false });
     };
     let print = output.clone();
@@ -492,5 +551,6 @@ fn engine(
         })
     });
     api.register(&mut engine);
+    nesting::register(&mut engine);
     engine
 }

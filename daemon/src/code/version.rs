@@ -145,6 +145,15 @@ impl PluginVersion {
             .to_str()
             .map_err(|_| bad_version("it is not UTF-8"))?
             .to_string();
+        if id != 0 {
+            match code_range(&path) {
+                Some((start, end)) => crate::fatal::plugin_loaded(id, start, end),
+                None => tracing::warn!(
+                    "cannot find the code of {} in /proc/self/maps; its faults will not be told apart",
+                    path.display()
+                ),
+            }
+        }
         Ok(PluginVersion {
             id,
             version,
@@ -217,6 +226,7 @@ impl Drop for PluginVersion {
         let Some(library) = self.library.take() else {
             return;
         };
+        crate::fatal::plugin_unloaded(self.id);
         let unload = Unload {
             library,
             // Opened only to be checked (id 0): the file is the daemon's, not ours.
@@ -305,6 +315,31 @@ impl Drop for RawSum {
         }
         self.version.computations.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The addresses of a loaded library's executable mappings, `[start, end)`
+/// (from `/proc/self/maps`, the lines naming its file), for the fatal
+/// handler to tell a fault in plugin code from any other.
+fn code_range(path: &Path) -> Option<(usize, usize)> {
+    let path = path.canonicalize().ok()?;
+    let path = path.to_str()?;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (range, perms) = (fields.next()?, fields.next()?);
+            // The path is the rest of the line from its first `/` (it may hold spaces).
+            let file = &line[line.find('/')?..];
+            (perms.contains('x') && file == path).then_some(range)
+        })
+        .filter_map(|range| {
+            let (start, end) = range.split_once('-')?;
+            Some((
+                usize::from_str_radix(start, 16).ok()?,
+                usize::from_str_radix(end, 16).ok()?,
+            ))
+        })
+        .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
 }
 
 /// Resolves `name` as a function of type `T`, naming the symbol if it is missing.
