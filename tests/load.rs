@@ -222,13 +222,29 @@ fn parse_prometheus(text: &str) -> HashMap<String, (String, f64)> {
             continue;
         } else {
             assert!(!line.starts_with('#'), "unknown comment {line:?}");
-            let (name, value) = line.split_once(' ').expect("name value");
+            let (series, value) = line.rsplit_once(' ').expect("name value");
+            // `name` or `name{label="value",…}`.
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
             assert!(
                 name.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
                     && !name.starts_with(|c: char| c.is_ascii_digit()),
                 "metric name {name:?}"
             );
+            if !labels.is_empty() {
+                let labels = labels.strip_suffix('}').expect("labels end with }");
+                for label in labels.split(',') {
+                    let (key, quoted) = label.split_once('=').expect("label=\"value\"");
+                    assert!(
+                        key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{line}"
+                    );
+                    assert!(
+                        quoted.len() >= 2 && quoted.starts_with('"') && quoted.ends_with('"'),
+                        "{line}"
+                    );
+                }
+            }
             let value: f64 = value.trim().parse().expect("a float value");
             let kind = types
                 .get(name)
@@ -236,7 +252,7 @@ fn parse_prometheus(text: &str) -> HashMap<String, (String, f64)> {
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "counter {name}");
             }
-            values.insert(name.to_owned(), (kind.clone(), value));
+            values.insert(series.to_owned(), (kind.clone(), value));
         }
     }
     values

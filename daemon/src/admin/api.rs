@@ -83,6 +83,22 @@ impl Api {
         scope.push_constant("Code", CodeModule);
     }
 
+    /// The API's constant called `name`, wherever a script names it: the
+    /// console's closures capture nothing (`no_closure`, so no value can
+    /// contain itself), so inside `|p| Process.info(p)` the scope's
+    /// constants are out of reach and the engine's variable resolver asks
+    /// here.
+    pub fn constant(name: &str) -> Option<Dynamic> {
+        Some(match name {
+            "Process" => Dynamic::from(ProcessModule),
+            "Runtime" => Dynamic::from(RuntimeModule),
+            "System" => Dynamic::from(SystemModule),
+            "Load" => Dynamic::from(LoadModule),
+            "Code" => Dynamic::from(CodeModule),
+            _ => return None,
+        })
+    }
+
     /// Registers the types and functions on `engine`.
     pub fn register(&self, engine: &mut Engine) {
         engine

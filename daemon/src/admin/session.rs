@@ -514,7 +514,10 @@ fn engine(
     // (function-locals included), whichever the script reads.
     let paced = nesting::Paced::default();
     #[allow(deprecated)] // "volatile", not deprecated
-    engine.on_var(move |_, _, context| {
+    engine.on_var(move |name, _, context| {
+        if let Some(constant) = super::api::Api::constant(name) {
+            return Ok(Some(constant));
+        }
         let scope = context.scope();
         paced
             .run(|| {
