@@ -183,8 +183,12 @@ pub fn upgrade_from_copy(home: &Path, name: &str, source: &Path) -> Output {
 pub fn prebuild(name: &str, source: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = std::process::Command::new(cargo)
-        .args(["build", "--release", "-p", "math-plugin", "--manifest-path"])
+        .args(["build", "--release", "-p", "math-plugin", "--config"])
+        .arg(system::upgrade::build::PLUGIN_RUSTFLAGS)
+        .arg("--manifest-path")
         .arg(source.join("Cargo.toml"))
+        // As `system upgrade` builds it (same flags: no second build).
+        .current_dir(source)
         .env("CARGO_TARGET_DIR", copy_target(name))
         .env("CARGO_NET_OFFLINE", "true")
         .output()
