@@ -228,7 +228,7 @@ fn watch_forever(watched: &Watched, threshold: Duration, period: Duration) {
                 Pid(pid),
                 Duration::from_nanos(held),
             );
-            match stack::sample_poll(slot, pid, started) {
+            match stack::sample_poll(slot, pid, Some(started)) {
                 Ok(sample) => {
                     let frames = symbols::fold(symbols::Symbolizer::new().frames(&sample));
                     event.stack = frames

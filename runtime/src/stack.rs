@@ -21,8 +21,8 @@
 //!
 //! | field | writers | readers | writer's ordering | readers' ordering |
 //! |---|---|---|---|---|
-//! | `tid`, `low`, `high` | the requester, while `state` is `IDLE` | the handler, after winning `ARMED → WALKING` | `Relaxed`, published by the `Release` store of `ARMED` | `Relaxed`, after the `Acquire` CAS |
-//! | `frames`, `depth` | the handler, while `state` is `WALKING` | the requester, after seeing `DONE` | `Relaxed`, published by the `Release` store of `DONE` | `Relaxed`, after the `Acquire` load of `DONE` |
+//! | `tid`, `slot`, `low`, `high` | the requester, while `state` is `IDLE` | the handler, after winning `ARMED → WALKING` | `Relaxed`, published by the `Release` store of `ARMED` | `Relaxed`, after the `Acquire` CAS |
+//! | `frames`, `depth`, `seen_pid`, `seen_started` | the handler, while `state` is `WALKING` | the requester, after seeing `DONE` | `Relaxed`, published by the `Release` store of `DONE` | `Relaxed`, after the `Acquire` load of `DONE` |
 //! | `state` | requester: `IDLE → ARMED` (`Release` store), `ARMED → IDLE` on timeout (CAS), `DONE → IDLE` (`Relaxed` store); handler: `ARMED → WALKING` (`Acquire` CAS), `WALKING → DONE` or back `→ ARMED` (`Release` stores) | both | as said | `Acquire` |
 //!
 //! **Exactly one owner of the buffer at a time.** Only the handler that wins
@@ -35,16 +35,17 @@
 //! `ARMED`, waits out that short `WALKING`. So the requester never reuses
 //! the buffer while a handler writes it.
 //!
-//! **The sample is of the process asked for.** The requester reads the
-//! slot's `(pid, poll start)` before it signals and after it sees `DONE`;
-//! the handler ran on that thread in between. The thread had stored that
-//! poll's start before the first read (the requester saw it), so the
-//! handler interrupted it after the poll began; if the slot shows the same
-//! poll after `DONE` (starts are clock ticks, never repeated on a thread,
-//! and `Slot::polling` is `None` once the poll's end is stored), the thread
-//! had not left that poll when it ran the handler (its end store would be
-//! ordered before the handler's `Release` of `DONE`, which the requester
-//! acquired). Else the answer is [`SampleError::NotInPoll`].
+//! **The sample is of the process asked for.** The handler reads the watch
+//! slot of its own thread (`slot`, checked to be that thread's by the tid)
+//! before it walks: the slot's fields are written only by this thread, so
+//! it sees its own latest stores, in program order, exactly what the
+//! interrupted code had done: the pid and start of the poll it is inside,
+//! or none (between polls, or mid-way through storing a new poll's start:
+//! `Slot::polling` then says none). It walks only inside a poll, and hands
+//! back `seen_pid`/`seen_started` with the frames; the requester keeps the
+//! sample only if that is the process it asked for (and, for the
+//! long-schedule report, the very poll it saw stuck). Else the answer is
+//! [`SampleError::NotInPoll`]: "no longer in a poll".
 //!
 //! **The handler cannot fault.** It reads only stack words at `fp` and
 //! `fp + 8` with `fp` 8-aligned, at or above the interrupted stack pointer
@@ -53,10 +54,10 @@
 //! each step must go strictly up the stack, so the walk ends within
 //! [`MAX_FRAMES`] steps whatever the frame pointers hold. It calls only
 //! `gettid` (a system call that cannot fail, so `errno` is untouched) and
-//! lock-free atomics on a static.
+//! lock-free atomics on statics (the request, its thread's watch slot).
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -107,18 +108,26 @@ const DONE: u32 = 3;
 struct Request {
     state: AtomicU32,
     tid: AtomicI32,
+    /// The address of the thread's `&'static Slot`.
+    slot: AtomicUsize,
     low: AtomicUsize,
     high: AtomicUsize,
     depth: AtomicUsize,
+    /// The poll the handler found its thread in (0, 0: none).
+    seen_pid: AtomicU64,
+    seen_started: AtomicU64,
     frames: [AtomicUsize; MAX_FRAMES],
 }
 
 static REQUEST: Request = Request {
     state: AtomicU32::new(IDLE),
     tid: AtomicI32::new(0),
+    slot: AtomicUsize::new(0),
     low: AtomicUsize::new(0),
     high: AtomicUsize::new(0),
     depth: AtomicUsize::new(0),
+    seen_pid: AtomicU64::new(0),
+    seen_started: AtomicU64::new(0),
     frames: [const { AtomicUsize::new(0) }; MAX_FRAMES],
 };
 
@@ -126,6 +135,7 @@ static REQUEST: Request = Request {
 // deadlock against the interrupted code).
 static_assertions::const_assert!(cfg!(target_has_atomic = "32"));
 static_assertions::const_assert!(cfg!(target_has_atomic = "ptr"));
+static_assertions::const_assert!(cfg!(target_has_atomic = "64"));
 
 /// Serialises requesters; never taken by the handler.
 static REQUESTER: Mutex<()> = Mutex::new(());
@@ -134,20 +144,25 @@ static REQUESTER: Mutex<()> = Mutex::new(());
 /// above `SIGRTMIN` that nobody handles.
 static SIGNAL: OnceLock<Result<nix::libc::c_int, &'static str>> = OnceLock::new();
 
-/// Samples the native stack of the thread polling `pid` right now.
+/// Samples the native stack of the thread polling `pid` right now (in any
+/// poll of `pid`: it may have yielded and been polled again meanwhile).
 pub fn sample(pid: u64) -> Result<Sample, SampleError> {
-    let (slot, started) = watch::schedulers()
+    let slot = watch::schedulers()
         .find_map(|(_, slot)| {
-            let (polled, started) = slot.polling()?;
-            (polled == pid).then_some((slot, started))
+            let (polled, _) = slot.polling()?;
+            (polled == pid).then_some(slot)
         })
         .ok_or(SampleError::NotInPoll)?;
-    sample_poll(slot, pid, started)
+    sample_poll(slot, pid, None)
 }
 
-/// Samples the thread of `slot`, provided it is still in the poll of `pid`
-/// that started at `started` (before and after the sample).
-pub fn sample_poll(slot: &Slot, pid: u64, started: u64) -> Result<Sample, SampleError> {
+/// Samples the thread of `slot` if, when the handler runs, that thread is
+/// inside a poll of `pid` (that started at `started`, if given).
+pub fn sample_poll(
+    slot: &'static Slot,
+    pid: u64,
+    started: Option<u64>,
+) -> Result<Sample, SampleError> {
     let signal = installed()?;
     let (tid, low, high) = slot
         .thread()
@@ -155,10 +170,14 @@ pub fn sample_poll(slot: &Slot, pid: u64, started: u64) -> Result<Sample, Sample
     let _one_at_a_time = REQUESTER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if slot.polling() != Some((pid, started)) {
+    let wanted = |polled: Option<(u64, u64)>| {
+        polled.is_some_and(|(polled, from)| polled == pid && started.is_none_or(|s| s == from))
+    };
+    if !wanted(slot.polling()) {
         return Err(SampleError::NotInPoll);
     }
     REQUEST.tid.store(tid, Relaxed);
+    REQUEST.slot.store(std::ptr::from_ref(slot) as usize, Relaxed);
     REQUEST.low.store(low, Relaxed);
     REQUEST.high.store(high, Relaxed);
     REQUEST.state.store(ARMED, Release);
@@ -188,13 +207,17 @@ pub fn sample_poll(slot: &Slot, pid: u64, started: u64) -> Result<Sample, Sample
             std::thread::sleep(Duration::from_micros(20));
         }
     }
+    let seen = (
+        REQUEST.seen_pid.load(Relaxed),
+        REQUEST.seen_started.load(Relaxed),
+    );
     let depth = REQUEST.depth.load(Relaxed).min(MAX_FRAMES);
     let addresses = REQUEST.frames[..depth]
         .iter()
         .map(|frame| frame.load(Relaxed))
         .collect();
     REQUEST.state.store(IDLE, Relaxed);
-    if slot.polling() != Some((pid, started)) {
+    if seen.0 == 0 || !wanted(Some(seen)) {
         return Err(SampleError::NotInPoll);
     }
     Ok(Sample { addresses })
@@ -287,8 +310,9 @@ fn install() -> Result<nix::libc::c_int, &'static str> {
 /// The handler: if the armed request is for this thread, walks its stack
 /// from the interrupted registers into `REQUEST.frames`.
 ///
-/// Async-signal-safe, line by line: atomics on a static (lock-free, asserted
-/// above), `gettid` (a system call that cannot fail: `errno` is unchanged),
+/// Async-signal-safe, line by line: atomics on statics (lock-free, asserted
+/// above: the request and the thread's own watch slot, whose `polling`
+/// is three loads and compares), `gettid` (a system call that cannot fail: `errno` is unchanged),
 /// reads of the interrupted context the kernel passed, and volatile reads
 /// of stack words inside the bounds checked in [`walk`]. No allocation, no
 /// lock, no thread-local, no panic path (no indexing without a bound check
@@ -311,10 +335,17 @@ extern "C" fn on_sample_signal(
         REQUEST.state.store(ARMED, Release);
         return;
     }
-    let depth = match registers(context) {
-        Some((pc, fp, sp)) => walk(pc, fp, sp),
-        None => 0,
+    let slot = REQUEST.slot.load(Relaxed) as *const Slot;
+    // SAFETY: the requester stored the address of a `&'static Slot` (an
+    // element of the static `watch::SLOTS`) before arming.
+    let polling = unsafe { &*slot }.polling();
+    let (pid, started) = polling.unwrap_or((0, 0));
+    let depth = match (polling, registers(context)) {
+        (Some(_), Some((pc, fp, sp))) => walk(pc, fp, sp),
+        _ => 0,
     };
+    REQUEST.seen_pid.store(pid, Relaxed);
+    REQUEST.seen_started.store(started, Relaxed);
     REQUEST.depth.store(depth, Relaxed);
     REQUEST.state.store(DONE, Release);
 }

@@ -16,6 +16,17 @@ use system_runtime::stack::{self, SampleError};
 use system_runtime::symbols::{self, Report, Symbolizer};
 use system_runtime::{Pid, ProcessRegistry, Spec, watch};
 
+/// One test at a time: each makes its own registry, whose pids start at the
+/// same number, and the watch slots (which pid each scheduler polls) are
+/// the process's; two tests at once would sample each other's processes.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -35,6 +46,16 @@ fn spin_where_the_sampler_can_see(stop: &AtomicBool) {
     }
 }
 
+/// Sets its flag when dropped, so that a failed assertion does not leave a
+/// spinner holding the scheduler (the runtime's drop would wait forever).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
 fn wait_in_poll(pid: Pid) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while watch::in_poll(pid.0).is_none() {
@@ -45,9 +66,11 @@ fn wait_in_poll(pid: Pid) {
 
 #[test]
 fn a_sample_names_the_function_a_process_spins_in() {
+    let _serial = one_at_a_time();
     let runtime = runtime();
     let registry = ProcessRegistry::new();
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
     let spinning = stop.clone();
     let pid = runtime.block_on(async {
         registry.spawn(Spec::new("spinner", "Test.spin()"), move |_ctx| async move {
@@ -57,10 +80,18 @@ fn a_sample_names_the_function_a_process_spins_in() {
     wait_in_poll(pid);
     let frames = symbols::native_stacktrace(pid.0).expect("a sample");
     stop.store(true, Relaxed);
+    // Innermost first: the spinner (or what it inlined, in a debug build,
+    // e.g. its range's `next`), then the process's body.
+    let spinner = frames
+        .iter()
+        .position(|frame| frame.starts_with("stack::spin_where_the_sampler_can_see"))
+        .unwrap_or_else(|| panic!("{frames:#?}"));
+    assert!(frames[spinner].contains("tests/stack.rs:"), "{frames:#?}");
     assert!(
-        frames[0].starts_with("stack::spin_where_the_sampler_can_see")
-            && frames[0].contains("tests/stack.rs:"),
-        "{frames:#?}"
+        frames[spinner + 1..]
+            .iter()
+            .all(|frame| frame.starts_with("stack::a_sample_names")),
+        "then only the process's body: {frames:#?}"
     );
     assert!(
         !frames
@@ -78,9 +109,11 @@ fn a_sample_names_the_function_a_process_spins_in() {
 
 #[test]
 fn a_profile_keeps_only_the_process_asked_for() {
+    let _serial = one_at_a_time();
     let runtime = runtime();
     let registry = ProcessRegistry::new();
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop = StopOnDrop(stop.clone());
     let spinning = stop.clone();
     // It yields every ~100 µs, so the scheduler also runs the other one.
     let pid = runtime.block_on(async {
@@ -158,6 +191,7 @@ fn spin_with_frame_pointer(bad: Option<usize>, entered: &AtomicBool, stop: &Atom
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn a_frame_pointer_that_points_anywhere_ends_the_walk() {
+    let _serial = one_at_a_time();
     let runtime = runtime();
     let registry = ProcessRegistry::new();
     for bad in [
@@ -172,6 +206,7 @@ fn a_frame_pointer_that_points_anywhere_ends_the_walk() {
     ] {
         let entered = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
+        let _stop = StopOnDrop(stop.clone());
         let (inside, spinning) = (entered.clone(), stop.clone());
         let pid = runtime.block_on(async {
             registry.spawn(Spec::new("bad-fp", "Test.bad()"), move |_ctx| async move {
