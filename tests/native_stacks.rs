@@ -168,7 +168,12 @@ async fn a_profile_names_the_loop_a_sum_spends_its_time_in() {
         let (stack, count) = line.rsplit_once(' ').expect("`stack count`");
         assert!(count.parse::<u64>().is_ok(), "{line}");
         assert!(!stack.contains("load::"), "only the sum is sampled: {line}");
-        assert!(!stack.contains("tokio::runtime"), "folded: {line}");
+        // What the sum's own code calls into tokio (a yield) stays; what
+        // polls it (the runtime's wrapper, tokio's worker) is folded away.
+        assert!(
+            !stack.contains("Instrumented") && !stack.contains("tokio::runtime::task::harness"),
+            "folded: {line}"
+        );
     }
     assert!(folded.contains("math_plugin::calc_sum_loop"), "{folded}");
     assert!(daemon.is_alive());

@@ -27,6 +27,9 @@ pub struct NativeFrame {
     pub location: Option<String>,
     /// Inlined into the frame that follows.
     pub inlined: bool,
+    /// Inlined from Rust's standard library (`core`, `std`, `alloc`):
+    /// dropped by [`fold`], as noise between a function and its own code.
+    pub inlined_library: bool,
 }
 
 impl std::fmt::Display for NativeFrame {
@@ -118,6 +121,7 @@ impl Symbolizer {
                 function: format!("{address:#x}"),
                 location: None,
                 inlined: false,
+                inlined_library: false,
             }]
         };
         let Some(object) = self.objects.iter().find(|object| {
@@ -152,6 +156,7 @@ impl Symbolizer {
                 function: format!("{address:#x} in {}", file_name(&object.path)),
                 location: None,
                 inlined: false,
+                inlined_library: false,
             }];
         };
         let mut frames = Vec::new();
@@ -162,6 +167,7 @@ impl Symbolizer {
                     .as_ref()
                     .and_then(|name| name.demangle().ok())
                     .map(|name| name.into_owned());
+                let file = frame.location.as_ref().and_then(|location| location.file);
                 let location = frame.location.as_ref().and_then(|location| {
                     Some(format!("{}:{}", short_path(location.file?), location.line?))
                 });
@@ -169,22 +175,31 @@ impl Symbolizer {
                     function: function.unwrap_or_else(|| "?".to_owned()),
                     location,
                     inlined: true,
+                    inlined_library: file.is_some_and(is_standard_library),
                 });
             }
         }
+        let symbol = loader
+            .find_symbol(probe)
+            .map(|name| addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned());
         if let Some(outer) = frames.last_mut() {
             outer.inlined = false;
+            outer.inlined_library = false;
+            // The symbol table has the whole path (`math_plugin::spin`),
+            // where line-tables-only debug info has the bare name.
+            if let Some(symbol) = &symbol {
+                outer.function.clone_from(symbol);
+            }
         }
         // No debug info for this address: the symbol table's name.
         if frames.iter().all(|frame| frame.function == "?") {
             let location = frames.first().and_then(|frame| frame.location.clone());
             frames = vec![NativeFrame {
-                function: loader
-                    .find_symbol(probe)
-                    .map(|name| addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned())
+                function: symbol
                     .unwrap_or_else(|| format!("{address:#x} in {}", file_name(&object.path))),
                 location,
                 inlined: false,
+                inlined_library: false,
             }];
         }
         frames
@@ -193,13 +208,15 @@ impl Symbolizer {
 
 /// Keeps the frames of the process's own code: drops the runtime's poll
 /// wrapper and everything outside it (tokio's worker, the thread's start),
-/// and the panic-catching frames just inside it. A walk that never reached
-/// the wrapper is kept whole.
+/// the panic-catching frames just inside it, and what was inlined from the
+/// standard library (`i128::overflowing_add` inside the loop that adds).
+/// A walk that never reached the wrapper is kept whole.
 pub fn fold(frames: Vec<NativeFrame>) -> Vec<NativeFrame> {
+    let mut frames = frames;
+    frames.retain(|frame| !frame.inlined_library);
     let Some(cut) = frames.iter().position(|frame| is_poll_wrapper(&frame.function)) else {
         return frames;
     };
-    let mut frames = frames;
     frames.truncate(cut);
     while frames
         .last()
@@ -213,6 +230,12 @@ pub fn fold(frames: Vec<NativeFrame>) -> Vec<NativeFrame> {
 /// The runtime's `Instrumented::poll`, which polls every process (and its closures).
 fn is_poll_wrapper(function: &str) -> bool {
     function.contains("system_runtime::registry::Instrumented<")
+}
+
+/// A source file of Rust's standard library (its sources are recorded under
+/// `/rustc/<commit>/library/`).
+fn is_standard_library(file: &str) -> bool {
+    file.starts_with("/rustc/") || file.contains("/lib/rustlib/src/rust/library/")
 }
 
 fn is_unwind_catcher(function: &str) -> bool {
@@ -380,6 +403,7 @@ mod tests {
             function: function.to_owned(),
             location: None,
             inlined: false,
+            inlined_library: false,
         }
     }
 

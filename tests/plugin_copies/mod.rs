@@ -112,10 +112,16 @@ pub fn plugin_copy(name: &str, edits: &[(&str, &str)]) -> PathBuf {
         .filter(|section| section.starts_with("workspace.lints"))
         .map(|section| format!("\n[{section}\n"))
         .collect();
+    // And its release profile (debug info for native stack samples).
+    let release: String = package
+        .split("\n[")
+        .filter(|section| section.starts_with("profile.release]"))
+        .map(|section| format!("\n[{section}\n"))
+        .collect();
     write_if_changed(
         &root.join("Cargo.toml"),
         &format!(
-            "# An edited copy of the plugin for the upgrade tests.\n[workspace]\nresolver = \"3\"\nmembers = [\"plugin-abi\", \"math-plugin\"]\n\n[workspace.package]{workspace_package}\n[workspace.dependencies]\nplugin-abi = {{ path = \"plugin-abi\" }}\n{lints}"
+            "# An edited copy of the plugin for the upgrade tests.\n[workspace]\nresolver = \"3\"\nmembers = [\"plugin-abi\", \"math-plugin\"]\n\n[workspace.package]{workspace_package}\n[workspace.dependencies]\nplugin-abi = {{ path = \"plugin-abi\" }}\n{lints}{release}"
         ),
     );
     for file in ["plugin-abi/Cargo.toml", "plugin-abi/src/lib.rs"] {
