@@ -150,6 +150,7 @@ async fn a_profile_names_the_loop_a_sum_spends_its_time_in() {
 
     let profile = rpc(&daemon, &format!("Runtime.profile(pid(\"{pid}\"))"));
     let profile = profile.as_str().expect("a text");
+    eprintln!("{profile}");
     assert!(samples_in(profile) >= 100, "{profile}");
     let hottest = profile.lines().nth(1).unwrap_or_default();
     assert!(

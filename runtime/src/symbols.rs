@@ -224,13 +224,32 @@ pub fn fold(frames: Vec<NativeFrame>) -> Vec<NativeFrame> {
     {
         frames.pop();
     }
+    if frames.is_empty() {
+        // Caught between the runtime's wrapper and the process's future.
+        frames.push(NativeFrame {
+            function: ENTRY_OR_EXIT.to_owned(),
+            location: None,
+            inlined: false,
+            inlined_library: false,
+        });
+    }
     frames
 }
 
-/// The runtime's `Instrumented::poll`, which polls every process (and its closures).
+/// The runtime's `Instrumented::poll`, which polls every process (and its
+/// closures), or what polls it: the low-priority runners, tokio's tracing
+/// wrapper and task harness. The outer ones matter when the sample caught
+/// the wrapper's own entry or exit, whose frame a frame-pointer walk skips.
 fn is_poll_wrapper(function: &str) -> bool {
     function.contains("system_runtime::registry::Instrumented<")
+        || function.starts_with("system_runtime::low_priority::")
+        || function.starts_with("<system_runtime::low_priority::")
+        || function.starts_with("<tracing::instrument::Instrumented<")
+        || function.starts_with("tokio::runtime::task::")
 }
+
+/// What a sample taken as the poll enters or leaves the process's future shows.
+pub const ENTRY_OR_EXIT: &str = "(the runtime, entering or leaving the poll)";
 
 /// A source file of Rust's standard library (its sources are recorded under
 /// `/rustc/<commit>/library/`).
@@ -425,6 +444,18 @@ mod tests {
                 "<host::Sum as core::future::future::Future>::poll"
             ]
         );
+    }
+
+    #[test]
+    fn a_sample_of_the_wrappers_own_entry_folds_to_a_marker() {
+        // The wrapper's frame itself was skipped (its prologue was running).
+        let frames = vec![
+            frame("std::panic::catch_unwind"),
+            frame("<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll"),
+            frame("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}"),
+        ];
+        let kept: Vec<String> = fold(frames).into_iter().map(|f| f.function).collect();
+        assert_eq!(kept, [ENTRY_OR_EXIT]);
     }
 
     #[test]
