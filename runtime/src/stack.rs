@@ -188,7 +188,15 @@ pub fn sample_poll(
     let sent = unsafe { nix::libc::tgkill(nix::libc::getpid(), tid, signal) };
     if sent != 0 {
         let error = nix::errno::Errno::last();
-        cancel();
+        // A late signal of an earlier request may hold the request for a
+        // moment (`WALKING`): wait it out, leaving the buffer `IDLE`.
+        while !cancel() {
+            if REQUEST.state.load(Acquire) == DONE {
+                REQUEST.state.store(IDLE, Relaxed);
+                break;
+            }
+            std::hint::spin_loop();
+        }
         return Err(SampleError::Signal(error));
     }
     let deadline = Instant::now() + PATIENCE;

@@ -224,6 +224,14 @@ pub fn fold(frames: Vec<NativeFrame>) -> Vec<NativeFrame> {
     {
         frames.pop();
     }
+    if frames
+        .last()
+        .is_some_and(|frame| is_runtime_bookkeeping(&frame.function))
+    {
+        // The wrapper's own work around the process's poll (its clock, its
+        // watch slot, its memory counters): not the process's code.
+        frames.clear();
+    }
     if frames.is_empty() {
         // Caught between the runtime's wrapper and the process's future.
         frames.push(NativeFrame {
@@ -255,6 +263,21 @@ pub const ENTRY_OR_EXIT: &str = "(the runtime, entering or leaving the poll)";
 /// `/rustc/<commit>/library/`).
 fn is_standard_library(file: &str) -> bool {
     file.starts_with("/rustc/") || file.contains("/lib/rustlib/src/rust/library/")
+}
+
+/// What the runtime's wrapper calls around a process's poll.
+fn is_runtime_bookkeeping(function: &str) -> bool {
+    [
+        "system_runtime::memory::",
+        "system_runtime::watch::",
+        "system_runtime::activity::",
+        "system_runtime::current::",
+        "quanta::",
+    ]
+    .iter()
+    .any(|module| {
+        function.starts_with(module) || function.strip_prefix('<').is_some_and(|f| f.starts_with(module))
+    })
 }
 
 fn is_unwind_catcher(function: &str) -> bool {
@@ -453,6 +476,18 @@ mod tests {
             frame("std::panic::catch_unwind"),
             frame("<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll"),
             frame("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}"),
+        ];
+        let kept: Vec<String> = fold(frames).into_iter().map(|f| f.function).collect();
+        assert_eq!(kept, [ENTRY_OR_EXIT]);
+    }
+
+    #[test]
+    fn the_wrappers_own_bookkeeping_folds_to_a_marker() {
+        let frames = vec![
+            frame("std::thread::local::LocalKey<T>::with"),
+            frame("system_runtime::memory::thread_bytes"),
+            frame("<system_runtime::registry::Instrumented<F> as core::future::future::Future>::poll"),
+            frame("tokio::runtime::task::harness::poll_future"),
         ];
         let kept: Vec<String> = fold(frames).into_iter().map(|f| f.function).collect();
         assert_eq!(kept, [ENTRY_OR_EXIT]);
