@@ -197,7 +197,10 @@ async fn thousands_of_samples_under_load_leave_the_daemon_serving() {
         let profile = rpc(&daemon, &format!("Runtime.profile(pid(\"{pid}\"), 2000)"));
         taken += samples_in(profile.as_str().expect("a text"));
         profiles += 1;
-        assert!(profiles <= 30, "only {taken} samples in {profiles} profiles");
+        assert!(
+            profiles <= 30,
+            "only {taken} samples in {profiles} profiles"
+        );
     }
 
     // A process that ends while it is profiled, and one that has ended.
@@ -206,7 +209,10 @@ async fn thousands_of_samples_under_load_leave_the_daemon_serving() {
         .as_str()
         .expect("a pid")
         .to_owned();
-    let during = rpc(&daemon, &format!("Runtime.profile(pid(\"{short}\"), 30000)"));
+    let during = rpc(
+        &daemon,
+        &format!("Runtime.profile(pid(\"{short}\"), 30000)"),
+    );
     assert!(during.is_string() || during.is_null(), "{during}");
     assert_eq!(browser.answer(2).await["status"], "done");
     assert_eq!(

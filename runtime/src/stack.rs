@@ -164,9 +164,9 @@ pub fn sample_poll(
     started: Option<u64>,
 ) -> Result<Sample, SampleError> {
     let signal = installed()?;
-    let (tid, low, high) = slot
-        .thread()
-        .ok_or(SampleError::Unsupported("the thread's stack bounds are unknown"))?;
+    let (tid, low, high) = slot.thread().ok_or(SampleError::Unsupported(
+        "the thread's stack bounds are unknown",
+    ))?;
     let _one_at_a_time = REQUESTER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -177,7 +177,9 @@ pub fn sample_poll(
         return Err(SampleError::NotInPoll);
     }
     REQUEST.tid.store(tid, Relaxed);
-    REQUEST.slot.store(std::ptr::from_ref(slot) as usize, Relaxed);
+    REQUEST
+        .slot
+        .store(std::ptr::from_ref(slot) as usize, Relaxed);
     REQUEST.low.store(low, Relaxed);
     REQUEST.high.store(high, Relaxed);
     REQUEST.state.store(ARMED, Release);

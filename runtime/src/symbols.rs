@@ -214,7 +214,10 @@ impl Symbolizer {
 pub fn fold(frames: Vec<NativeFrame>) -> Vec<NativeFrame> {
     let mut frames = frames;
     frames.retain(|frame| !frame.inlined_library);
-    let Some(cut) = frames.iter().position(|frame| is_poll_wrapper(&frame.function)) else {
+    let Some(cut) = frames
+        .iter()
+        .position(|frame| is_poll_wrapper(&frame.function))
+    else {
         return frames;
     };
     frames.truncate(cut);
@@ -276,7 +279,10 @@ fn is_runtime_bookkeeping(function: &str) -> bool {
     ]
     .iter()
     .any(|module| {
-        function.starts_with(module) || function.strip_prefix('<').is_some_and(|f| f.starts_with(module))
+        function.starts_with(module)
+            || function
+                .strip_prefix('<')
+                .is_some_and(|f| f.starts_with(module))
     })
 }
 
@@ -364,8 +370,10 @@ fn short_path(file: &str) -> String {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    )
 }
 
 /// Every object loaded now, from the dynamic loader's list.
@@ -408,9 +416,9 @@ unsafe extern "C" fn collect_object(
         // SAFETY: a non-null `dlpi_name` is a NUL-terminated string that
         // lives while the object is loaded (at least for this call).
         let name = unsafe { CStr::from_ptr(info.dlpi_name) };
-        PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-            name.to_bytes(),
-        ))
+        PathBuf::from(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes()),
+        )
     };
     let bias = info.dlpi_addr as usize;
     let headers: &[nix::libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
@@ -455,8 +463,12 @@ mod tests {
             frame("math_plugin::spin"),
             frame("<host::Sum as core::future::future::Future>::poll"),
             frame("std::panicking::catch_unwind::do_call"),
-            frame("<core::panic::unwind_safe::AssertUnwindSafe<F> as core::ops::function::FnOnce<()>>::call_once"),
-            frame("<system_runtime::registry::Instrumented<F> as core::future::future::Future>::poll"),
+            frame(
+                "<core::panic::unwind_safe::AssertUnwindSafe<F> as core::ops::function::FnOnce<()>>::call_once",
+            ),
+            frame(
+                "<system_runtime::registry::Instrumented<F> as core::future::future::Future>::poll",
+            ),
             frame("tokio::runtime::task::harness::poll_future"),
         ];
         let kept: Vec<String> = fold(frames).into_iter().map(|f| f.function).collect();
@@ -486,7 +498,9 @@ mod tests {
         let frames = vec![
             frame("std::thread::local::LocalKey<T>::with"),
             frame("system_runtime::memory::thread_bytes"),
-            frame("<system_runtime::registry::Instrumented<F> as core::future::future::Future>::poll"),
+            frame(
+                "<system_runtime::registry::Instrumented<F> as core::future::future::Future>::poll",
+            ),
             frame("tokio::runtime::task::harness::poll_future"),
         ];
         let kept: Vec<String> = fold(frames).into_iter().map(|f| f.function).collect();
@@ -495,7 +509,10 @@ mod tests {
 
     #[test]
     fn a_path_keeps_its_last_three_components() {
-        assert_eq!(short_path("/a/b/math-plugin/src/lib.rs"), "math-plugin/src/lib.rs");
+        assert_eq!(
+            short_path("/a/b/math-plugin/src/lib.rs"),
+            "math-plugin/src/lib.rs"
+        );
         assert_eq!(short_path("src/lib.rs"), "src/lib.rs");
     }
 }

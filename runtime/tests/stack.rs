@@ -73,9 +73,12 @@ fn a_sample_names_the_function_a_process_spins_in() {
     let _stop = StopOnDrop(stop.clone());
     let spinning = stop.clone();
     let pid = runtime.block_on(async {
-        registry.spawn(Spec::new("spinner", "Test.spin()"), move |_ctx| async move {
-            spin_where_the_sampler_can_see(&spinning);
-        })
+        registry.spawn(
+            Spec::new("spinner", "Test.spin()"),
+            move |_ctx| async move {
+                spin_where_the_sampler_can_see(&spinning);
+            },
+        )
     });
     wait_in_poll(pid);
     let frames = symbols::native_stacktrace(pid.0).expect("a sample");
@@ -117,15 +120,18 @@ fn a_profile_keeps_only_the_process_asked_for() {
     let spinning = stop.clone();
     // It yields every ~100 µs, so the scheduler also runs the other one.
     let pid = runtime.block_on(async {
-        registry.spawn(Spec::new("spinner", "Test.spin()"), move |_ctx| async move {
-            while !spinning.load(Relaxed) {
-                let slice = Instant::now();
-                while slice.elapsed() < Duration::from_micros(100) {
-                    std::hint::spin_loop();
+        registry.spawn(
+            Spec::new("spinner", "Test.spin()"),
+            move |_ctx| async move {
+                while !spinning.load(Relaxed) {
+                    let slice = Instant::now();
+                    while slice.elapsed() < Duration::from_micros(100) {
+                        std::hint::spin_loop();
+                    }
+                    tokio::task::yield_now().await;
                 }
-                tokio::task::yield_now().await;
-            }
-        })
+            },
+        )
     });
     let other_stop = stop.clone();
     runtime.block_on(async {
@@ -229,7 +235,10 @@ fn a_frame_pointer_that_points_anywhere_ends_the_walk() {
         }
         stop.store(true, Relaxed);
         while registry.is_alive(pid) {
-            assert!(Instant::now() < deadline + Duration::from_secs(10), "it did not end");
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(10),
+                "it did not end"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
