@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{Client, Daemon, eventually, text};
 
-/// For 4242, spins 3 s in a helper of its own before the sum's first yield
+/// For 4242, spins 4 s in a helper of its own before the sum's first yield
 /// (checking the clock every few thousand pauses, so that nearly every
 /// moment of the spin is in the helper itself). No recorded frame names
 /// `hold_the_scheduler`: only a native stack can.
@@ -27,7 +27,7 @@ const SPINS_IN_A_HELPER: &[(&str, &str)] = &[
     ),
     (
         "/// `calc_sum(n)`: the entry of the computation (one reduction).\n",
-        "#[inline(never)]\nfn hold_the_scheduler() {\n    let start = std::time::Instant::now();\n    while start.elapsed() < std::time::Duration::from_secs(3) {\n        for _ in 0..5_000 {\n            std::hint::spin_loop();\n        }\n    }\n}\n\n/// `calc_sum(n)`: the entry of the computation (one reduction).\n",
+        "#[inline(never)]\nfn hold_the_scheduler() {\n    let start = std::time::Instant::now();\n    while start.elapsed() < std::time::Duration::from_secs(4) {\n        for _ in 0..5_000 {\n            std::hint::spin_loop();\n        }\n    }\n}\n\n/// `calc_sum(n)`: the entry of the computation (one reduction).\n",
     ),
     ("        \"1.0.0\"\n", "        \"1.1.0-spins-in-helper\"\n"),
 ];
@@ -61,7 +61,8 @@ fn samples_in(profile: &str) -> u64 {
 async fn a_stuck_process_shows_the_function_it_spins_in() {
     let source = plugin_copies::plugin_copy("spins-in-helper", SPINS_IN_A_HELPER);
     plugin_copies::prebuild("spins-in-helper", &source);
-    let daemon = Daemon::start();
+    // Two schedulers: the page's WebSocket is served while one is held.
+    let daemon = Daemon::start_with(&["--schedulers", "2"]);
     let library = plugin_copies::copy_library("spins-in-helper");
     let upgrade = daemon.system(&[
         "upgrade",
@@ -71,6 +72,9 @@ async fn a_stuck_process_shows_the_function_it_spins_in() {
     assert!(upgrade.status.success(), "{}", text(&upgrade));
 
     let mut browser = Client::connect(&daemon).await;
+    let mut page = Client::connect(&daemon).await;
+    page.send(serde_json::json!({"type": "subscribe", "topic": "top"}))
+        .await;
     browser.sum(1, "4242").await;
     let pid = browser.calculating(1).await["pid"]
         .as_str()
@@ -121,6 +125,29 @@ async fn a_stuck_process_shows_the_function_it_spins_in() {
             .iter()
             .any(|frame| frame.starts_with("math_plugin::hold_the_scheduler")),
         "{event}"
+    );
+
+    // /top's stuck row carries the same sample (the page shows it in the
+    // row's tooltip).
+    let stuck = page
+        .expect(|message| {
+            message["type"] == "top"
+                && message["rows"].as_array().is_some_and(|rows| {
+                    rows.iter()
+                        .any(|row| row["pid"] == pid.as_str() && row["stuck_ms"].is_number())
+                })
+        })
+        .await;
+    let row = stuck["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|row| row["pid"] == pid.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        strings(&row["stuck_stack"])
+            .iter()
+            .any(|frame| frame.starts_with("math_plugin::hold_the_scheduler")),
+        "{row}"
     );
 
     // Once it has returned, the process is gone and the daemon serves.

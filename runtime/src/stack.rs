@@ -47,10 +47,12 @@
 //! long-schedule report, the very poll it saw stuck). Else the answer is
 //! [`SampleError::NotInPoll`]: "no longer in a poll".
 //!
-//! **The handler cannot fault.** It reads only stack words at `fp` and
-//! `fp + 8` with `fp` 8-aligned, at or above the interrupted stack pointer
-//! and 16 bytes or more below the stack's top (`[sp, high)` is mapped: it
-//! is the thread's own stack, between its current top and its base), and
+//! **The handler cannot fault.** It walks only if the interrupted stack
+//! pointer is inside the stack recorded for its thread, and reads only
+//! stack words at `fp` and `fp + 8` with `fp` 8-aligned, at or above that
+//! stack pointer and 16 bytes or more below the stack's top (`[sp, high)`
+//! is mapped: it is the thread's own stack, between its current top and
+//! its base), and
 //! each step must go strictly up the stack, so the walk ends within
 //! [`MAX_FRAMES`] steps whatever the frame pointers hold. It calls only
 //! `gettid` (a system call that cannot fail, so `errno` is untouched) and
@@ -405,16 +407,23 @@ fn registers(context: *mut nix::libc::c_void) -> Option<(usize, usize, usize)> {
 /// `[fp + 8]` = the return address) from the interrupted frame up the
 /// stack; returns how many addresses it stored.
 fn walk(pc: usize, mut fp: usize, sp: usize) -> usize {
-    let low = sp.max(REQUEST.low.load(Relaxed));
+    let stack_low = REQUEST.low.load(Relaxed);
     let high = REQUEST.high.load(Relaxed);
     let word = size_of::<usize>();
     REQUEST.frames[0].store(pc, Relaxed);
+    if sp < stack_low || sp >= high {
+        // Not on the stack recorded for this thread (interrupted on an
+        // alternate signal stack, or a new thread that got a dead one's
+        // tid): walk nothing rather than read memory not known mapped.
+        return 1;
+    }
+    let low = sp;
     let mut depth = 1;
     while depth < MAX_FRAMES {
         let Some(record_end) = fp.checked_add(2 * word) else {
             break;
         };
-        if fp % word != 0 || fp < low || record_end > high {
+        if !fp.is_multiple_of(word) || fp < low || record_end > high {
             break;
         }
         // SAFETY: `fp` and `fp + 8` are aligned words inside

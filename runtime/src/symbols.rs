@@ -56,7 +56,10 @@ struct Object {
 /// Debug info opened so far, by file and load bias (a plugin version is
 /// loaded under a file name of its own); objects no longer loaded are
 /// dropped at the next symbolisation.
-static LOADERS: Mutex<Vec<((PathBuf, usize), Option<addr2line::Loader>)>> = Mutex::new(Vec::new());
+static LOADERS: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
+
+/// An object's `(file, load bias)` and its debug info (`None`: none readable).
+type Opened = ((PathBuf, usize), Option<addr2line::Loader>);
 
 /// Symbolises samples: one per request, so that it sees the objects loaded
 /// now; it caches each address it resolved.

@@ -585,7 +585,7 @@ impl Api {
         let mut checks = 0u32;
         let (samples, _idle) = system_runtime::stack::profile(pid.0, window, || {
             checks += 1;
-            !interrupt.load(Relaxed) && (checks % 64 != 0 || registry.is_alive(pid))
+            !interrupt.load(Relaxed) && (!checks.is_multiple_of(64) || registry.is_alive(pid))
         });
         if self.interrupt.load(Relaxed) {
             return Err(interrupted());
