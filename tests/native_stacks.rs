@@ -163,9 +163,28 @@ async fn a_stuck_process_shows_the_function_it_spins_in() {
     assert_eq!(browser.answer(2).await["result"], "15");
 }
 
+/// The real-time signals above `SIGRTMIN` (glibc keeps 32 and 33, so 35
+/// and up) that the daemon catches, from `/proc/PID/status`'s `SigCgt`.
+fn caught_realtime_signals(daemon: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid))
+        .expect("the daemon's /proc status");
+    let caught = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .expect("a SigCgt line");
+    // Bit n-1 is signal n: signals 35..=64.
+    caught & !((1u64 << 34) - 1)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_names_the_loop_a_sum_spends_its_time_in() {
     let daemon = Daemon::start();
+    // Off by default: no handler until a sample is asked for (unless the
+    // long-schedule monitor took one, which the log would say).
+    if !daemon.log().contains("long schedule:") {
+        assert_eq!(caught_realtime_signals(&daemon), 0);
+    }
     let mut browser = Client::connect(&daemon).await;
     browser.sum(1, "-1").await;
     let pid = browser.calculating(1).await["pid"]
@@ -178,6 +197,7 @@ async fn a_profile_names_the_loop_a_sum_spends_its_time_in() {
     let profile = rpc(&daemon, &format!("Runtime.profile(pid(\"{pid}\"))"));
     let profile = profile.as_str().expect("a text");
     eprintln!("{profile}");
+    assert_ne!(caught_realtime_signals(&daemon), 0, "installed once asked");
     assert!(samples_in(profile) >= 100, "{profile}");
     let hottest = profile.lines().nth(1).unwrap_or_default();
     assert!(
