@@ -584,5 +584,6 @@ fn top_row(row: &TopRow) -> Value {
         "reductions": row.reductions,
         "memory": row.memory,
         "stuck_ms": row.stuck_ms,
+        "stuck_stack": row.stuck_stack,
     })
 }

@@ -5,9 +5,14 @@
 //! while it still runs and once more with the total when it ends, in
 //! the host's views (a metric, a console call, a page).
 //!
-//! It only observes: it never touches a scheduler, never blocks the poll
-//! path (it reads slots, writes none), and cannot stop a stuck poll (nothing
-//! can, short of the plugin returning).
+//! When it first sees a poll past the threshold it takes one native stack
+//! sample of that poll (`crate::stack`: a signal to that scheduler thread,
+//! which walks its own stack and goes on) and puts its top frames into the
+//! log line and the event.
+//!
+//! It only observes: it never blocks the poll path (it reads slots, writes
+//! none; the sample interrupts the thread for microseconds), and cannot
+//! stop a stuck poll (nothing can, short of the plugin returning).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,7 +20,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::sync::{Mutex, lock};
-use crate::{Pid, ProcessRegistry, watch};
+use crate::{Pid, ProcessRegistry, stack, symbols, watch};
 
 /// The threshold when `--long-schedule` is not given.
 pub const DEFAULT_THRESHOLD: Duration = Duration::from_millis(10);
@@ -25,6 +30,8 @@ pub const PERIOD: Duration = Duration::from_millis(10);
 pub const REMINDER: Duration = Duration::from_secs(10);
 /// Events `Runtime.long_schedules()` keeps (the newest).
 pub const KEPT: usize = 100;
+/// The native frames of the sample a report carries (the innermost).
+pub const STACK_FRAMES: usize = 8;
 
 /// One poll that held a scheduler longer than the threshold.
 #[derive(Clone, Debug)]
@@ -43,6 +50,11 @@ pub struct LongSchedule {
     /// How long the poll has held the scheduler (so far, while running).
     pub ms: u64,
     pub running: bool,
+    /// Its native stack when first seen stuck, innermost first (the top
+    /// [`STACK_FRAMES`], the runtime's frames folded away); empty if no
+    /// sample could be taken (the reason is in `stack_error`).
+    pub stack: Vec<String>,
+    pub stack_error: Option<String>,
 }
 
 /// Names a code version (see [`crate::ProcessContext::set_code_version`])
@@ -209,17 +221,33 @@ fn watch_forever(watched: &Watched, threshold: Duration, period: Duration) {
             if held < threshold_ns {
                 continue;
             }
-            let event = describe(
+            let mut event = describe(
                 &registry,
                 &watched.code_names,
                 index,
                 Pid(pid),
                 Duration::from_nanos(held),
             );
+            match stack::sample_poll(slot, pid, Some(started)) {
+                Ok(sample) => {
+                    let frames = symbols::fold(symbols::Symbolizer::new().frames(&sample));
+                    event.stack = frames
+                        .iter()
+                        .take(STACK_FRAMES)
+                        .map(ToString::to_string)
+                        .collect();
+                }
+                Err(error) => event.stack_error = Some(error.to_string()),
+            }
+            let native: String = event
+                .stack
+                .iter()
+                .map(|frame| format!("\n    native: {frame}"))
+                .collect();
             tracing::warn!(
                 pid,
                 ms = event.ms,
-                "long schedule: process {} {} (started as {}) has held scheduler {index} for {} ms without yielding, in {}{}",
+                "long schedule: process {} {} (started as {}) has held scheduler {index} for {} ms without yielding, in {}{}{native}",
                 event.name,
                 event.pid,
                 event.initial_call,
@@ -276,5 +304,7 @@ fn describe(
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         ms: held.as_millis() as u64,
         running: true,
+        stack: Vec::new(),
+        stack_error: None,
     }
 }

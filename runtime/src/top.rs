@@ -31,6 +31,9 @@ pub struct TopRow {
     /// Set while the process holds a scheduler in one poll longer than the
     /// long-schedule threshold: for how long so far, in ms.
     pub stuck_ms: Option<u64>,
+    /// For a stuck process: its native stack when first seen stuck,
+    /// innermost first (the long-schedule event's sample).
+    pub stuck_stack: Vec<String>,
 }
 
 /// Every process's reductions now, by pid: on the blocking pool.
@@ -113,6 +116,7 @@ pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<To
             reductions: 0,
             memory: 0,
             stuck_ms: Some(event.ms),
+            stuck_stack: event.stack.clone(),
         })
         .collect();
     deltas.retain(|(pid, _)| !stuck.iter().any(|event| event.pid == pid.to_string()));
@@ -133,6 +137,7 @@ pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<To
             reductions,
             memory: info.memory,
             stuck_ms: None,
+            stuck_stack: Vec::new(),
         })
     }));
     for row in &mut rows {
@@ -169,6 +174,7 @@ pub async fn by_memory(registry: &Arc<ProcessRegistry>, count: usize) -> Vec<Top
             cpu: 0.0,
             memory: holder.memory,
             stuck_ms: None,
+            stuck_stack: Vec::new(),
         })
         .collect()
 }

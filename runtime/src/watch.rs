@@ -1,16 +1,19 @@
 //! One slot per scheduler thread saying which process that thread is
-//! polling and since when, and the thread's CPU clock: what the
-//! long-schedule monitor (`crate::long_schedule`) and the scheduler usage
-//! (`crate::usage`) read from other threads.
+//! polling and since when, the thread's CPU clock, its OS thread id and
+//! its stack's bounds: what the long-schedule monitor
+//! (`crate::long_schedule`), the scheduler usage (`crate::usage`) and the
+//! native stack sampler (`crate::stack`) read from other threads.
 //!
 //! The poll path writes its own thread's slot only (three `Release` stores
 //! per poll, plain moves on x86, on a cache line no other scheduler
-//! writes); readers never write a slot. Nothing here may block, allocate or
-//! take a lock on the poll path.
+//! writes); readers never write a slot. The thread id and stack bounds are
+//! written once, when the thread registers (before `live` is published), and
+//! never again. Nothing here may block, allocate or take a lock on the poll
+//! path.
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use crate::activity;
@@ -29,6 +32,12 @@ pub struct Slot {
     ended: AtomicU64,
     /// The thread's CPU-time clock id (`pthread_getcpuclockid`).
     clock: AtomicI64,
+    /// The thread's OS id (`gettid`), for `tgkill`; 0 if unknown.
+    tid: AtomicI32,
+    /// The thread's stack, `[stack_low, stack_high)` (`pthread_getattr_np`);
+    /// both 0 if unknown.
+    stack_low: AtomicUsize,
+    stack_high: AtomicUsize,
     live: AtomicBool,
 }
 
@@ -39,6 +48,9 @@ impl Slot {
             started: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             clock: AtomicI64::new(0),
+            tid: AtomicI32::new(0),
+            stack_low: AtomicUsize::new(0),
+            stack_high: AtomicUsize::new(0),
             live: AtomicBool::new(false),
         }
     }
@@ -71,6 +83,15 @@ impl Slot {
     /// CPU time the thread has used.
     pub fn cpu_time(&self) -> Duration {
         ThreadClock(self.clock.load(Relaxed) as nix::libc::clockid_t).now()
+    }
+
+    /// The thread's OS id and its stack's bounds `[low, high)`, written once
+    /// at its registration; `None` if they could not be read.
+    pub fn thread(&self) -> Option<(i32, usize, usize)> {
+        let tid = self.tid.load(Relaxed);
+        let low = self.stack_low.load(Relaxed);
+        let high = self.stack_high.load(Relaxed);
+        (tid > 0 && low < high).then_some((tid, low, high))
     }
 
     #[inline]
@@ -139,6 +160,12 @@ fn register() -> Option<&'static Slot> {
     };
     slot.clock
         .store(i64::from(ThreadClock::of_this_thread().0), Relaxed);
+    // SAFETY: gettid has no preconditions and always succeeds.
+    slot.tid.store(unsafe { nix::libc::gettid() }, Relaxed);
+    if let Some((low, high)) = this_thread_stack() {
+        slot.stack_low.store(low, Relaxed);
+        slot.stack_high.store(high, Relaxed);
+    }
     slot.live.store(true, Release);
     SLOT.set(std::ptr::from_ref(slot) as usize);
     Some(slot)
@@ -190,6 +217,26 @@ pub fn in_poll(pid: u64) -> Option<Duration> {
 /// The CPU time all watched scheduler threads have used.
 pub fn schedulers_cpu_time() -> Duration {
     schedulers().map(|(_, slot)| slot.cpu_time()).sum()
+}
+
+/// The calling thread's stack, `[low, high)`, from `pthread_getattr_np`
+/// (cold: once per thread; for the main thread glibc reads
+/// `/proc/self/maps`, so never call it in a signal handler).
+fn this_thread_stack() -> Option<(usize, usize)> {
+    let mut attr = std::mem::MaybeUninit::<nix::libc::pthread_attr_t>::uninit();
+    // SAFETY: `attr` is written by a successful pthread_getattr_np before
+    // it is read, and destroyed exactly once after.
+    unsafe {
+        if nix::libc::pthread_getattr_np(nix::libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let mut address: *mut nix::libc::c_void = std::ptr::null_mut();
+        let mut size: nix::libc::size_t = 0;
+        let status = nix::libc::pthread_attr_getstack(attr.as_ptr(), &mut address, &mut size);
+        nix::libc::pthread_attr_destroy(attr.as_mut_ptr());
+        let low = address as usize;
+        (status == 0 && size > 0).then(|| (low, low.saturating_add(size)))
+    }
 }
 
 /// The CPU-time clock of one thread, readable from any thread of the process.

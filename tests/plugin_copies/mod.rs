@@ -112,10 +112,16 @@ pub fn plugin_copy(name: &str, edits: &[(&str, &str)]) -> PathBuf {
         .filter(|section| section.starts_with("workspace.lints"))
         .map(|section| format!("\n[{section}\n"))
         .collect();
+    // And its release profile (debug info for native stack samples).
+    let release: String = package
+        .split("\n[")
+        .filter(|section| section.starts_with("profile.release]"))
+        .map(|section| format!("\n[{section}\n"))
+        .collect();
     write_if_changed(
         &root.join("Cargo.toml"),
         &format!(
-            "# An edited copy of the plugin for the upgrade tests.\n[workspace]\nresolver = \"3\"\nmembers = [\"plugin-abi\", \"math-plugin\"]\n\n[workspace.package]{workspace_package}\n[workspace.dependencies]\nplugin-abi = {{ path = \"plugin-abi\" }}\n{lints}"
+            "# An edited copy of the plugin for the upgrade tests.\n[workspace]\nresolver = \"3\"\nmembers = [\"plugin-abi\", \"math-plugin\"]\n\n[workspace.package]{workspace_package}\n[workspace.dependencies]\nplugin-abi = {{ path = \"plugin-abi\" }}\n{lints}{release}"
         ),
     );
     for file in ["plugin-abi/Cargo.toml", "plugin-abi/src/lib.rs"] {
@@ -183,8 +189,12 @@ pub fn upgrade_from_copy(home: &Path, name: &str, source: &Path) -> Output {
 pub fn prebuild(name: &str, source: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = std::process::Command::new(cargo)
-        .args(["build", "--release", "-p", "math-plugin", "--manifest-path"])
+        .args(["build", "--release", "-p", "math-plugin", "--config"])
+        .arg(system::upgrade::build::PLUGIN_RUSTFLAGS)
+        .arg("--manifest-path")
         .arg(source.join("Cargo.toml"))
+        // As `system upgrade` builds it (same flags: no second build).
+        .current_dir(source)
         .env("CARGO_TARGET_DIR", copy_target(name))
         .env("CARGO_NET_OFFLINE", "true")
         .output()

@@ -64,6 +64,8 @@
       if (typeof r.stuck_ms === 'number') {
         tr.classList.add('stuck');
         tr.title = `holding a scheduler in one poll for ${r.stuck_ms} ms`;
+        // Its native stack when first seen stuck (innermost first).
+        if (Array.isArray(r.stuck_stack)) tr.title += r.stuck_stack.map((f) => `\n  ${f}`).join('');
       }
       frag.append(tr);
     }

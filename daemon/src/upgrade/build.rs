@@ -89,6 +89,12 @@ pub fn check_trusted(tree: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What every plugin build adds to the source tree's own rustflags (cargo
+/// reads `.cargo/config.toml` from the directory it runs in, which is the
+/// tree's): frame pointers, so that native stack samples can walk the
+/// plugin's frames (docs/architecture.md, "Native stacks").
+pub const PLUGIN_RUSTFLAGS: &str = "build.rustflags=[\"-C\", \"force-frame-pointers=yes\"]";
+
 /// Builds `math-plugin` in release mode from the workspace at `source` and
 /// returns the built library. A build error carries the compiler's message.
 pub fn build_plugin(source: &Path) -> anyhow::Result<PathBuf> {
@@ -102,9 +108,12 @@ pub fn build_plugin(source: &Path) -> anyhow::Result<PathBuf> {
             "build",
             "--release",
             "--message-format=json-render-diagnostics",
+            "--config",
+            PLUGIN_RUSTFLAGS,
         ])
         .arg("--manifest-path")
         .arg(&manifest)
+        .current_dir(source)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
