@@ -501,6 +501,21 @@ async fn top_page_shows_info_and_kills_an_endless_sum() {
         .await
         .unwrap_or_default();
     assert!(trace.contains("calc_sum"), "the call trace: {trace}");
+
+    // profile: where the sum spends its time, from native samples.
+    browser.click("#info-panel button.profile").await;
+    let hottest = browser
+        .until("the profile in the info panel", || async {
+            let hottest = browser
+                .text("#info-panel .hot-functions li .function")
+                .await?;
+            (!hottest.is_empty()).then_some(hottest)
+        })
+        .await;
+    assert!(
+        hottest.contains("calc_sum"),
+        "the hottest function: {hottest}"
+    );
     browser.screenshot("top").await;
 
     // kill: the top page confirms, the sum page's line turns into `error`.

@@ -17,7 +17,7 @@
 //! (they are linked to it, as Elixir's tasks are to their caller).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +84,9 @@ enum Request {
     },
     Reset,
     Info {
+        pid: String,
+    },
+    Profile {
         pid: String,
     },
     Kill {
@@ -412,6 +415,21 @@ impl Connection {
                 }
                 Err(error) => vec![error_reply(error.to_string())],
             },
+            Request::Profile { pid } => match pid.parse::<Pid>() {
+                Ok(pid) if self.infos.len() >= MAX_INFOS_PER_CONNECTION => vec![json!({
+                    "type": "error",
+                    "pid": pid.to_string(),
+                    "message": format!(
+                        "too many info requests waiting on this connection (at most {MAX_INFOS_PER_CONNECTION}); ask again when one is answered"
+                    ),
+                })],
+                Ok(pid) => {
+                    let node = self.node.clone();
+                    self.infos.push(profile(node, pid).boxed());
+                    vec![]
+                }
+                Err(error) => vec![error_reply(error.to_string())],
+            },
             Request::Kill { pid } => match pid.parse::<Pid>() {
                 Ok(pid) => vec![self.kill(pid)],
                 Err(error) => vec![error_reply(error.to_string())],
@@ -573,6 +591,59 @@ fn without_arguments(call: &str) -> String {
         Some((function, _)) => format!("{function}(…)"),
         None => call.to_owned(),
     }
+}
+
+/// Profiles pages may run at once, node-wide: each holds a thread of the
+/// blocking pool for its window and signals a scheduler ~1,000 times a
+/// second.
+const MAX_WEB_PROFILES: usize = 2;
+static WEB_PROFILES: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a page's profile samples.
+const WEB_PROFILE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The `profile` reply: where `pid` spent its time on a scheduler over
+/// [`WEB_PROFILE_WINDOW`] (native samples, the innermost function of each),
+/// the ten hottest functions first. Sampling and symbolising run on the
+/// blocking pool, never on a scheduler.
+async fn profile(node: Arc<Node>, pid: Pid) -> Value {
+    let busy = WEB_PROFILES
+        .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+            (n < MAX_WEB_PROFILES).then_some(n + 1)
+        })
+        .is_err();
+    if busy {
+        return json!({
+            "type": "error",
+            "pid": pid.to_string(),
+            "message": format!("{MAX_WEB_PROFILES} profiles are running already; ask again in a second"),
+        });
+    }
+    let registry = node.registry.clone();
+    let sampled = tokio::task::spawn_blocking(move || {
+        let mut checks = 0u32;
+        let (samples, _idle) = system_runtime::stack::profile(pid.0, WEB_PROFILE_WINDOW, || {
+            checks += 1;
+            !checks.is_multiple_of(64) || registry.is_alive(pid)
+        });
+        system_runtime::symbols::Report::of(&samples)
+    })
+    .await;
+    WEB_PROFILES.fetch_sub(1, Ordering::AcqRel);
+    let report = sampled.unwrap_or_default();
+    let functions: Vec<Value> = report
+        .functions
+        .iter()
+        .take(10)
+        .map(|(function, samples)| json!({"function": function, "samples": samples}))
+        .collect();
+    json!({
+        "type": "profile",
+        "pid": pid.to_string(),
+        "ms": WEB_PROFILE_WINDOW.as_millis() as u64,
+        "samples": report.samples,
+        "functions": functions,
+    })
 }
 
 /// One row of the /top page.

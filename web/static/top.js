@@ -85,7 +85,7 @@
     close.addEventListener('click', hidePanel);
     return el('header', { className: 'panel-head' },
       el('h2', null, pid, name ? el('span', { className: 'name' }, ' ', name) : ''),
-      button('kill', pid), close);
+      button('profile', pid), button('kill', pid), close);
   }
 
   function showPanel(pid, name, ...sections) {
@@ -146,6 +146,9 @@
       for (const tr of tbody.rows) tr.classList.toggle('selected', tr.dataset.pid === pid);
       panel.dataset.pid = pid;
       showPanel(pid, nameOf(pid), el('p', { className: 'pending' }, 'tracing for one second…'));
+    } else if (btn.classList.contains('profile')) {
+      if (!App.send({ type: 'profile', pid })) return flashKill('not connected', true);
+      showProfile(el('p', { className: 'pending' }, 'profiling for one second…'));
     } else if (btn.classList.contains('kill')) {
       if (!App.send({ type: 'kill', pid })) return flashKill('not connected', true);
       flashKill(`killing ${pid}…`);
@@ -203,6 +206,34 @@
     if (msg.info != null && typeof msg.info === 'object') sections.push(infoSection(msg.info));
     const name = msg.info && typeof msg.info.name === 'string' ? msg.info.name : nameOf(pid);
     showPanel(pid, name, ...sections);
+  });
+
+  // The profile's section of the panel (one at a time, replaced).
+  function showProfile(...content) {
+    const old = panel.querySelector('section.profile');
+    const section = el('section', { className: 'profile' },
+      el('h3', null, 'where it spends its time (native samples)'), ...content);
+    if (old) old.replaceWith(section);
+    else panel.querySelector('.panel-head')?.after(section);
+  }
+
+  App.on('profile', (msg) => {
+    if (String(msg.pid) !== selected || panel.hidden) return;
+    const samples = typeof msg.samples === 'number' ? msg.samples : 0;
+    const functions = Array.isArray(msg.functions) ? msg.functions : [];
+    const summary = el('p', { className: 'note' },
+      `${samples.toLocaleString('en-US')} samples in ${Number(msg.ms || 0).toLocaleString('en-US')} ms` +
+      (samples === 0 ? ': it was never inside a poll' : ''));
+    const list = el('ol', { className: 'hot-functions' });
+    for (const f of functions) {
+      const share = samples ? (100 * f.samples / samples) : 0;
+      const bar = el('span', { className: 'share-bar' });
+      bar.style.width = `${share.toFixed(1)}%`;
+      list.append(el('li', { dataset: { share: share.toFixed(1) } },
+        el('span', { className: 'share' }, `${share.toFixed(1)} %`), ' ',
+        el('span', { className: 'function' }, String(f.function)), bar));
+    }
+    showProfile(summary, list);
   });
 
   App.on('kill', (msg) => {
