@@ -821,7 +821,7 @@ async fn the_token_url_opens_a_page_and_no_server_on_another_port_gets_the_token
 #[tokio::test]
 async fn top_page_marks_a_process_holding_a_scheduler() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    // A plugin that passes every check but spins 1.5 s in one call for 4242.
+    // A plugin that passes every check but spins 3 s in one call for 4242.
     let source = plugin_copies::plugin_copy("spins", plugin_copies::SPINS_ON_4242);
     plugin_copies::prebuild("spins", &source);
     // Two schedulers: one is held, the other keeps the page's WebSocket going.

@@ -267,11 +267,11 @@ pub const LOOPS_IN_VALIDATION: &[(&str, &str)] = &[
     ("        \"1.0.0\"\n", "        \"1.1.0-loops\"\n"),
 ];
 
-/// Passes every check, but for 4242 spins 1.5 s in one call without yielding.
+/// Passes every check, but for 4242 spins 3 s in one call without yielding.
 pub const SPINS_ON_4242: &[(&str, &str)] = &[
     (
         "    if n == 13 {\n        panic!(\"error\");\n    }\n",
-        "    if n == 4242 {\n        let start = std::time::Instant::now();\n        while start.elapsed() < std::time::Duration::from_millis(1500) {\n            std::hint::spin_loop();\n        }\n    }\n",
+        "    if n == 4242 {\n        let start = std::time::Instant::now();\n        while start.elapsed() < std::time::Duration::from_millis(3000) {\n            std::hint::spin_loop();\n        }\n    }\n",
     ),
     ("        \"1.0.0\"\n", "        \"1.1.0-spins\"\n"),
 ];
