@@ -13,7 +13,6 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
 use support::{Client, Daemon, eventually, text};
 
 /// A sum of `7_777_777_777_XYZ` keeps 1 MiB more in its state in each of
@@ -53,32 +52,15 @@ fn path(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
-/// `system rpc --json SCRIPT`: the script's value.
-fn rpc(daemon: &Daemon, script: &str) -> Value {
-    let output = daemon.system(&["rpc", "--json", script]);
-    assert!(output.status.success(), "{script}: {}", text(&output));
-    serde_json::from_slice(&output.stdout).expect("rpc --json prints JSON")
-}
-
-/// One value of `/metrics`, by its whole name (labels included).
-fn metric(daemon: &Daemon, name: &str) -> f64 {
-    let (status, body) = daemon.get("/metrics");
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sum_over_its_limit_is_killed_alone_and_the_node_carries_on() {
     // The default limit: 256 MiB per sum.
     let daemon = Daemon::start();
     upgrade_to_the_leaking_plugin(&daemon);
-    assert_eq!(rpc(&daemon, "Load.set(10000)")["jobs"], 10000);
+    assert_eq!(daemon.rpc("Load.set(10000)")["jobs"], 10000);
     let mut browser = Client::connect(&daemon).await;
     let mut other = Client::connect(&daemon).await;
-    let resident_before = metric(&daemon, "system_memory_resident_bytes");
+    let resident_before = daemon.metric("system_memory_resident_bytes");
 
     browser.sum(1, "7777777777777").await;
     let pid = browser.calculating(1).await["pid"]
@@ -100,11 +82,11 @@ async fn a_sum_over_its_limit_is_killed_alone_and_the_node_carries_on() {
     assert_eq!(other.answer(1).await["result"], "21");
     let pid_now = daemon.system(&["pid"]);
     assert_eq!(text(&pid_now).trim(), daemon.pid.to_string());
-    let jobs = metric(&daemon, "system_jobs_succeeded_total");
+    let jobs = daemon.metric("system_jobs_succeeded_total");
     eventually(Duration::from_secs(10), "the load to carry on", || {
-        metric(&daemon, "system_jobs_succeeded_total") > jobs
+        daemon.metric("system_jobs_succeeded_total") > jobs
     });
-    assert_eq!(metric(&daemon, "system_memory_limit_kills_total"), 1.0);
+    assert_eq!(daemon.metric("system_memory_limit_kills_total"), 1.0);
     // One line says who, how much, and on which code.
     let line = daemon.log_containing("memory limit: process sum");
     let line = line
@@ -120,7 +102,7 @@ async fn a_sum_over_its_limit_is_killed_alone_and_the_node_carries_on() {
     eventually(
         Duration::from_secs(10),
         "the node's memory to fall back",
-        || metric(&daemon, "system_memory_resident_bytes") < resident_before + 64.0 * MIB,
+        || daemon.metric("system_memory_resident_bytes") < resident_before + 64.0 * MIB,
     );
 }
 
@@ -135,7 +117,7 @@ async fn what_a_sum_holds_is_seen_in_info_top_and_metrics() {
         .as_str()
         .expect("calculating names the pid")
         .to_owned();
-    let info = |key: &str| rpc(&daemon, &format!("Process.info(pid(\"{pid}\"), :{key})"));
+    let info = |key: &str| daemon.rpc(&format!("Process.info(pid(\"{pid}\"), :{key})"));
     // (Its first slice starts the loop: 99 slices keep memory.)
     eventually(Duration::from_secs(10), "the sum to hold 99 MiB", || {
         info("memory").as_f64().unwrap_or(0.0) >= 99.0 * MIB
@@ -145,17 +127,17 @@ async fn what_a_sum_holds_is_seen_in_info_top_and_metrics() {
     assert!(info("allocated").as_f64().unwrap_or(0.0) >= memory);
     assert_eq!(info("memory_limit").as_f64(), Some(256.0 * MIB));
 
-    let top = rpc(&daemon, "Runtime.top(:memory)");
+    let top = daemon.rpc("Runtime.top(:memory)");
     assert_eq!(top[0]["name"], "sum", "{top}");
     assert_eq!(top[0]["pid"], pid.as_str(), "{top}");
-    let by_name = metric(&daemon, "system_process_memory_bytes{name=\"sum\"}");
+    let by_name = daemon.metric("system_process_memory_bytes{name=\"sum\"}");
     assert!(by_name >= 99.0 * MIB, "{by_name}");
-    let breakdown = rpc(&daemon, "System.info().memory");
+    let breakdown = daemon.rpc("System.info().memory");
     assert!(breakdown["by_name"]["sum"].as_f64().unwrap_or(0.0) >= 99.0 * MIB);
     assert!(breakdown["processes"].as_f64() <= breakdown["allocated"].as_f64());
 
     // Killed, it holds nothing more.
-    rpc(&daemon, &format!("Process.kill(pid(\"{pid}\"), :kill)"));
+    daemon.rpc(&format!("Process.kill(pid(\"{pid}\"), :kill)"));
     assert_eq!(browser.answer(1).await["reason"], "killed");
     eventually(Duration::from_secs(5), "sums to hold nothing", || {
         !daemon
@@ -189,9 +171,9 @@ async fn over_the_watermark_the_biggest_sum_is_killed_and_the_others_go_on() {
             && reason.contains("200 MiB watermark"),
         "{answer}"
     );
-    assert_eq!(metric(&daemon, "system_memory_pressure_kills_total"), 1.0);
+    assert_eq!(daemon.metric("system_memory_pressure_kills_total"), 1.0);
     for pid in &pids[..2] {
-        let status = rpc(&daemon, &format!("Process.info(pid(\"{pid}\"), :status)"));
+        let status = daemon.rpc(&format!("Process.info(pid(\"{pid}\"), :status)"));
         assert!(status.is_string(), "sum {pid} goes on: {status}");
     }
     let log = daemon.log_containing("memory pressure: killed process sum");

@@ -32,13 +32,6 @@ const SPINS_IN_A_HELPER: &[(&str, &str)] = &[
     ("        \"1.0.0\"\n", "        \"1.1.0-spins-in-helper\"\n"),
 ];
 
-/// `system rpc --json SCRIPT`: the script's value.
-fn rpc(daemon: &Daemon, script: &str) -> Value {
-    let output = daemon.system(&["rpc", "--json", script]);
-    assert!(output.status.success(), "{script}: {}", text(&output));
-    serde_json::from_slice(&output.stdout).expect("rpc --json prints JSON")
-}
-
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
@@ -91,10 +84,9 @@ async fn a_stuck_process_shows_the_function_it_spins_in() {
 
     // The console, while it still spins: the native frames, innermost
     // first, then the recorded ones as before.
-    let frames = strings(&rpc(
-        &daemon,
-        &format!("Process.info(pid(\"{pid}\"), :current_stacktrace)"),
-    ));
+    let frames = strings(&daemon.rpc(&format!(
+        "Process.info(pid(\"{pid}\"), :current_stacktrace)"
+    )));
     let helper = frames
         .iter()
         .position(|frame| frame.starts_with("math_plugin::hold_the_scheduler"))
@@ -115,7 +107,7 @@ async fn a_stuck_process_shows_the_function_it_spins_in() {
         "the runtime's and tokio's frames below the poll are folded away: {frames:#?}"
     );
 
-    let events = rpc(&daemon, "Runtime.long_schedules()");
+    let events = daemon.rpc("Runtime.long_schedules()");
     let event = events
         .as_array()
         .and_then(|events| events.iter().find(|event| event["pid"] == pid.as_str()))
@@ -153,10 +145,9 @@ async fn a_stuck_process_shows_the_function_it_spins_in() {
     // Once it has returned, the process is gone and the daemon serves.
     assert_eq!(browser.answer(1).await["status"], "done");
     assert_eq!(
-        rpc(
-            &daemon,
-            &format!("Process.info(pid(\"{pid}\"), :current_stacktrace)")
-        ),
+        daemon.rpc(&format!(
+            "Process.info(pid(\"{pid}\"), :current_stacktrace)"
+        )),
         Value::Null
     );
     browser.sum(2, "5").await;
@@ -192,9 +183,9 @@ async fn a_profile_names_the_loop_a_sum_spends_its_time_in() {
         .expect("a pid")
         .to_owned();
     // Load workers run beside it: they must never show in its profile.
-    rpc(&daemon, "Load.set(100)");
+    daemon.rpc("Load.set(100)");
 
-    let profile = rpc(&daemon, &format!("Runtime.profile(pid(\"{pid}\"))"));
+    let profile = daemon.rpc(&format!("Runtime.profile(pid(\"{pid}\"))"));
     let profile = profile.as_str().expect("a text");
     eprintln!("{profile}");
     assert_ne!(caught_realtime_signals(&daemon), 0, "installed once asked");
@@ -205,10 +196,9 @@ async fn a_profile_names_the_loop_a_sum_spends_its_time_in() {
         "{profile}"
     );
 
-    let folded = rpc(
-        &daemon,
-        &format!("Runtime.profile(pid(\"{pid}\"), #{{folded: true, ms: 500}})"),
-    );
+    let folded = daemon.rpc(&format!(
+        "Runtime.profile(pid(\"{pid}\"), #{{folded: true, ms: 500}})"
+    ));
     let folded = folded.as_str().expect("a text");
     let lines: Vec<&str> = folded.lines().collect();
     assert!(!lines.is_empty(), "{folded}");
@@ -230,7 +220,7 @@ async fn a_profile_names_the_loop_a_sum_spends_its_time_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_samples_under_load_leave_the_daemon_serving() {
     let daemon = Daemon::start();
-    rpc(&daemon, "Load.set(10000)");
+    daemon.rpc("Load.set(10000)");
     let mut browser = Client::connect(&daemon).await;
     browser.sum(1, "-1").await;
     let pid = browser.calculating(1).await["pid"]
@@ -241,7 +231,7 @@ async fn thousands_of_samples_under_load_leave_the_daemon_serving() {
     let mut taken = 0;
     let mut profiles = 0;
     while taken < 2_000 {
-        let profile = rpc(&daemon, &format!("Runtime.profile(pid(\"{pid}\"), 2000)"));
+        let profile = daemon.rpc(&format!("Runtime.profile(pid(\"{pid}\"), 2000)"));
         taken += samples_in(profile.as_str().expect("a text"));
         profiles += 1;
         assert!(
@@ -256,21 +246,17 @@ async fn thousands_of_samples_under_load_leave_the_daemon_serving() {
         .as_str()
         .expect("a pid")
         .to_owned();
-    let during = rpc(
-        &daemon,
-        &format!("Runtime.profile(pid(\"{short}\"), 30000)"),
-    );
+    let during = daemon.rpc(&format!("Runtime.profile(pid(\"{short}\"), 30000)"));
     assert!(during.is_string() || during.is_null(), "{during}");
     assert_eq!(browser.answer(2).await["status"], "done");
     assert_eq!(
-        rpc(&daemon, &format!("Runtime.profile(pid(\"{short}\"))")),
+        daemon.rpc(&format!("Runtime.profile(pid(\"{short}\"))")),
         Value::Null
     );
     assert_eq!(
-        rpc(
-            &daemon,
-            &format!("Process.info(pid(\"{short}\"), :current_stacktrace)")
-        ),
+        daemon.rpc(&format!(
+            "Process.info(pid(\"{short}\"), :current_stacktrace)"
+        )),
         Value::Null
     );
 
@@ -278,8 +264,8 @@ async fn thousands_of_samples_under_load_leave_the_daemon_serving() {
     browser.sum(3, "5").await;
     assert_eq!(browser.answer(3).await["result"], "15");
     eventually(Duration::from_secs(10), "10,000 workers", || {
-        rpc(&daemon, "Load.get()")["workers"] == 10_000
+        daemon.rpc("Load.get()")["workers"] == 10_000
     });
     assert!(daemon.is_alive());
-    rpc(&daemon, "Load.set(0)");
+    daemon.rpc("Load.set(0)");
 }

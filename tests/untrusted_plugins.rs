@@ -16,23 +16,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{Client, Daemon, eventually, text};
 
-/// `system rpc --json SCRIPT`: the script's value.
-fn rpc(daemon: &Daemon, script: &str) -> Value {
-    let output = daemon.system(&["rpc", "--json", script]);
-    assert!(output.status.success(), "{script}: {}", text(&output));
-    serde_json::from_slice(&output.stdout).expect("rpc --json prints JSON")
-}
-
-/// One value of `/metrics`.
-fn metric(daemon: &Daemon, name: &str) -> f64 {
-    let (status, body) = daemon.get("/metrics");
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
-}
-
 /// Builds the fixtures in parallel (each is a small cdylib of its own).
 fn build(fixtures: &[(&'static str, Edits)]) {
     let builds: Vec<_> = fixtures
@@ -106,12 +89,12 @@ async fn faulty_plugins_are_refused_by_a_child_and_the_daemon_carries_on() {
         .collect();
     build(&fixtures);
     let daemon = Daemon::start();
-    let load = rpc(&daemon, "Load.set(10000)");
+    let load = daemon.rpc("Load.set(10000)");
     assert_eq!(load["jobs"], 10000, "{load}");
     let mut browser = Client::connect(&daemon).await;
 
     for (index, (name, _, reason)) in REFUSED.into_iter().enumerate() {
-        let jobs_before = metric(&daemon, "system_jobs_succeeded_total");
+        let jobs_before = daemon.metric("system_jobs_succeeded_total");
         let library = plugin_copies::copy_library(name);
         let output = daemon.system(&["upgrade", "--plugin", path(&library)]);
         let said = text(&output);
@@ -132,13 +115,13 @@ async fn faulty_plugins_are_refused_by_a_child_and_the_daemon_carries_on() {
         let id = index as i64 + 1;
         browser.sum(id, "5").await;
         assert_eq!(browser.answer(id).await["result"], "15", "{name}");
-        let versions = rpc(&daemon, "Code.versions()");
+        let versions = daemon.rpc("Code.versions()");
         let versions = versions.as_array().expect("a list");
         assert_eq!(versions.len(), 1, "{name}: {versions:?}");
         assert_eq!(versions[0]["version"], "1.0.0", "{name}");
         assert_eq!(versions[0]["current"], true, "{name}");
         eventually(Duration::from_secs(10), "the load to carry on", || {
-            metric(&daemon, "system_jobs_succeeded_total") > jobs_before
+            daemon.metric("system_jobs_succeeded_total") > jobs_before
         });
         let log = daemon.log_containing(reason);
         assert!(
@@ -207,7 +190,7 @@ async fn a_poll_holding_the_only_scheduler_is_reported_while_it_runs_and_when_it
         "it passes every check: {}",
         text(&output)
     );
-    let counted_before = metric(&daemon, "system_long_schedules_total");
+    let counted_before = daemon.metric("system_long_schedules_total");
 
     let mut browser = Client::connect(&daemon).await;
     browser.sum(1, "4242").await;
@@ -227,7 +210,7 @@ async fn a_poll_holding_the_only_scheduler_is_reported_while_it_runs_and_when_it
         let home = daemon.home().to_path_buf();
         std::thread::spawn(move || support::system(&home, &["rpc", "--json", "Runtime.top()"]))
     };
-    let events = rpc(&daemon, "Runtime.long_schedules()");
+    let events = daemon.rpc("Runtime.long_schedules()");
     let event = events
         .as_array()
         .and_then(|events| events.iter().rev().find(|e| e["name"] == "sum"))
@@ -237,7 +220,7 @@ async fn a_poll_holding_the_only_scheduler_is_reported_while_it_runs_and_when_it
     assert_eq!(event["plugin"], "v2 (1.1.0-spins)", "{event}");
     let pid = event["pid"].as_str().expect("a pid").to_owned();
     assert!(warning.contains(&pid), "{warning} names {pid}");
-    let info = rpc(&daemon, &format!("Process.info(pid(\"{pid}\"))"));
+    let info = daemon.rpc(&format!("Process.info(pid(\"{pid}\"))"));
     assert_eq!(info["status"], "running", "{info}");
     assert_eq!(info["initial_call"], "Math.sum(4242)", "{info}");
     // Both forms, the talk's `Process.kill(pid, :kill)` too, say it waits.
@@ -245,7 +228,7 @@ async fn a_poll_holding_the_only_scheduler_is_reported_while_it_runs_and_when_it
         format!("Process.kill(pid(\"{pid}\"))"),
         format!("Process.kill(pid(\"{pid}\"), :kill)"),
     ] {
-        let kill = rpc(&daemon, &script);
+        let kill = daemon.rpc(&script);
         let kill = kill
             .as_str()
             .unwrap_or_else(|| panic!("{script}: not a sentence: {kill}"));
@@ -280,14 +263,14 @@ async fn a_poll_holding_the_only_scheduler_is_reported_while_it_runs_and_when_it
     });
     let total = ms_in(&ended);
     assert!((3_000..15_000).contains(&total), "{ended}");
-    let events = rpc(&daemon, "Runtime.long_schedules()");
+    let events = daemon.rpc("Runtime.long_schedules()");
     let closed = events
         .as_array()
         .and_then(|events| events.iter().find(|e| e["pid"] == pid))
         .unwrap_or_else(|| panic!("{pid} not in {events}"));
     assert_eq!(closed["running"], false, "{closed}");
     assert_eq!(closed["ms"].as_u64(), Some(total), "{closed}");
-    assert!(metric(&daemon, "system_long_schedules_total") > counted_before);
+    assert!(daemon.metric("system_long_schedules_total") > counted_before);
 
     // And the daemon serves as before.
     browser.sum(2, "5").await;

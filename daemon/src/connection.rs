@@ -395,41 +395,37 @@ impl Connection {
     }
 
     /// Handles one request; returns the replies to send at once.
+    /// Queues a reply that takes a while (an `info`'s one-second trace, a
+    /// profile): at most [`MAX_INFOS_PER_CONNECTION`] wait at once, beyond
+    /// which the request is answered with an error at once.
+    fn queue(
+        &mut self,
+        pid: &str,
+        ask: impl FnOnce(Arc<Node>, Pid) -> BoxFuture<'static, Value>,
+    ) -> Vec<Value> {
+        match pid.parse::<Pid>() {
+            Ok(pid) if self.infos.len() >= MAX_INFOS_PER_CONNECTION => vec![json!({
+                "type": "error",
+                "pid": pid.to_string(),
+                "message": format!(
+                    "too many info requests waiting on this connection (at most {MAX_INFOS_PER_CONNECTION}); ask again when one is answered"
+                ),
+            })],
+            Ok(pid) => {
+                self.infos.push(ask(self.node.clone(), pid));
+                vec![]
+            }
+            Err(error) => vec![error_reply(error.to_string())],
+        }
+    }
+
     fn handle(&mut self, request: Request) -> Vec<Value> {
         match request {
             Request::Sum { id, input } => self.sum(id, input),
             Request::Load { jobs, failure_rate } => vec![self.set_load(jobs, failure_rate)],
             Request::Reset => vec![self.reset_load()],
-            Request::Info { pid } => match pid.parse::<Pid>() {
-                Ok(pid) if self.infos.len() >= MAX_INFOS_PER_CONNECTION => vec![json!({
-                    "type": "error",
-                    "pid": pid.to_string(),
-                    "message": format!(
-                        "too many info requests waiting on this connection (at most {MAX_INFOS_PER_CONNECTION}); ask again when one is answered"
-                    ),
-                })],
-                Ok(pid) => {
-                    let node = self.node.clone();
-                    self.infos.push(info(node, pid).boxed());
-                    vec![]
-                }
-                Err(error) => vec![error_reply(error.to_string())],
-            },
-            Request::Profile { pid } => match pid.parse::<Pid>() {
-                Ok(pid) if self.infos.len() >= MAX_INFOS_PER_CONNECTION => vec![json!({
-                    "type": "error",
-                    "pid": pid.to_string(),
-                    "message": format!(
-                        "too many info requests waiting on this connection (at most {MAX_INFOS_PER_CONNECTION}); ask again when one is answered"
-                    ),
-                })],
-                Ok(pid) => {
-                    let node = self.node.clone();
-                    self.infos.push(profile(node, pid).boxed());
-                    vec![]
-                }
-                Err(error) => vec![error_reply(error.to_string())],
-            },
+            Request::Info { pid } => self.queue(&pid, |node, pid| info(node, pid).boxed()),
+            Request::Profile { pid } => self.queue(&pid, |node, pid| profile(node, pid).boxed()),
             Request::Kill { pid } => match pid.parse::<Pid>() {
                 Ok(pid) => vec![self.kill(pid)],
                 Err(error) => vec![error_reply(error.to_string())],

@@ -225,6 +225,23 @@ impl Daemon {
     pub fn is_alive(&self) -> bool {
         is_alive(self.pid)
     }
+
+    /// `system rpc --json SCRIPT`: the script's value (the script must succeed).
+    pub fn rpc(&self, script: &str) -> serde_json::Value {
+        let output = self.system(&["rpc", "--json", script]);
+        assert!(output.status.success(), "{script}: {}", text(&output));
+        serde_json::from_slice(&output.stdout).expect("rpc --json prints JSON")
+    }
+
+    /// One value of `/metrics`, by its whole name (labels included).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{body}"))
+    }
 }
 
 /// True while the OS process exists and is not a zombie.
