@@ -828,3 +828,44 @@ async fn a_web_page_sees_no_uid_or_pid_of_a_console_session() {
         "the page sees who opened the console: {text}"
     );
 }
+
+/// A page whose connection ends while its profile runs (killed from the
+/// console here) cannot use up the node's profiles (at most two run at
+/// once): each is given back when its sampling ends, whoever was waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_of_pages_that_went_away_are_given_back() {
+    let daemon = Daemon::start();
+    let kill_pages = "Process.list().filter(|p| Process.info(p).name == \"ws_connection\").map(|p| Process.kill(p, :kill))";
+    for _ in 0..3 {
+        let mut page = Client::connect(&daemon).await;
+        page.send(json!({"type": "profile", "pid": "#PID<0.100.0>"}))
+            .await;
+        // The profile is running once a second one is refused or answered.
+        page.send(json!({"type": "info", "pid": "#PID<0.100.0>"}))
+            .await;
+        daemon.rpc(kill_pages);
+        assert_eq!(page.close_code().await, None, "killed, not closed");
+    }
+    let mut page = Client::connect(&daemon).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        page.send(json!({"type": "profile", "pid": "#PID<0.100.0>"}))
+            .await;
+        let reply = page
+            .expect(|m| m["type"] == "profile" || m["type"] == "error")
+            .await;
+        if reply["type"] == "profile" {
+            break;
+        }
+        assert!(
+            reply["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("profiles are running already")),
+            "{reply}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the profiles of closed pages were never given back: {reply}"
+        );
+    }
+}

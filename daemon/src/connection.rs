@@ -595,6 +595,26 @@ fn without_arguments(call: &str) -> String {
 const MAX_WEB_PROFILES: usize = 2;
 static WEB_PROFILES: AtomicUsize = AtomicUsize::new(0);
 
+/// One of the [`MAX_WEB_PROFILES`] profiles that may run; given back on drop.
+struct ProfileSlot;
+
+impl ProfileSlot {
+    fn take() -> Option<ProfileSlot> {
+        WEB_PROFILES
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < MAX_WEB_PROFILES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ProfileSlot)
+    }
+}
+
+impl Drop for ProfileSlot {
+    fn drop(&mut self) {
+        WEB_PROFILES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// How long a page's profile samples.
 const WEB_PROFILE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -603,20 +623,18 @@ const WEB_PROFILE_WINDOW: Duration = Duration::from_secs(1);
 /// the ten hottest functions first. Sampling and symbolising run on the
 /// blocking pool, never on a scheduler.
 async fn profile(node: Arc<Node>, pid: Pid) -> Value {
-    let busy = WEB_PROFILES
-        .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-            (n < MAX_WEB_PROFILES).then_some(n + 1)
-        })
-        .is_err();
-    if busy {
+    let Some(slot) = ProfileSlot::take() else {
         return json!({
             "type": "error",
             "pid": pid.to_string(),
             "message": format!("{MAX_WEB_PROFILES} profiles are running already; ask again in a second"),
         });
-    }
+    };
     let registry = node.registry.clone();
+    // The slot goes with the sampling thread: it is given back when the
+    // sampling ends, even if the page went away meanwhile.
     let sampled = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let mut checks = 0u32;
         let (samples, _idle) = system_runtime::stack::profile(pid.0, WEB_PROFILE_WINDOW, || {
             checks += 1;
@@ -625,7 +643,6 @@ async fn profile(node: Arc<Node>, pid: Pid) -> Value {
         system_runtime::symbols::Report::of(&samples)
     })
     .await;
-    WEB_PROFILES.fetch_sub(1, Ordering::AcqRel);
     let report = sampled.unwrap_or_default();
     let functions: Vec<Value> = report
         .functions
