@@ -150,34 +150,57 @@ async fn what_a_sum_holds_is_seen_in_info_top_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_watermark_the_biggest_sum_is_killed_and_the_others_go_on() {
     // No limit per sum: only the node's watermark bounds them.
-    let daemon = Daemon::start_with(&["--max-process-memory", "0", "--max-memory", "200MiB"]);
+    let daemon = Daemon::start_with(&["--max-process-memory", "0", "--max-memory", "150MiB"]);
     upgrade_to_the_leaking_plugin(&daemon);
     let mut browser = Client::connect(&daemon).await;
-    // 60 + 70 MiB fit; another 80 takes the node over 200 MiB.
-    let mut pids = Vec::new();
-    for (id, input) in [
-        (1, "7777777777060"),
-        (2, "7777777777070"),
-        (3, "7777777777080"),
-    ] {
-        browser.sum(id, input).await;
-        let calculating = browser.calculating(id).await;
-        pids.push(calculating["pid"].as_str().expect("a pid").to_owned());
-    }
-    let answer = browser.answer(3).await;
+    // 100 MiB fit; a second sum keeping 60 more takes the node over 150
+    // MiB while the first is still the biggest.
+    browser.sum(1, "7777777777100").await;
+    let biggest = browser.calculating(1).await["pid"]
+        .as_str()
+        .expect("a pid")
+        .to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "the first sum to hold 99 MiB",
+        || {
+            daemon
+                .rpc(&format!("Process.info(pid(\"{biggest}\"), :memory)"))
+                .as_f64()
+                .unwrap_or(0.0)
+                >= 99.0 * MIB
+        },
+    );
+    browser.sum(2, "7777777777060").await;
+    let other = browser.calculating(2).await["pid"]
+        .as_str()
+        .expect("a pid")
+        .to_owned();
+    let answer = browser.answer(1).await;
     let reason = answer["reason"].as_str().unwrap_or_default();
     assert!(
         reason.starts_with("memory_pressure: the node held")
-            && reason.contains("200 MiB watermark"),
+            && reason.contains("150 MiB watermark"),
         "{answer}"
     );
     assert_eq!(daemon.metric("system_memory_pressure_kills_total"), 1.0);
-    for pid in &pids[..2] {
-        let status = daemon.rpc(&format!("Process.info(pid(\"{pid}\"), :status)"));
-        assert!(status.is_string(), "sum {pid} goes on: {status}");
-    }
+    // The other keeps its 60 MiB and goes on: the node is under its mark.
+    eventually(
+        Duration::from_secs(10),
+        "the other sum to hold 59 MiB",
+        || {
+            daemon
+                .rpc(&format!("Process.info(pid(\"{other}\"), :memory)"))
+                .as_f64()
+                .unwrap_or(0.0)
+                >= 59.0 * MIB
+        },
+    );
+    let status = daemon.rpc(&format!("Process.info(pid(\"{other}\"), :status)"));
+    assert!(status.is_string(), "sum {other} goes on: {status}");
+    assert_eq!(daemon.metric("system_memory_pressure_kills_total"), 1.0);
     let log = daemon.log_containing("memory pressure: killed process sum");
-    assert!(log.contains(&pids[2]), "{log}");
+    assert!(log.contains(&biggest), "{log}");
     browser.sum(4, "5").await;
     assert_eq!(browser.answer(4).await["result"], "15");
 }

@@ -683,7 +683,7 @@ fn memory_map(node: &crate::node::Node) -> Map {
     let int = |bytes: u64| Dynamic::from_int(to_int(bytes));
     let optional = |bytes: Option<u64>| bytes.map_or(Dynamic::UNIT, int);
     let mut by_name = Map::new();
-    for (name, (bytes, _count)) in &breakdown.by_name {
+    for (name, bytes) in &breakdown.by_name {
         by_name.insert(name.as_str().into(), int(*bytes));
     }
     let mut map = Map::new();

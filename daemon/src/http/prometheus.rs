@@ -144,7 +144,7 @@ pub fn render(node: &Node) -> String {
         text,
         "# HELP {name} Memory the processes of each name hold.\n# TYPE {name} gauge"
     );
-    for (process, (bytes, _count)) in &memory.by_name {
+    for (process, bytes) in &memory.by_name {
         // Process names are the daemon's own identifiers: nothing to escape.
         let _ = writeln!(text, "{name}{{name=\"{process}\"}} {bytes}");
     }

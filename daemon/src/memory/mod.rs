@@ -89,8 +89,8 @@ pub fn release_freed_pages() {
 /// What the node holds, by kind of process and apart from them.
 #[derive(Debug, Default, Clone)]
 pub struct Breakdown {
-    /// Bytes and count per process name (`sum`, `load_worker`, …).
-    pub by_name: BTreeMap<String, (u64, u64)>,
+    /// Bytes per process name (`sum`, `load_worker`, …).
+    pub by_name: BTreeMap<String, u64>,
     /// All processes together.
     pub processes: u64,
     /// Everything the daemon's code holds (the allocator's live bytes).
@@ -104,12 +104,15 @@ impl Breakdown {
     pub fn of(registry: &ProcessRegistry) -> Breakdown {
         let mut breakdown = Breakdown::default();
         for holder in registry.memory() {
-            let (bytes, count) = breakdown
-                .by_name
-                .entry(holder.name.into_owned())
-                .or_default();
-            *bytes += holder.memory;
-            *count += 1;
+            // A name is allocated once per kind, not once per process.
+            match breakdown.by_name.get_mut(&*holder.name) {
+                Some(bytes) => *bytes += holder.memory,
+                None => {
+                    breakdown
+                        .by_name
+                        .insert(holder.name.into_owned(), holder.memory);
+                }
+            }
             breakdown.processes += holder.memory;
         }
         breakdown.allocated = allocated();

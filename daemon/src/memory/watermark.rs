@@ -57,14 +57,18 @@ impl Watermark {
     }
 
     fn run(&self, registry: &Weak<ProcessRegistry>) {
-        let mut limit_kills = 0;
+        let (mut limit_kills, mut purge_again) = (0, false);
         loop {
             std::thread::sleep(PERIOD);
             let Some(registry) = registry.upgrade() else {
                 return;
             };
+            // Once when a kill is seen and once a period later: what the
+            // killed process held may still be on its way back (its task
+            // freed after its exit is counted).
             let kills = registry.memory_limit_kills();
-            if kills != limit_kills {
+            if kills != limit_kills || purge_again {
+                purge_again = kills != limit_kills;
                 limit_kills = kills;
                 release_freed_pages();
             }
