@@ -213,8 +213,12 @@ fn write_if_changed(path: &Path, text: &str) {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).expect("create the copy's directories");
     }
-    // Via a rename: another test binary may be reading the same copy.
-    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    // Via a rename: another test (a thread of this binary, or another
+    // binary) may be reading or writing the same copy, so each writer has a
+    // partial file of its own.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = path.with_extension(format!("partial-{}-{write}", std::process::id()));
     fs::write(&partial, text).expect("write the copy");
     fs::rename(&partial, path).expect("move the copy into place");
 }
