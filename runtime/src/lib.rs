@@ -20,13 +20,16 @@ pub mod long_schedule;
 mod low_priority;
 pub mod memory;
 mod pid;
+pub mod processes;
 mod registry;
 pub mod stack;
+pub mod supervision;
 pub mod supervisor;
 pub mod symbols;
 mod sync;
 mod timer;
 pub mod top;
+pub mod tree;
 pub mod usage;
 pub mod watch;
 

@@ -44,6 +44,7 @@ use crate::entry::{Priority, ProcessEntry, ProcessInfo, Spec};
 use crate::kill::Handle;
 use crate::low_priority::LowPriority;
 use crate::memory;
+use crate::supervision::{Supervises, Supervising, Supervisors};
 use crate::timer::Timers;
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
@@ -71,6 +72,8 @@ pub struct ProcessRegistry {
     low_priority: LowPriority,
     /// The wheels processes sleep on (`ProcessContext::sleep_until`).
     timers: Arc<Timers>,
+    /// The supervisors running now and their views of their children.
+    supervisors: Arc<Supervisors>,
 }
 
 /// One process and the bytes it holds, from [`ProcessRegistry::memory`].
@@ -122,6 +125,7 @@ impl ProcessRegistry {
             memory_limit_kills: AtomicU64::new(0),
             low_priority: LowPriority::default(),
             timers: Timers::new(),
+            supervisors: Arc::default(),
         })
     }
 
@@ -297,6 +301,26 @@ impl ProcessRegistry {
 
     pub fn count(&self) -> usize {
         self.table.len()
+    }
+
+    /// Calls `visit` with every live entry (the whole table: off the
+    /// schedulers; `visit` must not touch the table).
+    pub(crate) fn for_each_entry(&self, mut visit: impl FnMut(&ProcessEntry)) {
+        for entry in self.table.iter() {
+            visit(entry.value());
+        }
+    }
+
+    /// Records that `pid` supervises what `view` lists, until the returned
+    /// registration drops (held by the supervisor's own body, so it ends
+    /// with it): what `Runtime.tree()` draws.
+    pub fn supervising(&self, pid: Pid, view: Arc<dyn Supervises>) -> Supervising {
+        self.supervisors.insert(pid, view)
+    }
+
+    /// The supervisors registered now, by ascending pid.
+    pub(crate) fn supervisors(&self) -> Vec<(Pid, Arc<dyn Supervises>)> {
+        self.supervisors.all()
     }
 
     /// Process sleeps registered on the runtime's timer wheels and not yet

@@ -3,40 +3,32 @@
 //! gives up (ending with [`ExitReason::Exit`] `shutdown`, as an OTP
 //! supervisor does) when restarts come faster than its intensity allows.
 //!
+//! While it runs it registers its children with the registry (`supervision`),
+//! so the supervision tree shows them.
+//!
 //! It restarts; it does not decide what a child does or how it shuts down.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Down, ExitReason, Monitor, Pid, ProcessContext, ProcessRegistry, Spec};
+pub use crate::supervision::{Intensity, Restart};
+use crate::supervision::{ChildList, Policy, Strategy, SupervisedChild};
+use crate::{Down, ExitReason, Monitor, ProcessContext, ProcessRegistry, Spec};
 
 type Start = Arc<dyn Fn(ProcessContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// When a child that ended is started again (OTP's restart types).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Restart {
-    /// Always.
-    Permanent,
-    /// Only if it ended abnormally: not `normal`, not `shutdown`.
-    Transient,
-    /// Never.
-    Temporary,
-}
-
-impl Restart {
-    fn restarts_after(self, reason: &ExitReason) -> bool {
-        match self {
-            Restart::Permanent => true,
-            Restart::Transient => !matches!(reason, ExitReason::Normal | ExitReason::Shutdown),
-            Restart::Temporary => false,
-        }
+fn restarts_after(restart: Restart, reason: &ExitReason) -> bool {
+    match restart {
+        Restart::Permanent => true,
+        Restart::Transient => !matches!(reason, ExitReason::Normal | ExitReason::Shutdown),
+        Restart::Temporary => false,
     }
 }
 
@@ -71,22 +63,6 @@ impl Child {
     }
 }
 
-/// At most `max_restarts` within `within`; one more and the supervisor ends.
-#[derive(Clone, Copy, Debug)]
-pub struct Intensity {
-    pub max_restarts: usize,
-    pub within: Duration,
-}
-
-impl Default for Intensity {
-    fn default() -> Self {
-        Intensity {
-            max_restarts: 10,
-            within: Duration::from_secs(10),
-        }
-    }
-}
-
 /// Starts a supervisor process for `children`. Children are not restarted
 /// once `shutdown` is cancelled; when the supervisor ends, it kills them.
 pub fn start(
@@ -110,14 +86,21 @@ async fn supervise(
     shutdown: CancellationToken,
 ) -> ExitReason {
     ctx.enter(&"supervisor:loop/1");
-    let mut started = KillOnExit {
+    let started = Arc::new(ChildList::new(Policy {
+        strategy: Strategy::OneForOne,
+        intensity: Some(intensity),
+    }));
+    // Declared before the kill guard: dropped after it, so the tree never
+    // shows this supervisor without its children.
+    let _supervising = registry.supervising(ctx.pid(), started.clone());
+    let _kill_on_exit = KillOnExit {
         registry: registry.clone(),
-        pids: Vec::with_capacity(children.len()),
+        started: started.clone(),
     };
     let mut running = FuturesUnordered::new();
     for (index, child) in children.iter().enumerate() {
         let monitor = start_child(&registry, child);
-        started.pids.push(monitor.pid());
+        started.set(index, supervised(monitor.pid(), child));
         running.push(tagged(index, monitor));
     }
     let mut restarts: VecDeque<Instant> = VecDeque::new();
@@ -134,7 +117,7 @@ async fn supervise(
             return ExitReason::Normal;
         }
         let child = &children[index];
-        if !child.restart.restarts_after(&down.reason) {
+        if !restarts_after(child.restart, &down.reason) {
             tracing::info!(
                 "supervisor {}: {:?} child {} {} exited ({}); not restarted",
                 ctx.pid(),
@@ -171,7 +154,7 @@ async fn supervise(
             down.reason,
             monitor.pid()
         );
-        started.pids[index] = monitor.pid();
+        started.set(index, supervised(monitor.pid(), child));
         running.push(tagged(index, monitor));
     }
 }
@@ -181,6 +164,13 @@ fn start_child(registry: &Arc<ProcessRegistry>, child: &Child) -> Monitor {
     registry.spawn_monitor(child.spec.clone(), move |ctx| start(ctx))
 }
 
+fn supervised(pid: crate::Pid, child: &Child) -> SupervisedChild {
+    SupervisedChild {
+        pid,
+        restart: child.restart,
+    }
+}
+
 async fn tagged(index: usize, monitor: Monitor) -> (usize, Down) {
     (index, monitor.await)
 }
@@ -188,13 +178,13 @@ async fn tagged(index: usize, monitor: Monitor) -> (usize, Down) {
 /// Kills the supervisor's children when the supervisor ends, however it ends.
 struct KillOnExit {
     registry: Arc<ProcessRegistry>,
-    pids: Vec<Pid>,
+    started: Arc<ChildList>,
 }
 
 impl Drop for KillOnExit {
     fn drop(&mut self) {
-        for pid in &self.pids {
-            self.registry.kill(*pid);
+        for pid in self.started.pids() {
+            self.registry.kill(pid);
         }
     }
 }

@@ -14,8 +14,10 @@ pub mod budget;
 pub mod frame;
 pub mod help;
 pub mod nesting;
+pub mod processes;
 pub mod render;
 pub mod session;
+pub mod tree;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,6 @@
 //! The HTTP listener process: serves the pages, `/health`, the load API and
-//! `/metrics` (see `api` and `prometheus`) and the WebSocket endpoint on the listening
+//! `/metrics` (see `api` and `prometheus`), the process table and the
+//! supervision tree (`processes`) and the WebSocket endpoint on the listening
 //! socket the server bound at start.
 //!
 //! Each accepted connection takes a slot under the cap (`limits`), gets
@@ -13,6 +14,7 @@
 mod api;
 pub mod guard;
 pub mod limits;
+pub mod processes;
 mod prometheus;
 pub mod token;
 
@@ -178,6 +180,7 @@ fn routes(
         warp::reply::json(&serde_json::json!({"status": "ok", "log": log}))
     });
     let load_api = api::routes(node.clone());
+    let process_api = processes::routes(node.clone());
     let websocket = warp::path!("ws")
         .and(warp::ws())
         .and(warp::ext::get::<Peer>())
@@ -217,7 +220,11 @@ fn routes(
                     None => Err(warp::reject::not_found()),
                 }
             });
-    health.or(load_api).or(websocket).or(assets)
+    health
+        .or(load_api)
+        .or(process_api)
+        .or(websocket)
+        .or(assets)
 }
 
 /// Largest WebSocket message accepted from a client.
