@@ -70,7 +70,7 @@
       const tr = el('tr', { dataset: { pid } },
         el('td', { className: 'pid' }, pid),
         el('td', { className: 'name' }, String(r.name ?? '')),
-        el('td', { className: 'status' }, String(r.status ?? '')),
+        el('td', { className: 'state' }, String(r.status ?? '')),
         el('td', { className: 'reductions num' }, num(r.reductions)),
         el('td', { className: 'cpu num' }, cpuText(r.cpu)),
         el('td', { className: 'memory num' }, bytesText(r.memory)),
