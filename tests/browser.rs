@@ -551,7 +551,8 @@ async fn top_page_shows_info_and_kills_an_endless_sum() {
 }
 
 /// The rows of /processes as the page shows them.
-const PROCESS_ROWS_JS: &str = "return [...document.querySelectorAll('#processes tbody tr')].map(tr => ({
+const PROCESS_ROWS_JS: &str =
+    "return [...document.querySelectorAll('#processes tbody tr')].map(tr => ({
     pid: tr.dataset.pid,
     name: tr.querySelector('.name').textContent,
     reductions: Number(tr.querySelector('.reductions').textContent.replaceAll(',', '')) }))";
@@ -587,7 +588,9 @@ async fn processes_page_searches_sorts_pages_pauses_and_opens_info() {
     // by clicking its header again.
     for (order, busiest_first) in [("descending", true), ("ascending", false)] {
         if !busiest_first {
-            browser.click("#processes th[data-sort=\"reductions\"]").await;
+            browser
+                .click("#processes th[data-sort=\"reductions\"]")
+                .await;
         }
         browser
             .until(&format!("rows by reductions, {order}"), || async {
@@ -600,7 +603,11 @@ async fn processes_page_searches_sorts_pages_pauses_and_opens_info() {
                     .map(|row| row["reductions"].as_f64())
                     .collect::<Option<_>>()?;
                 let in_order = figures.windows(2).all(|w| {
-                    if busiest_first { w[0] >= w[1] } else { w[0] <= w[1] }
+                    if busiest_first {
+                        w[0] >= w[1]
+                    } else {
+                        w[0] <= w[1]
+                    }
                 });
                 (sorted == order && figures.len() == 20 && in_order).then_some(())
             })
@@ -611,7 +618,10 @@ async fn processes_page_searches_sorts_pages_pauses_and_opens_info() {
     browser.click("#processes th[data-sort=\"pid\"]").await;
     let first_page = browser
         .until("the first page by pid", || async {
-            (browser.attr("#processes th[data-sort=\"pid\"]", "aria-sort").await? == "ascending")
+            (browser
+                .attr("#processes th[data-sort=\"pid\"]", "aria-sort")
+                .await?
+                == "ascending")
                 .then_some(())?;
             let rows = rows().await?;
             (rows.len() == 20).then_some(rows)
@@ -645,7 +655,11 @@ async fn processes_page_searches_sorts_pages_pauses_and_opens_info() {
     let started = Instant::now();
     browser
         .until("two refresh periods paused", || async {
-            assert_eq!(renders(&browser).await, Some(paused_at), "refreshed while paused");
+            assert_eq!(
+                renders(&browser).await,
+                Some(paused_at),
+                "refreshed while paused"
+            );
             (started.elapsed() > Duration::from_millis(2500)).then_some(())
         })
         .await;
@@ -673,7 +687,8 @@ async fn processes_page_searches_sorts_pages_pauses_and_opens_info() {
         .await;
     for key in ["pid", "name", "status", "reductions", "memory"] {
         assert!(
-            keys.as_array().is_some_and(|keys| keys.iter().any(|k| k == key)),
+            keys.as_array()
+                .is_some_and(|keys| keys.iter().any(|k| k == key)),
             "{key} in {keys}"
         );
     }

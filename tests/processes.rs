@@ -66,7 +66,11 @@ fn the_process_table_sorts_filters_and_pages_ten_thousand_workers() {
         "age_ms",
         "current_function",
     ] {
-        assert!(!rows(&first)[0][field].is_null(), "{field} in {}", rows(&first)[0]);
+        assert!(
+            !rows(&first)[0][field].is_null(),
+            "{field} in {}",
+            rows(&first)[0]
+        );
     }
     assert!(first["total"].as_u64().expect("a total") > WORKERS);
 
@@ -127,9 +131,15 @@ fn the_process_table_sorts_filters_and_pages_ten_thousand_workers() {
     assert_eq!(names, ["supervisor", "load_supervisor"], "{supervisors}");
     assert_eq!(supervisors["total"], 2);
     let waiting = page(&daemon, "status=waiting&name=worker&limit=1000");
-    assert!(waiting["total"].as_u64() > Some(WORKERS / 2), "{}", waiting["total"]);
     assert!(
-        rows(&waiting).iter().all(|row| row["status"] == "waiting" && row["name"] == "load_worker"),
+        waiting["total"].as_u64() > Some(WORKERS / 2),
+        "{}",
+        waiting["total"]
+    );
+    assert!(
+        rows(&waiting)
+            .iter()
+            .all(|row| row["status"] == "waiting" && row["name"] == "load_worker"),
         "{waiting}"
     );
     let none = page(&daemon, "name=no_such_process");
@@ -158,7 +168,10 @@ fn the_process_table_sorts_filters_and_pages_ten_thousand_workers() {
     }
     assert_eq!(seen.len() as u64, WORKERS, "every worker once");
     let beyond = page(&daemon, &format!("name=load_worker&offset={WORKERS}"));
-    assert_eq!((beyond["total"].as_u64(), rows(&beyond).len()), (Some(WORKERS), 0));
+    assert_eq!(
+        (beyond["total"].as_u64(), rows(&beyond).len()),
+        (Some(WORKERS), 0)
+    );
 
     // Bad parameters: 400, saying what is wrong.
     for (query, says) in [
@@ -187,14 +200,23 @@ fn the_console_lists_a_page_and_draws_the_folded_tree() {
     let listed = daemon.rpc("Process.list(#{sort: :reductions, limit: 20, name: \"worker\"})");
     let listed = listed.as_array().expect("a list of rows");
     assert_eq!(listed.len(), 20, "{listed:?}");
-    assert!(listed.iter().all(|row| row["name"] == "load_worker"), "{listed:?}");
+    assert!(
+        listed.iter().all(|row| row["name"] == "load_worker"),
+        "{listed:?}"
+    );
     let reductions: Vec<i64> = listed
         .iter()
         .map(|row| row["reductions"].as_i64().expect("reductions"))
         .collect();
-    assert!(reductions.windows(2).all(|w| w[0] >= w[1]), "{reductions:?}");
+    assert!(
+        reductions.windows(2).all(|w| w[0] >= w[1]),
+        "{reductions:?}"
+    );
     let oldest = daemon.rpc("Process.list(#{sort: :age, order: :desc, limit: 1})");
-    assert_eq!(oldest[0]["name"], "supervisor", "the root supervisor is the oldest: {oldest}");
+    assert_eq!(
+        oldest[0]["name"], "supervisor",
+        "the root supervisor is the oldest: {oldest}"
+    );
     // Plain `Process.list()` is every pid, as before.
     let all = daemon.rpc("Process.list().len()");
     assert!(all.as_i64() > Some(WORKERS as i64), "{all}");
@@ -231,7 +253,10 @@ fn the_console_lists_a_page_and_draws_the_folded_tree() {
         .find(|line| line.contains("load_worker × 10,000"))
         .unwrap_or_else(|| panic!("no fold line in\n{tree}"));
     assert!(fold.contains("transient"), "{fold}");
-    assert!(fold.starts_with("│  └─ ") || fold.starts_with("   └─ "), "under the load supervisor: {fold}");
+    assert!(
+        fold.starts_with("│  └─ ") || fold.starts_with("   └─ "),
+        "under the load supervisor: {fold}"
+    );
     assert!(tree.contains("unsupervised ("), "{tree}");
 }
 
@@ -246,9 +271,16 @@ fn the_tree_as_json_has_each_supervisor_its_children_and_the_fold() {
     assert_eq!(root["name"], "supervisor");
     assert_eq!(root["kind"], "supervisor");
     assert_eq!(root["strategy"], "one_for_one");
-    assert!(root.get("restart").is_none(), "a root has no restart type: {root}");
+    assert!(
+        root.get("restart").is_none(),
+        "a root has no restart type: {root}"
+    );
     assert!(root.get("count").is_none(), "{root}");
-    assert!(root["pid"].as_str().is_some_and(|pid| pid.starts_with("#PID<0.")));
+    assert!(
+        root["pid"]
+            .as_str()
+            .is_some_and(|pid| pid.starts_with("#PID<0."))
+    );
     let children = root["children"].as_array().expect("children");
     let load = children
         .iter()
@@ -256,7 +288,11 @@ fn the_tree_as_json_has_each_supervisor_its_children_and_the_fold() {
         .expect("the load supervisor");
     assert_eq!(
         (&load["kind"], &load["restart"], &load["strategy"]),
-        (&Value::from("supervisor"), &Value::from("permanent"), &Value::from("one_for_one"))
+        (
+            &Value::from("supervisor"),
+            &Value::from("permanent"),
+            &Value::from("one_for_one")
+        )
     );
     let workers = load["children"].as_array().expect("its children");
     assert_eq!(workers.len(), 1, "one folded node: {workers:?}");
@@ -266,12 +302,25 @@ fn the_tree_as_json_has_each_supervisor_its_children_and_the_fold() {
     assert_eq!(fold["restart"], "transient");
     assert_eq!(fold["count"], WORKERS);
     assert!(fold["pid"].as_str().is_some(), "{fold}");
-    for child in children.iter().filter(|child| child["name"] != "load_supervisor") {
-        assert_eq!((&child["kind"], &child["restart"]), (&Value::from("worker"), &Value::from("permanent")), "{child}");
-        assert!(child.get("count").is_none() && child.get("strategy").is_none(), "{child}");
+    for child in children
+        .iter()
+        .filter(|child| child["name"] != "load_supervisor")
+    {
+        assert_eq!(
+            (&child["kind"], &child["restart"]),
+            (&Value::from("worker"), &Value::from("permanent")),
+            "{child}"
+        );
+        assert!(
+            child.get("count").is_none() && child.get("strategy").is_none(),
+            "{child}"
+        );
     }
     if let Some(group) = roots.get(1) {
-        assert_eq!((&group["name"], &group["kind"]), (&Value::from("unsupervised"), &Value::from("group")));
+        assert_eq!(
+            (&group["name"], &group["kind"]),
+            (&Value::from("unsupervised"), &Value::from("group"))
+        );
         assert!(group["pid"].is_null());
     }
     assert!(body.len() < 16 * 1024, "folded: {} bytes", body.len());

@@ -24,8 +24,7 @@ pub async fn get(url: &str, path: &str) -> anyhow::Result<Answer> {
     let mut stream = TcpStream::connect(address)
         .await
         .with_context(|| format!("connecting to {address}"))?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;

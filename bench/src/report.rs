@@ -164,7 +164,10 @@ fn issue_26(results: &[Value]) -> Vec<Verdict> {
         Verdict {
             target: "1M: load kept while 20 pages are read (min >= 99 %)",
             measured: min.map_or("-".into(), |v| {
-                format!("min {v:.2} %, median {:.2} %", num(r, "median_pct").unwrap_or(0.0))
+                format!(
+                    "min {v:.2} %, median {:.2} %",
+                    num(r, "median_pct").unwrap_or(0.0)
+                )
             }),
             met: min.map(|v| v >= 99.0),
         },

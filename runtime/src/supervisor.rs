@@ -18,8 +18,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::supervision::{Intensity, Restart};
 use crate::supervision::{ChildList, Policy, Strategy, SupervisedChild};
+pub use crate::supervision::{Intensity, Restart};
 use crate::{Down, ExitReason, Monitor, ProcessContext, ProcessRegistry, Spec};
 
 type Start = Arc<dyn Fn(ProcessContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;

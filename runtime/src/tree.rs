@@ -206,9 +206,7 @@ fn supervisor_node(
 fn fold(nodes: Vec<Node>) -> Vec<Node> {
     let mut sizes: HashMap<(String, Option<Restart>), usize> = HashMap::new();
     for node in nodes.iter().filter(|node| node.kind == Kind::Worker) {
-        *sizes
-            .entry((node.name.clone(), node.restart))
-            .or_default() += 1;
+        *sizes.entry((node.name.clone(), node.restart)).or_default() += 1;
     }
     let mut folded: Vec<Node> = Vec::new();
     let mut placed: HashMap<(String, Option<Restart>), usize> = HashMap::new();
@@ -269,10 +267,15 @@ mod tests {
     fn a_few_siblings_stay_apart_and_many_kinds_are_capped() {
         let few: Vec<Node> = (1..FOLD_AT as u64).map(|pid| leaf(pid, "w")).collect();
         assert_eq!(fold(few).len(), FOLD_AT - 1);
-        let many: Vec<Node> = (0..100u64).map(|pid| leaf(pid, &format!("k{pid}"))).collect();
+        let many: Vec<Node> = (0..100u64)
+            .map(|pid| leaf(pid, &format!("k{pid}")))
+            .collect();
         let capped = fold(many);
         assert_eq!(capped.len(), MAX_CHILDREN);
         let last = capped.last().expect("the group");
-        assert_eq!((last.kind, last.count), (Kind::Group, 100 - MAX_CHILDREN + 1));
+        assert_eq!(
+            (last.kind, last.count),
+            (Kind::Group, 100 - MAX_CHILDREN + 1)
+        );
     }
 }

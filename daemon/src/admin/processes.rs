@@ -34,8 +34,8 @@ fn list(api: &Api, opts: &Map) -> Fallible<Array> {
         .iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
-    let query = crate::http::processes::parse(&params)
-        .map_err(|error| format!("Process.list: {error}"))?;
+    let query =
+        crate::http::processes::parse(&params).map_err(|error| format!("Process.list: {error}"))?;
     let registry = api.node.registry.clone();
     let page = api.wait(async move { processes::page(&registry, query).await })?;
     Ok(page.rows.into_iter().map(row).collect())

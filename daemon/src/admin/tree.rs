@@ -29,7 +29,11 @@ pub fn draw(roots: &[Node]) -> TreeText {
 fn draw_children(children: &[Node], indent: &str, lines: &mut Vec<String>) {
     for (index, child) in children.iter().enumerate() {
         let last = index + 1 == children.len();
-        let (branch, below) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+        let (branch, below) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
         lines.push(format!("{indent}{branch}{}", label(child)));
         draw_children(&child.children, &format!("{indent}{below}"), lines);
     }

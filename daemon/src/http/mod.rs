@@ -220,11 +220,7 @@ fn routes(
                     None => Err(warp::reject::not_found()),
                 }
             });
-    health
-        .or(load_api)
-        .or(process_api)
-        .or(websocket)
-        .or(assets)
+    health.or(load_api).or(process_api).or(websocket).or(assets)
 }
 
 /// Largest WebSocket message accepted from a client.

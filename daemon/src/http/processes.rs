@@ -23,19 +23,24 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (impl Reply,), Error = R
         .and(warp::get())
         .and(warp::query::<Vec<(String, String)>>())
         .and(with_node.clone())
-        .and_then(|params: Vec<(String, String)>, node: Arc<Node>| async move {
-            let reply = match parse(&params) {
-                Ok(query) => {
-                    let page = processes::page(&node.registry, query).await;
-                    warp::reply::with_status(warp::reply::json(&page_json(&page)), StatusCode::OK)
-                }
-                Err(error) => warp::reply::with_status(
-                    warp::reply::json(&json!({ "error": error })),
-                    StatusCode::BAD_REQUEST,
-                ),
-            };
-            Ok::<_, Rejection>(reply)
-        });
+        .and_then(
+            |params: Vec<(String, String)>, node: Arc<Node>| async move {
+                let reply = match parse(&params) {
+                    Ok(query) => {
+                        let page = processes::page(&node.registry, query).await;
+                        warp::reply::with_status(
+                            warp::reply::json(&page_json(&page)),
+                            StatusCode::OK,
+                        )
+                    }
+                    Err(error) => warp::reply::with_status(
+                        warp::reply::json(&json!({ "error": error })),
+                        StatusCode::BAD_REQUEST,
+                    ),
+                };
+                Ok::<_, Rejection>(reply)
+            },
+        );
     let tree = warp::path!("api" / "tree")
         .and(warp::get())
         .and(with_node)
@@ -73,8 +78,8 @@ pub fn parse(params: &[(String, String)]) -> Result<Query, String> {
             "sort" => query.sort = value.parse().map_err(|e: QueryError| e.to_string())?,
             "order" => query.order = value.parse().map_err(|e: QueryError| e.to_string())?,
             "limit" => {
-                query.limit = Query::checked_limit(number(QueryError::Limit)?)
-                    .map_err(|e| e.to_string())?;
+                query.limit =
+                    Query::checked_limit(number(QueryError::Limit)?).map_err(|e| e.to_string())?;
             }
             "offset" => {
                 query.offset = Query::checked_offset(number(QueryError::Offset)?)
@@ -146,7 +151,11 @@ fn node_json(node: &tree::Node) -> Value {
     }
     map.insert(
         "children".into(),
-        node.children.iter().map(node_json).collect::<Vec<_>>().into(),
+        node.children
+            .iter()
+            .map(node_json)
+            .collect::<Vec<_>>()
+            .into(),
     );
     if node.is_folded() || node.kind == Kind::Group {
         map.insert("count".into(), node.count.into());
@@ -176,8 +185,15 @@ mod tests {
         assert!(refused(&[("order", "up")]).contains("asc or desc"));
         assert!(refused(&[("colour", "red")]).contains("unknown parameter"));
         assert!(refused(&[("limit", "5"), ("limit", "6")]).contains("twice"));
-        let query = parse(&params(&[("sort", "name"), ("order", "asc"), ("token", "x")]))
-            .expect("accepted");
-        assert_eq!((query.sort, query.order, query.limit), (SortKey::Name, Order::Ascending, 20));
+        let query = parse(&params(&[
+            ("sort", "name"),
+            ("order", "asc"),
+            ("token", "x"),
+        ]))
+        .expect("accepted");
+        assert_eq!(
+            (query.sort, query.order, query.limit),
+            (SortKey::Name, Order::Ascending, 20)
+        );
     }
 }

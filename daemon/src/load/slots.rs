@@ -41,14 +41,21 @@ impl Supervises for Slots {
         let mut from = 0;
         loop {
             let pids = self.lock();
-            let chunk = pids.get(from..(from + CHUNK).min(pids.len())).unwrap_or(&[]);
+            let chunk = pids
+                .get(from..(from + CHUNK).min(pids.len()))
+                .unwrap_or(&[]);
             if chunk.is_empty() {
                 return;
             }
-            into.extend(chunk.iter().filter(|pid| **pid != 0).map(|pid| SupervisedChild {
-                pid: Pid(*pid),
-                restart: Restart::Transient,
-            }));
+            into.extend(
+                chunk
+                    .iter()
+                    .filter(|pid| **pid != 0)
+                    .map(|pid| SupervisedChild {
+                        pid: Pid(*pid),
+                        restart: Restart::Transient,
+                    }),
+            );
             from += chunk.len();
         }
     }
