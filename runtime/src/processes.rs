@@ -324,10 +324,11 @@ fn compare(query: &Query, a: (&Key, u64), b: (&Key, u64)) -> Ordering {
 
 fn contains_ignoring_ascii_case(haystack: &str, needle: &str) -> bool {
     let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
-    needle.len() <= haystack.len()
-        && haystack
-            .windows(needle.len())
-            .any(|window| window.eq_ignore_ascii_case(needle))
+    needle.is_empty()
+        || needle.len() <= haystack.len()
+            && haystack
+                .windows(needle.len())
+                .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 impl fmt::Display for Order {
