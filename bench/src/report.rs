@@ -378,13 +378,15 @@ fn notes(name: &str, r: &Value) -> String {
             }
         ),
         "processes" => format!(
-            "{} processes: page ms median {} max {}; tree ms median {} ({} bytes); load min {:.2} %",
+            "{} processes: page ms median {} max {} (CPU {} ms a page); tree ms median {} ({} bytes); load min {:.2} % (nothing read: {:.2} %)",
             r["processes_total"],
             r["page_ms"]["median"],
             r["page_ms"]["max"],
+            r["page_cpu_ms"],
             r["tree_ms"]["median"],
             r["tree_bytes"],
-            num(r, "min_pct").unwrap_or(0.0)
+            num(r, "min_pct").unwrap_or(0.0),
+            num(r, "quiet_min_pct").unwrap_or(0.0)
         ),
         _ if name.starts_with("overhead-") => format!(
             "alone: daemon {:.0} ns/job ({:.1} % CPU) vs bare {:.0} ns/job ({:.1} % CPU): {:.2}x (rounds {}); side by side: {:.2}x; bare min {:.2} %",

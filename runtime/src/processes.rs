@@ -3,7 +3,8 @@
 //!
 //! A page of a million processes is chosen without sorting them all on a
 //! scheduler: the sort keys are gathered on the blocking pool (one walk of
-//! the table), the first `offset + limit` are picked by partial selection
+//! the table, which holds each of the registry's many small shards' read
+//! lock only briefly, so a spawn on a scheduler never waits long for it), the first `offset + limit` are picked by partial selection
 //! (`select_nth_unstable_by`, linear time), and only those are sorted and
 //! described. At most [`CONCURRENT_READS`] such reads run at once in the
 //! whole node; others wait their turn.
@@ -13,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,6 +31,12 @@ pub const MAX_LIMIT: usize = 1000;
 pub const CONCURRENT_READS: usize = 2;
 
 static READS: Semaphore = Semaphore::const_new(CONCURRENT_READS);
+
+/// A turn among the [`CONCURRENT_READS`] whole-table reads (pages and trees).
+pub(crate) async fn read_permit()
+-> Result<tokio::sync::SemaphorePermit<'static>, tokio::sync::AcquireError> {
+    READS.acquire().await
+}
 
 /// What a page is sorted by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,23 +203,45 @@ pub struct Page {
     pub rows: Vec<Row>,
 }
 
-/// The sort key gathered for one process.
-#[derive(Clone, Debug)]
-enum Key {
-    Number(u64),
-    Name(Cow<'static, str>),
+/// What the walk keeps of one process: its sort key (a number; for the
+/// name, the name's rank among the names seen) and its pid. 16 bytes, so
+/// a walk of a million processes holds 16 MB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Gathered {
+    key: u64,
+    pid: u64,
 }
 
-/// What the walk keeps of one process: its key, its pid, and its status
-/// when the walk read it (so a page filtered by status shows the status it
-/// was chosen by).
-type Gathered = (Key, u64, Option<Status>);
+/// The names seen by one walk, each numbered in the order first seen
+/// (a node has a few kinds of process, so this stays small).
+#[derive(Default)]
+struct Names {
+    seen: HashMap<Cow<'static, str>, u64>,
+}
 
-/// The page `query` asks for, read on the blocking pool (waiting first if
-/// [`CONCURRENT_READS`] reads are running).
+impl Names {
+    fn number(&mut self, name: &Cow<'static, str>) -> u64 {
+        let next = self.seen.len() as u64;
+        *self.seen.entry(name.clone()).or_insert(next)
+    }
+
+    /// Maps each name's number to its rank in alphabetical order.
+    fn ranks(self) -> Vec<u64> {
+        let mut names: Vec<(Cow<'static, str>, u64)> = self.seen.into_iter().collect();
+        names.sort_unstable();
+        let mut ranks = vec![0; names.len()];
+        for (rank, (_, number)) in names.into_iter().enumerate() {
+            ranks[number as usize] = rank as u64;
+        }
+        ranks
+    }
+}
+
+/// The page `query` asks for, read on the blocking pool (never on a
+/// scheduler); waits first if [`CONCURRENT_READS`] reads are running.
 pub async fn page(registry: &Arc<ProcessRegistry>, query: Query) -> Page {
     // The semaphore is never closed, so acquiring cannot fail.
-    let Ok(_permit) = READS.acquire().await else {
+    let Ok(_permit) = read_permit().await else {
         return Page::default();
     };
     let registry = registry.clone();
@@ -224,16 +254,17 @@ pub async fn page(registry: &Arc<ProcessRegistry>, query: Query) -> Page {
 /// table, so never call it on a scheduler ([`page`] does not).
 pub fn select(registry: &ProcessRegistry, query: &Query) -> Page {
     let needle = query.name.as_deref().filter(|needle| !needle.is_empty());
-    let mut keyed: Vec<Gathered> = Vec::new();
+    let needs_activity = query.status.is_some()
+        || matches!(
+            query.sort,
+            SortKey::Reductions | SortKey::Cpu | SortKey::Memory
+        );
+    let mut names = Names::default();
+    let mut keyed: Vec<Gathered> = Vec::with_capacity(registry.count() + 64);
     registry.for_each_entry(|entry| {
         if needle.is_some_and(|needle| !contains_ignoring_ascii_case(&entry.spec.name, needle)) {
             return;
         }
-        let needs_activity = query.status.is_some()
-            || matches!(
-                query.sort,
-                SortKey::Reductions | SortKey::Cpu | SortKey::Memory
-            );
         let activity = needs_activity.then(|| entry.activity.read());
         if let (Some(status), Some(activity)) = (query.status, activity)
             && activity.status != status
@@ -241,24 +272,33 @@ pub fn select(registry: &ProcessRegistry, query: &Query) -> Page {
             return;
         }
         let key = match (query.sort, activity) {
-            (SortKey::Reductions, Some(activity)) => Key::Number(activity.reductions),
-            (SortKey::Cpu, Some(activity)) => Key::Number(activity.cpu_ns),
-            (SortKey::Memory, Some(activity)) => Key::Number(activity.memory()),
-            (SortKey::Name, _) => Key::Name(entry.spec.name.clone()),
-            // Age and pid: the pid is the key (compared in `compare`).
-            _ => Key::Number(0),
+            (SortKey::Reductions, Some(activity)) => activity.reductions,
+            (SortKey::Cpu, Some(activity)) => activity.cpu_ns,
+            (SortKey::Memory, Some(activity)) => activity.memory(),
+            (SortKey::Name, _) => names.number(&entry.spec.name),
+            // Age and pid: the pid is the key (see `compare`).
+            _ => 0,
         };
-        keyed.push((key, entry.pid.0, activity.map(|activity| activity.status)));
+        keyed.push(Gathered {
+            key,
+            pid: entry.pid.0,
+        });
     });
+    if query.sort == SortKey::Name {
+        let ranks = names.ranks();
+        for gathered in &mut keyed {
+            gathered.key = ranks[gathered.key as usize];
+        }
+    }
     let total = keyed.len();
-    let wanted = query.offset.saturating_add(query.limit).min(total);
     if query.offset >= total || query.limit == 0 {
         return Page {
             total,
             rows: Vec::new(),
         };
     }
-    let compare = |a: &Gathered, b: &Gathered| compare(query, (&a.0, a.1), (&b.0, b.1));
+    let wanted = query.offset.saturating_add(query.limit).min(total);
+    let compare = |a: &Gathered, b: &Gathered| compare(query, *a, *b);
     if wanted < total {
         keyed.select_nth_unstable_by(wanted - 1, compare);
         keyed.truncate(wanted);
@@ -270,13 +310,14 @@ pub fn select(registry: &ProcessRegistry, query: &Query) -> Page {
     let rows = keyed
         .into_iter()
         .skip(query.offset)
-        .filter_map(|(key, pid, status)| {
+        .filter_map(|Gathered { key, pid }| {
             // Gone since the walk: left out (the page is one row short).
             let info = registry.info(Pid(pid))?;
             let mut row = Row {
                 pid: Pid(pid),
                 name: info.name,
-                status: status.unwrap_or(info.status),
+                // Filtered by status: the status it was chosen by.
+                status: query.status.unwrap_or(info.status),
                 priority: info.priority,
                 reductions: info.reductions,
                 cpu_us: info.cpu_time_us,
@@ -286,13 +327,11 @@ pub fn select(registry: &ProcessRegistry, query: &Query) -> Page {
             };
             // The sorted column shows the value the page was chosen by
             // (the others are read now).
-            if let Key::Number(value) = key {
-                match query.sort {
-                    SortKey::Reductions => row.reductions = value,
-                    SortKey::Cpu => row.cpu_us = value / 1_000,
-                    SortKey::Memory => row.memory = value,
-                    _ => {}
-                }
+            match query.sort {
+                SortKey::Reductions => row.reductions = key,
+                SortKey::Cpu => row.cpu_us = key / 1_000,
+                SortKey::Memory => row.memory = key,
+                _ => {}
             }
             Some(row)
         })
@@ -303,23 +342,17 @@ pub fn select(registry: &ProcessRegistry, query: &Query) -> Page {
 /// The page's order: the key in the asked order, then the pid ascending
 /// (so equal keys page stably). Age is the pid's order reversed (the
 /// oldest has the lowest pid).
-fn compare(query: &Query, a: (&Key, u64), b: (&Key, u64)) -> Ordering {
-    let by_key = match (a.0, b.0) {
-        (Key::Number(x), Key::Number(y)) => x.cmp(y),
-        (Key::Name(x), Key::Name(y)) => x.cmp(y),
-        // One query gathers one kind of key.
-        _ => Ordering::Equal,
-    };
+fn compare(query: &Query, a: Gathered, b: Gathered) -> Ordering {
     let by_key = match query.sort {
-        SortKey::Age => b.1.cmp(&a.1),
-        SortKey::Pid => a.1.cmp(&b.1),
-        _ => by_key,
+        SortKey::Age => b.pid.cmp(&a.pid),
+        SortKey::Pid => a.pid.cmp(&b.pid),
+        _ => a.key.cmp(&b.key),
     };
     let by_key = match query.order {
         Order::Ascending => by_key,
         Order::Descending => by_key.reverse(),
     };
-    by_key.then(a.1.cmp(&b.1))
+    by_key.then(a.pid.cmp(&b.pid))
 }
 
 fn contains_ignoring_ascii_case(haystack: &str, needle: &str) -> bool {
@@ -358,8 +391,19 @@ mod tests {
             order: Order::Descending,
             ..Query::default()
         };
-        let (five, nine) = (Key::Number(5), Key::Number(9));
-        assert_eq!(compare(&query, (&five, 101), (&five, 102)), Ordering::Less);
-        assert_eq!(compare(&query, (&nine, 103), (&five, 100)), Ordering::Less);
+        let at = |key, pid| Gathered { key, pid };
+        assert_eq!(compare(&query, at(5, 101), at(5, 102)), Ordering::Less);
+        assert_eq!(compare(&query, at(9, 103), at(5, 100)), Ordering::Less);
+    }
+
+    #[test]
+    fn names_rank_alphabetically_whatever_order_they_come_in() {
+        let mut names = Names::default();
+        let numbers: Vec<u64> = ["sum", "load_worker", "admin_server", "sum"]
+            .into_iter()
+            .map(|name| names.number(&Cow::Borrowed(name)))
+            .collect();
+        assert_eq!(numbers, [0, 1, 2, 0]);
+        assert_eq!(names.ranks(), [2, 1, 0]);
     }
 }

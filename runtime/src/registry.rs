@@ -49,6 +49,15 @@ use crate::timer::Timers;
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
 
+/// Shards of the process table. A walk of the whole table (a page of
+/// `processes`, `tree`, `top`) holds one shard's read lock at a time, and
+/// a spawn or an exit on a scheduler waits for the shard it needs: with a
+/// million processes in 1,024 shards a shard holds ~1,000, read in well
+/// under a millisecond, where the default (4 × the CPUs) made it hundreds
+/// of thousands and a spawn could wait tens of ms (measured in
+/// docs/performance.md, issue 26).
+const SHARDS: usize = 1024;
+
 /// Crash reports of processes: at most 500 a second are logged; the host's
 /// log says how many it suppressed.
 pub static CRASH_REPORTS: Burst = Burst::new("crash reports", crate::burst::DEFAULT_LIMIT);
@@ -118,7 +127,7 @@ impl ProcessRegistry {
         Arc::new(ProcessRegistry {
             // Low pids are the BEAM's own; start where a fresh node's user processes do.
             next_pid: AtomicU64::new(100),
-            table: DashMap::new(),
+            table: DashMap::with_shard_amount(SHARDS),
             exit_reasons: DashMap::new(),
             task_names: AtomicBool::new(false),
             crash_reports: AtomicU64::new(0),
@@ -309,6 +318,16 @@ impl ProcessRegistry {
         for entry in self.table.iter() {
             visit(entry.value());
         }
+    }
+
+    /// `read` of `pid`'s entry while it is alive, without taking a
+    /// reference to it (for walks that look up many pids).
+    pub(crate) fn with_entry<R>(
+        &self,
+        pid: Pid,
+        read: impl FnOnce(&ProcessEntry) -> R,
+    ) -> Option<R> {
+        self.table.get(&pid.0).map(|entry| read(entry.value()))
     }
 
     /// Records that `pid` supervises what `view` lists, until the returned

@@ -9,9 +9,11 @@
 //! group, so the tree stays small at any load.
 //!
 //! It walks the whole registry: call [`tree`] (which runs on the blocking
-//! pool), never [`build`] on a scheduler. It knows nothing of how a tree
+//! pool, one at a time with the pages of `processes`), never [`build`] on
+//! a scheduler. It knows nothing of how a tree
 //! is shown (the host draws it as text or JSON).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -75,8 +77,13 @@ impl Node {
     }
 }
 
-/// The tree now, read on the blocking pool.
+/// The tree now, read on the blocking pool, never on a scheduler; at most
+/// [`CONCURRENT_READS`](crate::processes::CONCURRENT_READS)
+/// (processes' and trees' together) at once.
 pub async fn tree(registry: &Arc<ProcessRegistry>) -> Vec<Node> {
+    let Ok(_permit) = crate::processes::read_permit().await else {
+        return Vec::new();
+    };
     let registry = registry.clone();
     tokio::task::spawn_blocking(move || build(&registry))
         .await
@@ -108,122 +115,204 @@ pub fn build(registry: &ProcessRegistry) -> Vec<Node> {
         .filter(|pid| supervised.binary_search(&pid.0).is_err())
         .collect();
     roots.sort_unstable();
-    let mut names = Names { registry };
-    let mut visited = HashSet::new();
+    let mut walk = Walk {
+        registry,
+        supervisors: &supervisors,
+        names: Names::default(),
+        visited: HashSet::new(),
+    };
     let mut tree: Vec<Node> = roots
         .iter()
-        .filter_map(|root| supervisor_node(*root, None, &supervisors, &mut names, &mut visited))
+        .filter_map(|root| walk.supervisor(*root, None))
         .collect();
     let mut loose = Vec::new();
     registry.for_each_entry(|entry| {
         let pid = entry.pid;
         if supervised.binary_search(&pid.0).is_err() && !supervisors.contains_key(&pid) {
-            loose.push((pid, entry.spec.name.to_string()));
+            loose.push(Item::Leaf(Leaf {
+                pid,
+                name: walk.names.number(&entry.spec.name),
+                restart: None,
+            }));
         }
     });
     if !loose.is_empty() {
-        loose.sort_unstable_by_key(|(pid, _)| *pid);
+        loose.sort_unstable_by_key(Item::pid);
         let count = loose.len();
-        let workers = loose
-            .into_iter()
-            .map(|(pid, name)| worker(pid, name, None))
-            .collect();
         tree.push(Node {
             pid: None,
             name: UNSUPERVISED.to_owned(),
             kind: Kind::Group,
             policy: None,
             restart: None,
-            children: fold(workers),
+            children: fold(loose, &walk.names),
             count,
         });
     }
     tree
 }
 
-/// Names processes (a dead one has none: it is left out).
-struct Names<'a> {
-    registry: &'a ProcessRegistry,
+/// The names met in one build, each numbered once (a node has a few kinds
+/// of process; a leaf holds the number, not a copy of the name).
+#[derive(Default)]
+struct Names {
+    numbers: HashMap<Cow<'static, str>, u32>,
+    names: Vec<Cow<'static, str>>,
+    /// The last name numbered (siblings mostly share one): its text's
+    /// address and length, and its number.
+    last: Option<(usize, usize, u32)>,
 }
 
-impl Names<'_> {
-    fn of(&mut self, pid: Pid) -> Option<String> {
-        self.registry.name(pid)
+impl Names {
+    fn number(&mut self, name: &Cow<'static, str>) -> u32 {
+        let at = (name.as_ptr() as usize, name.len());
+        if let Some((address, len, number)) = self.last
+            && (address, len) == at
+        {
+            return number;
+        }
+        let number = self.lookup(name);
+        self.last = Some((at.0, at.1, number));
+        number
+    }
+
+    fn lookup(&mut self, name: &Cow<'static, str>) -> u32 {
+        if let Some(number) = self.numbers.get(name) {
+            return *number;
+        }
+        let number = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.numbers.insert(name.clone(), number);
+        number
+    }
+
+    fn name(&self, number: u32) -> String {
+        self.names
+            .get(number as usize)
+            .map(|name| name.to_string())
+            .unwrap_or_default()
     }
 }
 
-fn worker(pid: Pid, name: String, restart: Option<Restart>) -> Node {
-    Node {
-        pid: Some(pid),
-        name,
-        kind: Kind::Worker,
-        policy: None,
-        restart,
-        children: Vec::new(),
-        count: 1,
-    }
-}
-
-fn supervisor_node(
+/// A worker before folding: 16 bytes, so a million of them stay small.
+#[derive(Clone, Copy)]
+struct Leaf {
     pid: Pid,
+    name: u32,
     restart: Option<Restart>,
-    supervisors: &HashMap<Pid, (Policy, Vec<SupervisedChild>)>,
-    names: &mut Names<'_>,
-    visited: &mut HashSet<Pid>,
-) -> Option<Node> {
-    let name = names.of(pid)?;
-    let (policy, children) = supervisors.get(&pid)?;
-    // A supervisor listed twice (a view caught mid-restart) is drawn once.
-    if !visited.insert(pid) {
-        return None;
+}
+
+/// A child before folding: a supervisor's subtree, or a worker.
+enum Item {
+    Supervisor(Box<Node>),
+    Leaf(Leaf),
+}
+
+impl Item {
+    fn pid(&self) -> Option<Pid> {
+        match self {
+            Item::Supervisor(node) => node.pid,
+            Item::Leaf(leaf) => Some(leaf.pid),
+        }
     }
-    let mut nodes = Vec::with_capacity(children.len().min(1024));
-    for child in children {
-        let node = if supervisors.contains_key(&child.pid) {
-            supervisor_node(child.pid, Some(child.restart), supervisors, names, visited)
-        } else {
-            names
-                .of(child.pid)
-                .map(|name| worker(child.pid, name, Some(child.restart)))
-        };
-        nodes.extend(node);
+}
+
+struct Walk<'a> {
+    registry: &'a ProcessRegistry,
+    supervisors: &'a HashMap<Pid, (Policy, Vec<SupervisedChild>)>,
+    names: Names,
+    visited: HashSet<Pid>,
+}
+
+impl Walk<'_> {
+    fn supervisor(&mut self, pid: Pid, restart: Option<Restart>) -> Option<Node> {
+        let name = self
+            .registry
+            .with_entry(pid, |entry| entry.spec.name.to_string())?;
+        let supervisors = self.supervisors;
+        let (policy, children) = supervisors.get(&pid)?;
+        // A supervisor listed twice (a view caught mid-restart) is drawn once.
+        if !self.visited.insert(pid) {
+            return None;
+        }
+        let mut items = Vec::with_capacity(children.len());
+        for child in children {
+            if supervisors.contains_key(&child.pid) {
+                if let Some(node) = self.supervisor(child.pid, Some(child.restart)) {
+                    items.push(Item::Supervisor(Box::new(node)));
+                }
+            } else {
+                let names = &mut self.names;
+                let name = self
+                    .registry
+                    .with_entry(child.pid, |entry| names.number(&entry.spec.name));
+                if let Some(name) = name {
+                    items.push(Item::Leaf(Leaf {
+                        pid: child.pid,
+                        name,
+                        restart: Some(child.restart),
+                    }));
+                }
+            }
+        }
+        let count = 1 + items
+            .iter()
+            .map(|item| match item {
+                Item::Supervisor(node) => node.count,
+                Item::Leaf(_) => 1,
+            })
+            .sum::<usize>();
+        Some(Node {
+            pid: Some(pid),
+            name,
+            kind: Kind::Supervisor,
+            policy: Some(*policy),
+            restart,
+            children: fold(items, &self.names),
+            count,
+        })
     }
-    let count = 1 + nodes.iter().map(|node| node.count).sum::<usize>();
-    Some(Node {
-        pid: Some(pid),
-        name,
-        kind: Kind::Supervisor,
-        policy: Some(*policy),
-        restart,
-        children: fold(nodes),
-        count,
-    })
 }
 
 /// Folds uniform sibling workers (one name, one restart type, at least
 /// [`FOLD_AT`]) into one node at the first one's place, and caps the list
 /// at [`MAX_CHILDREN`] with an "other processes" group.
-fn fold(nodes: Vec<Node>) -> Vec<Node> {
-    let mut sizes: HashMap<(String, Option<Restart>), usize> = HashMap::new();
-    for node in nodes.iter().filter(|node| node.kind == Kind::Worker) {
-        *sizes.entry((node.name.clone(), node.restart)).or_default() += 1;
+fn fold(items: Vec<Item>, names: &Names) -> Vec<Node> {
+    // One slot per (name, restart type): how many, and where the fold is.
+    let group = |leaf: &Leaf| {
+        let restart = match leaf.restart {
+            None => 0,
+            Some(Restart::Permanent) => 1,
+            Some(Restart::Transient) => 2,
+            Some(Restart::Temporary) => 3,
+        };
+        leaf.name as usize * 4 + restart
+    };
+    let mut sizes = vec![0usize; names.names.len() * 4];
+    for item in &items {
+        if let Item::Leaf(leaf) = item {
+            sizes[group(leaf)] += 1;
+        }
     }
+    let mut placed: Vec<Option<usize>> = vec![None; sizes.len()];
     let mut folded: Vec<Node> = Vec::new();
-    let mut placed: HashMap<(String, Option<Restart>), usize> = HashMap::new();
-    for node in nodes {
-        let key = (node.name.clone(), node.restart);
-        let size = sizes.get(&key).copied().unwrap_or(1);
-        if node.kind != Kind::Worker || size < FOLD_AT {
-            folded.push(node);
-            continue;
-        }
-        match placed.get(&key) {
-            Some(at) => folded[*at].count += 1,
-            None => {
-                placed.insert(key, folded.len());
-                folded.push(node);
+    for item in items {
+        let leaf = match item {
+            Item::Supervisor(node) => {
+                folded.push(*node);
+                continue;
             }
+            Item::Leaf(leaf) => leaf,
+        };
+        let slot = group(&leaf);
+        if sizes[slot] >= FOLD_AT {
+            if let Some(at) = placed[slot] {
+                folded[at].count += 1;
+                continue;
+            }
+            placed[slot] = Some(folded.len());
         }
+        folded.push(worker(leaf.pid, names.name(leaf.name), leaf.restart));
     }
     if folded.len() > MAX_CHILDREN {
         let rest = folded.split_off(MAX_CHILDREN - 1);
@@ -241,20 +330,43 @@ fn fold(nodes: Vec<Node>) -> Vec<Node> {
     folded
 }
 
+fn worker(pid: Pid, name: String, restart: Option<Restart>) -> Node {
+    Node {
+        pid: Some(pid),
+        name,
+        kind: Kind::Worker,
+        policy: None,
+        restart,
+        children: Vec::new(),
+        count: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn leaf(pid: u64, name: &str) -> Node {
-        worker(Pid(pid), name.to_owned(), Some(Restart::Transient))
+    fn leaves(names: &mut Names, kinds: &[&'static str]) -> Vec<Item> {
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(pid, name)| {
+                Item::Leaf(Leaf {
+                    pid: Pid(pid as u64 + 1),
+                    name: names.number(&Cow::Borrowed(*name)),
+                    restart: Some(Restart::Transient),
+                })
+            })
+            .collect()
     }
 
     #[test]
     fn uniform_siblings_fold_at_the_first_ones_place() {
-        let mut nodes = vec![leaf(1, "a")];
-        nodes.extend((2..12).map(|pid| leaf(pid, "w")));
-        nodes.push(leaf(12, "b"));
-        let folded = fold(nodes);
+        let mut names = Names::default();
+        let mut kinds = vec!["a"];
+        kinds.extend(["w"; 10]);
+        kinds.push("b");
+        let folded = fold(leaves(&mut names, &kinds), &names);
         let shown: Vec<(&str, usize)> = folded
             .iter()
             .map(|node| (node.name.as_str(), node.count))
@@ -265,12 +377,13 @@ mod tests {
 
     #[test]
     fn a_few_siblings_stay_apart_and_many_kinds_are_capped() {
-        let few: Vec<Node> = (1..FOLD_AT as u64).map(|pid| leaf(pid, "w")).collect();
-        assert_eq!(fold(few).len(), FOLD_AT - 1);
-        let many: Vec<Node> = (0..100u64)
-            .map(|pid| leaf(pid, &format!("k{pid}")))
+        let mut names = Names::default();
+        let few = leaves(&mut names, &["w"; FOLD_AT - 1]);
+        assert_eq!(fold(few, &names).len(), FOLD_AT - 1);
+        let kinds: Vec<&'static str> = (0..100)
+            .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
             .collect();
-        let capped = fold(many);
+        let capped = fold(leaves(&mut names, &kinds), &names);
         assert_eq!(capped.len(), MAX_CHILDREN);
         let last = capped.last().expect("the group");
         assert_eq!(

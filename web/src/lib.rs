@@ -177,6 +177,20 @@ mod tests {
         for id in ["top", "info-panel"] {
             assert!(top.contains(&id), "/top lacks #{id}");
         }
+        let processes = ids(text("/processes"));
+        for id in [
+            "processes",
+            "proc-search",
+            "proc-prev",
+            "proc-next",
+            "proc-range",
+            "proc-pause",
+            "tree-panel",
+            "tree",
+            "info-panel",
+        ] {
+            assert!(processes.contains(&id), "/processes lacks #{id}");
+        }
     }
 
     #[test]
@@ -197,7 +211,7 @@ mod tests {
             assert!(!a.body.is_empty(), "{p}");
             assert!(std::str::from_utf8(a.body).is_ok(), "{p}");
             let want = match p {
-                "/" | "/load" | "/top" => HTML,
+                "/" | "/load" | "/top" | "/processes" => HTML,
                 _ if p.ends_with(".js") => JS,
                 _ if p.ends_with(".css") => CSS,
                 _ if p.ends_with(".svg") => SVG,
