@@ -261,28 +261,41 @@ pub fn select(registry: &ProcessRegistry, query: &Query) -> Page {
         );
     let mut names = Names::default();
     let mut keyed: Vec<Gathered> = Vec::with_capacity(registry.count() + 64);
-    registry.for_each_entry(|entry| {
-        if needle.is_some_and(|needle| !contains_ignoring_ascii_case(&entry.spec.name, needle)) {
-            return;
+    registry.for_each_batch(|batch| {
+        // Each process's counters are two cache misses (its entry, then its
+        // task): asked for a batch ahead, they overlap.
+        if needs_activity {
+            for entry in batch {
+                crate::activity::prefetch_line(std::ptr::from_ref(*entry).cast());
+            }
+            for entry in batch {
+                entry.activity.prefetch();
+            }
         }
-        let activity = needs_activity.then(|| entry.activity.read());
-        if let (Some(status), Some(activity)) = (query.status, activity)
-            && activity.status != status
-        {
-            return;
+        for entry in batch {
+            if needle.is_some_and(|needle| !contains_ignoring_ascii_case(&entry.spec.name, needle))
+            {
+                continue;
+            }
+            let activity = needs_activity.then(|| entry.activity.read());
+            if let (Some(status), Some(activity)) = (query.status, activity)
+                && activity.status != status
+            {
+                continue;
+            }
+            let key = match (query.sort, activity) {
+                (SortKey::Reductions, Some(activity)) => activity.reductions,
+                (SortKey::Cpu, Some(activity)) => activity.cpu_ns,
+                (SortKey::Memory, Some(activity)) => activity.memory(),
+                (SortKey::Name, _) => names.number(&entry.spec.name),
+                // Age and pid: the pid is the key (see `compare`).
+                _ => 0,
+            };
+            keyed.push(Gathered {
+                key,
+                pid: entry.pid.0,
+            });
         }
-        let key = match (query.sort, activity) {
-            (SortKey::Reductions, Some(activity)) => activity.reductions,
-            (SortKey::Cpu, Some(activity)) => activity.cpu_ns,
-            (SortKey::Memory, Some(activity)) => activity.memory(),
-            (SortKey::Name, _) => names.number(&entry.spec.name),
-            // Age and pid: the pid is the key (see `compare`).
-            _ => 0,
-        };
-        keyed.push(Gathered {
-            key,
-            pid: entry.pid.0,
-        });
     });
     if query.sort == SortKey::Name {
         let ranks = names.ranks();

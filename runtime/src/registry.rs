@@ -320,6 +320,24 @@ impl ProcessRegistry {
         }
     }
 
+    /// Calls `visit` with the live entries a batch at a time (up to 64), so
+    /// a walk can ask for a batch's memory before it reads it (the whole
+    /// table: off the schedulers; `visit` must not touch the table).
+    pub(crate) fn for_each_batch(&self, mut visit: impl FnMut(&[&ProcessEntry])) {
+        const BATCH: usize = 64;
+        let mut iter = self.table.iter();
+        let mut held = Vec::with_capacity(BATCH);
+        loop {
+            held.clear();
+            held.extend(iter.by_ref().take(BATCH));
+            if held.is_empty() {
+                return;
+            }
+            let batch: Vec<&ProcessEntry> = held.iter().map(|entry| &**entry.value()).collect();
+            visit(&batch);
+        }
+    }
+
     /// `read` of `pid`'s entry while it is alive, without taking a
     /// reference to it (for walks that look up many pids).
     pub(crate) fn with_entry<R>(
