@@ -220,6 +220,8 @@ struct Names {
 }
 
 impl Names {
+    // A `Cow`, not a `&str`: keeping a borrowed `'static` name copies no text.
+    #[allow(clippy::ptr_arg)]
     fn number(&mut self, name: &Cow<'static, str>) -> u64 {
         let next = self.seen.len() as u64;
         *self.seen.entry(name.clone()).or_insert(next)

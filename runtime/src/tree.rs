@@ -164,6 +164,8 @@ struct Names {
 }
 
 impl Names {
+    // A `Cow`, not a `&str`: keeping a borrowed `'static` name copies no text.
+    #[allow(clippy::ptr_arg)]
     fn number(&mut self, name: &Cow<'static, str>) -> u32 {
         let at = (name.as_ptr() as usize, name.len());
         if let Some((address, len, number)) = self.last
@@ -176,6 +178,8 @@ impl Names {
         number
     }
 
+    // A `Cow`, not a `&str`: keeping a borrowed `'static` name copies no text.
+    #[allow(clippy::ptr_arg)]
     fn lookup(&mut self, name: &Cow<'static, str>) -> u32 {
         if let Some(number) = self.numbers.get(name) {
             return *number;
