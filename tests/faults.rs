@@ -2,11 +2,10 @@
 //! restarted, a log it cannot write, a plugin file changed on disk after
 //! loading, and a stop under load with many connections open.
 
-mod support;
-
+use crate::support;
 use std::time::Instant;
 
-use support::{Client, Daemon, text};
+use crate::support::{Client, Daemon, text};
 
 /// `system rpc SCRIPT` against the daemon; its printed result.
 fn rpc(daemon: &Daemon, script: &str) -> String {

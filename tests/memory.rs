@@ -7,13 +7,11 @@
 //! tests/plugin_copies/): no check can guess the input it leaks on. The real
 //! daemon, its WebSocket, admin socket, log and /metrics; no mocks.
 
-mod plugin_copies;
-mod support;
-
+use crate::plugin_copies;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{Client, Daemon, eventually, text};
+use crate::support::{Client, Daemon, eventually, text};
 
 /// A sum of `7_777_777_777_XYZ` keeps 1 MiB more in its state in each of
 /// its first XYZ slices (so `sum(7777777777777)` would keep 777 MiB), freed

@@ -2,8 +2,8 @@
 //! crate of the workspace, the `use`/path edges between its modules are read
 //! from the sources and checked for cycles.
 //!
-//! Run: `cargo test -p system --test module_cycles` (no daemon, no build of
-//! anything but this file; it reads `*/src/**/*.rs` of the workspace).
+//! Run: `cargo test -p system --test e2e cycle` (no daemon; it reads
+//! `*/src/**/*.rs` of the workspace).
 //! `cargo test --workspace -- cycle` runs it with every other check.
 //!
 //! What counts as an edge: a path in module `a` that names module `b`

@@ -7,14 +7,13 @@
 //! WebSocket, its log and /metrics; no mocks. It must not edit the
 //! repository's sources.
 
-mod plugin_copies;
-mod support;
-
+use crate::plugin_copies;
+use crate::support;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{Client, Daemon, eventually, text};
 use serde_json::Value;
-use support::{Client, Daemon, eventually, text};
 
 /// Builds the fixtures in parallel (each is a small cdylib of its own).
 fn build(fixtures: &[(&'static str, Edits)]) {

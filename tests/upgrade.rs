@@ -7,13 +7,12 @@
 //! It must not edit the repository's sources: edited copies live under
 //! `target/plugin-copies/`.
 
-mod plugin_copies;
-mod support;
-
+use crate::plugin_copies;
+use crate::support;
 use std::path::Path;
 
+use crate::support::{Client, Daemon, text};
 use serde_json::Value;
-use support::{Client, Daemon, text};
 
 /// `system rpc --json SCRIPT`: the script's value.
 fn rpc(daemon: &Daemon, script: &str) -> Value {

@@ -7,8 +7,6 @@
 //!
 //! It must never touch the repository's own sources: it only reads them.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
