@@ -271,7 +271,8 @@ async fn part_three_of_the_talk_against_a_running_endless_sum() {
     assert_eq!(console.eval("pid(\"nonsense\")").await["kind"], "script");
 
     // Kill it: true once, its line on the sum page becomes an error, info is ().
-    assert_eq!(console.value("Process.kill(pid)").await, true);
+    let kill = console.value("Process.kill(pid)").await;
+    assert!(kill_taken(&kill), "{kill}");
     let answer = browser.answer(1).await;
     assert_eq!(answer["status"], "error", "{answer}");
     assert_eq!(console.value("Process.info(pid)").await, Value::Null);
@@ -347,13 +348,7 @@ async fn the_stacktrace_answers_in_milliseconds_while_four_endless_loops_run() {
     for pid in &loops {
         // Killed at once, or at the end of the poll it is in.
         let killed = console.value(&format!("kill(pid(\"{pid}\"))")).await;
-        assert!(
-            killed == true
-                || killed
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("kill pending")),
-            "{killed}"
-        );
+        assert!(kill_taken(&killed), "{killed}");
     }
     for pid in &loops {
         let deadline = Instant::now() + PATIENCE;
@@ -805,7 +800,12 @@ fn the_talks_part_three_typed_as_written_in_the_shell() {
     let trace = answer(&mut shell, &prompt, "Runtime.trace(pid)");
     assert!(trace.contains("math_plugin::calc_sum("), "{trace}");
     let killed = answer(&mut shell, &prompt, "Process.kill(pid, :kill)");
-    assert!(killed.contains("true"), "{killed}");
+    // At once, or (on a busy machine) at the end of the poll it is in; the
+    // page's line below shows that it ended either way.
+    assert!(
+        killed.contains("true") || killed.contains("kill pending"),
+        "{killed}"
+    );
 
     runtime.block_on(async {
         let line = browser.answer(1).await;
@@ -1122,7 +1122,8 @@ async fn function_locals_count_against_the_session_budget() {
     let id = console
         .start("let s = \"\"; s.pad(1000000, \"x\"); for i in 0..300 { print(s) }; 7")
         .await;
-    assert_eq!(console.reply(id).await["value"], 7);
+    let reply = console.reply(id).await;
+    assert_eq!(reply["value"], 7, "{reply}");
     assert_eq!(console.value("1 + 1").await, 2);
 }
 
@@ -1145,4 +1146,13 @@ async fn a_closed_session_leaves_no_memory_behind() {
     println!("peak memory grew by {} MiB", grew / (1024 * 1024));
     assert!(grew < 320 * 1024 * 1024, "grew by {grew} bytes");
     assert!(daemon.is_alive());
+}
+
+/// A kill's answer for a live process: `true`, or, when the process is
+/// inside a long poll (a busy machine stretches one), "kill pending: …".
+fn kill_taken(answer: &Value) -> bool {
+    *answer == true
+        || answer
+            .as_str()
+            .is_some_and(|text| text.starts_with("kill pending"))
 }
