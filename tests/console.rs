@@ -650,6 +650,10 @@ fn the_shell_has_a_prompt_history_completion_and_keys() {
     // Multi-line input while a bracket is open.
     type_in(&mut shell, "fn add(a, b) {\r");
     type_in(&mut shell, "a + b }\r");
+    // The definition's result, then the next prompt: the prompt alone may
+    // match a redraw of the line being edited, and keys typed before the
+    // next prompt may be lost.
+    shell.exp_string("()").expect("the definition's result");
     shell
         .exp_string(&prompt)
         .expect("the prompt after the definition");
