@@ -157,7 +157,7 @@ async fn info_names_parent_links_and_monitors_and_a_killed_connection_ends_its_s
     let mut monitors = pids(&of_connection["monitors"]);
     monitors.sort();
     assert_eq!(monitors, sums, "{of_connection}");
-    // Its parent is the HTTP listener that accepted it.
+    // Its parent is the HTTP listener that accepted it (from a task of its).
     let listener = of_connection["parent"]
         .as_str()
         .expect("a connection has a parent")
@@ -283,9 +283,10 @@ async fn a_blocked_connection_counts_its_pending_frames_and_downs() {
 async fn a_trace_of_every_sum_is_limited_to_thirty_calls_from_several_pids() {
     let daemon = Daemon::start();
     let mut clients = Vec::new();
+    let mut endless = Vec::new();
     for _ in 0..3 {
         let mut client = Client::connect(&daemon).await;
-        endless_sum(&mut client, 1).await;
+        endless.push(endless_sum(&mut client, 1).await);
         clients.push(client);
     }
     let mut console = Console::open(&daemon).await;
@@ -316,7 +317,17 @@ async fn a_trace_of_every_sum_is_limited_to_thirty_calls_from_several_pids() {
         "{rated}"
     );
 
-    // A sum started while the trace runs is traced too, with its result.
+    // A sum started while the trace runs is traced too, with its result
+    // (the endless ones gone, so the trace holds only the new ones).
+    for pid in &endless {
+        assert_eq!(
+            console.value(&format!("Process.kill(pid(\"{pid}\"))")).await,
+            true
+        );
+    }
+    for client in &mut clients {
+        assert_eq!(client.answer(1).await["status"], "error");
+    }
     let mut other = Console::open(&daemon).await;
     let started = other
         .start("Runtime.trace(\"sum\", #{calls: 100000, ms: 3000})")

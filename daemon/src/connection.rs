@@ -189,10 +189,19 @@ impl Feeds {
     }
 }
 
-/// Starts the process that owns `socket`.
-pub fn start(node: Arc<Node>, feeds: Arc<Feeds>, socket: WebSocket, peer: String) -> Pid {
+/// Starts the process that owns `socket`; its parent is the listener
+/// (whose task of this HTTP connection starts it).
+pub fn start(
+    node: Arc<Node>,
+    feeds: Arc<Feeds>,
+    socket: WebSocket,
+    peer: String,
+    listener: Pid,
+) -> Pid {
     // It traps exits: a sum linked to it that ends never ends it.
-    let spec = Spec::new("ws_connection", format!("Web.Connection.init(\"{peer}\")")).trap_exits();
+    let spec = Spec::new("ws_connection", format!("Web.Connection.init(\"{peer}\")"))
+        .trap_exits()
+        .spawned_by(listener);
     let tracker = node.connections.clone();
     node.registry.clone().spawn(spec, move |ctx| {
         tracker.track_future(run(ctx, node, feeds, socket))

@@ -105,6 +105,10 @@ pub struct Spec {
     /// A process linked to it that ends does not end it: it only loses
     /// the link (Erlang's `trap_exit`; it learns of the end by a monitor).
     pub trap_exits: bool,
+    /// Its parent when it is spawned outside any process's poll on a
+    /// process's behalf (by a task that process started); a spawn inside a
+    /// poll names that process whatever this says.
+    pub spawned_by: Option<Pid>,
     /// The most bytes it may hold (Erlang's `max_heap_size`); 0: no limit.
     /// One over it is killed at the end of the poll that crossed it, with
     /// [`ExitReason::MemoryLimit`](crate::ExitReason::MemoryLimit).
@@ -123,8 +127,16 @@ impl Spec {
             killable_from_web: false,
             priority: Priority::Normal,
             trap_exits: false,
+            spawned_by: None,
             memory_limit: 0,
         }
+    }
+
+    /// Names `pid` as its parent if it is spawned outside any process's
+    /// poll (see [`Spec::spawned_by`]).
+    pub fn spawned_by(mut self, pid: Pid) -> Spec {
+        self.spawned_by = Some(pid);
+        self
     }
 
     /// Survives the end of the processes linked to it (see [`Spec::trap_exits`]).

@@ -32,7 +32,7 @@ use self::guard::{Guard, Verdict};
 use self::limits::Limits;
 use crate::node::Node;
 use crate::throttle::{self, Throttle};
-use system_runtime::ProcessContext;
+use system_runtime::{Pid, ProcessContext};
 
 /// Accept failures and cap warnings written per second at most.
 static ACCEPT_WARNINGS: Throttle = Throttle::new(1);
@@ -55,7 +55,7 @@ pub struct Peer(pub SocketAddr);
 pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<Listener>) {
     ctx.enter(&"http:accept_loop/1");
     let shutdown = node.shutdown.clone();
-    let routes = warp::service(routes(node, listener.feeds.clone()));
+    let routes = warp::service(routes(node, listener.feeds.clone(), ctx.pid()));
     let mut http = Http::new();
     http.http1_only(true)
         .http1_header_read_timeout(limits::HEADER_TIMEOUT);
@@ -168,9 +168,11 @@ fn protective_headers(headers: &mut hyper::HeaderMap) {
     );
 }
 
+/// `listener`: the listener's pid, the parent of each WebSocket's process.
 fn routes(
     node: Arc<Node>,
     feeds: Arc<crate::connection::Feeds>,
+    listener: Pid,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
     let health = warp::path!("health").and(warp::get()).map(|| {
         let log =
@@ -189,7 +191,7 @@ fn routes(
                     .max_message_size(MAX_MESSAGE)
                     .max_write_buffer_size(MAX_WRITE_BUFFER)
                     .on_upgrade(move |socket| async move {
-                        crate::connection::start(node, feeds, socket, peer.to_string());
+                        crate::connection::start(node, feeds, socket, peer.to_string(), listener);
                     })
                     .into_response();
                 // The pages offer `system` with their token (`bearer.…`): the
