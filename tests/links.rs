@@ -139,9 +139,16 @@ async fn info_names_parent_links_and_monitors_and_a_killed_connection_ends_its_s
     let info = console
         .value(&format!("Process.info(pid(\"{first}\"))"))
         .await;
-    let connection = info["parent"].as_str().expect("a sum has a parent").to_owned();
+    let connection = info["parent"]
+        .as_str()
+        .expect("a sum has a parent")
+        .to_owned();
     assert_eq!(pids(&info["links"]), vec![connection.clone()], "{info}");
-    assert_eq!(pids(&info["monitored_by"]), vec![connection.clone()], "{info}");
+    assert_eq!(
+        pids(&info["monitored_by"]),
+        vec![connection.clone()],
+        "{info}"
+    );
     assert_eq!(pids(&info["monitors"]), Vec::<String>::new(), "{info}");
     assert_eq!(info["message_queue_len"], 0, "{info}");
 
@@ -265,7 +272,9 @@ async fn a_blocked_connection_counts_its_pending_frames_and_downs() {
     // Its three sums end: their DOWNs wait in its inbox too.
     for sum in &sums {
         assert_eq!(
-            console.value(&format!("Process.kill(pid(\"{sum}\"))")).await,
+            console
+                .value(&format!("Process.kill(pid(\"{sum}\"))"))
+                .await,
             true
         );
     }
@@ -290,9 +299,7 @@ async fn a_trace_of_every_sum_is_limited_to_thirty_calls_from_several_pids() {
         clients.push(client);
     }
     let mut console = Console::open(&daemon).await;
-    let trace = console
-        .value("Runtime.trace(:sum, #{calls: 30})")
-        .await;
+    let trace = console.value("Runtime.trace(:sum, #{calls: 30})").await;
     assert_eq!(trace["ended"], "calls", "{trace}");
     let events = trace["events"].as_array().cloned().unwrap_or_default();
     assert_eq!(events.len(), 30, "{trace}");
@@ -321,7 +328,9 @@ async fn a_trace_of_every_sum_is_limited_to_thirty_calls_from_several_pids() {
     // (the endless ones gone, so the trace holds only the new ones).
     for pid in &endless {
         assert_eq!(
-            console.value(&format!("Process.kill(pid(\"{pid}\"))")).await,
+            console
+                .value(&format!("Process.kill(pid(\"{pid}\"))"))
+                .await,
             true
         );
     }
@@ -343,7 +352,10 @@ async fn a_trace_of_every_sum_is_limited_to_thirty_calls_from_several_pids() {
     }
     let reply = other.reply(started).await;
     assert_eq!(reply["type"], "result", "{reply}");
-    let events = reply["value"]["events"].as_array().cloned().unwrap_or_default();
+    let events = reply["value"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         events
             .iter()
@@ -413,9 +425,9 @@ async fn a_page_traces_a_process_over_its_websocket() {
         assert!(event.get("result").is_some(), "{event}");
     }
     assert!(
-        events
-            .iter()
-            .any(|e| e["call"].as_str().is_some_and(|c| c.starts_with("math_plugin::calc_sum("))),
+        events.iter().any(|e| e["call"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("math_plugin::calc_sum("))),
         "{reply}"
     );
     // A process that is not alive: no events, ended by its exit.

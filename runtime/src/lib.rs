@@ -27,8 +27,8 @@ pub mod supervisor;
 pub mod symbols;
 mod sync;
 mod timer;
-mod trace;
 pub mod top;
+mod trace;
 pub mod usage;
 pub mod watch;
 

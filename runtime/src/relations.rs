@@ -17,9 +17,9 @@
 //! | `queue` | the process's host (`ProcessContext::set_message_queue_len`) | `info` | `Relaxed` both sides: a gauge guarding nothing |
 //! | `downs` | the exit of a monitored process (+1 after a successful send); the watcher's `Monitor` (−1 when it takes the DOWN or drops it untaken) | `info` | `Relaxed`; signed, since the −1 may come before the +1 (read as at least 0) |
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicIsize, AtomicUsize};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 

@@ -110,7 +110,10 @@ async fn a_down_not_yet_taken_counts_in_the_watchers_queue() {
     });
     let target = target.await.expect("the target's pid");
     assert_eq!(registry.info(watcher).expect("alive").message_queue_len, 2);
-    assert_eq!(registry.info(watcher).expect("alive").monitors, vec![target]);
+    assert_eq!(
+        registry.info(watcher).expect("alive").monitors,
+        vec![target]
+    );
     let ended = registry.monitor(target);
     registry.kill(target);
     ended.await;
@@ -135,7 +138,10 @@ async fn each_limit_ends_a_trace() {
     };
     // Calls, over every process of the name.
     let report = registry
-        .trace_with(TraceTarget::Name("worker".into()), limits(200, 10_000, None))
+        .trace_with(
+            TraceTarget::Name("worker".into()),
+            limits(200, 10_000, None),
+        )
         .await
         .expect("a name trace always runs");
     assert_eq!(report.ended, TraceEnd::Calls);
@@ -173,7 +179,10 @@ async fn each_limit_ends_a_trace() {
     let dropped = registry.clone();
     let trace = tokio::spawn(async move {
         dropped
-            .trace_with(TraceTarget::Name("worker".into()), limits(100_000, 600_000, None))
+            .trace_with(
+                TraceTarget::Name("worker".into()),
+                limits(100_000, 600_000, None),
+            )
             .await
     });
     while registry.traces_running() == 0 {

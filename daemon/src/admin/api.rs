@@ -476,12 +476,9 @@ impl Api {
             api.trace_limited(TraceTarget::Pid(pid), opts)
         });
         let api = self.clone();
-        engine.register_fn(
-            "trace",
-            move |_: RuntimeModule, name: &str, opts: Map| {
-                api.trace_limited(TraceTarget::Name(name.to_owned()), opts)
-            },
-        );
+        engine.register_fn("trace", move |_: RuntimeModule, name: &str, opts: Map| {
+            api.trace_limited(TraceTarget::Name(name.to_owned()), opts)
+        });
         let api = self.clone();
         engine.register_fn("trace", move |name: &str, opts: Map| {
             api.trace_limited(TraceTarget::Name(name.to_owned()), opts)
