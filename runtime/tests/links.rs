@@ -127,6 +127,10 @@ async fn a_down_not_yet_taken_counts_in_the_watchers_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "real-time windows and a rate per second: under Miri's slowness they measure nothing"
+)]
 async fn each_limit_ends_a_trace() {
     let registry = ProcessRegistry::new();
     let first = registry.spawn(spec("worker"), busy);
