@@ -8,7 +8,7 @@
 //!
 //! | field | writers | readers | ordering |
 //! |---|---|---|---|
-//! | `pid`, `spec`, `spawned_at`, `parent` | `new` only | anyone holding the entry | immutable |
+//! | `pid`, `spec` (its `spawned_by`: the parent), `spawned_at` | `new` only | anyone holding the entry | immutable |
 //! | `relations` | created once on first use (`OnceLock`); then see `relations`' table | `info`, the exit, monitors | `OnceLock`'s own synchronisation |
 //! | `activity` | the process's task | observers | see `activity`'s table |
 //! | `kill` | `ProcessRegistry::kill` (any thread), `start` (arms it once) | the exit guard | see `kill`'s table |
@@ -105,9 +105,10 @@ pub struct Spec {
     /// A process linked to it that ends does not end it: it only loses
     /// the link (Erlang's `trap_exit`; it learns of the end by a monitor).
     pub trap_exits: bool,
-    /// Its parent when it is spawned outside any process's poll on a
-    /// process's behalf (by a task that process started); a spawn inside a
-    /// poll names that process whatever this says.
+    /// Its parent: the spawn sets it to the process whose poll spawns it;
+    /// given (`Spec::spawned_by`), it names the parent of a process spawned
+    /// outside any poll on a process's behalf (by a task that process
+    /// started). `Process.info`'s `parent`.
     pub spawned_by: Option<Pid>,
     /// The most bytes it may hold (Erlang's `max_heap_size`); 0: no limit.
     /// One over it is killed at the end of the poll that crossed it, with
@@ -211,7 +212,6 @@ pub(crate) struct ProcessEntry {
     pub(crate) pid: Pid,
     pub(crate) spec: Spec,
     spawned_at: SystemTime,
-    pub(crate) parent: Option<Pid>,
     pub(crate) activity: Published,
     pub(crate) kill: KillSwitch,
     code_version: AtomicU32,
@@ -244,12 +244,11 @@ loom::lazy_static! {
 }
 
 impl ProcessEntry {
-    pub(crate) fn new(pid: Pid, spec: Spec, parent: Option<Pid>) -> ProcessEntry {
+    pub(crate) fn new(pid: Pid, spec: Spec) -> ProcessEntry {
         ProcessEntry {
             pid,
             spec,
             spawned_at: SystemTime::now(),
-            parent,
             activity: Published::default(),
             kill: KillSwitch::new(),
             code_version: AtomicU32::new(0),
@@ -426,7 +425,7 @@ impl ProcessEntry {
             allocated: activity.allocated,
             memory_limit: self.spec.memory_limit,
             current_function: self.stacktrace_at(activity.location).swap_remove(0),
-            parent: self.parent,
+            parent: self.spec.spawned_by,
             links: self.relations.get().map(|r| r.links()).unwrap_or_default(),
             monitors: self
                 .relations

@@ -25,7 +25,10 @@ fn the_runtime_depends_on_no_part_of_its_host() {
     // Every source file, those of directory modules (`registry/`) too.
     let mut directories = vec![root.join("src")];
     while let Some(directory) = directories.pop() {
-        for entry in std::fs::read_dir(&directory).expect("runtime/src").flatten() {
+        for entry in std::fs::read_dir(&directory)
+            .expect("runtime/src")
+            .flatten()
+        {
             let path = entry.path();
             if path.is_dir() {
                 directories.push(path);

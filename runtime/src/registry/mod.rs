@@ -277,8 +277,9 @@ impl ProcessRegistry {
         let _handed = memory::hand_over();
         let pid = Pid(self.next_pid.fetch_add(1, Relaxed));
         let memory_limit = spec.memory_limit;
-        let parent = caller_pid().or(spec.spawned_by);
-        let entry = Arc::new(ProcessEntry::new(pid, spec, parent));
+        let mut spec = spec;
+        spec.spawned_by = caller_pid().or(spec.spawned_by);
+        let entry = Arc::new(ProcessEntry::new(pid, spec));
         if let Some(monitor) = monitor {
             let _ = entry.add_monitor(monitor);
         }
