@@ -493,11 +493,7 @@ mod loom_models {
     #[test]
     fn traces_of_one_process_are_independent() {
         crate::loom_builder().check(|| {
-            let entry = Arc::new(ProcessEntry::new(
-                Pid(100),
-                Spec::new("t", "Test.t()"),
-                None,
-            ));
+            let entry = Arc::new(ProcessEntry::new(Pid(100), Spec::new("t", "Test.t()")));
             let (tx_a, mut calls_a) = mpsc::channel(4);
             let (tx_b, mut calls_b) = mpsc::channel(4);
             let a_started = Arc::new(AtomicBool::new(false));
@@ -548,11 +544,7 @@ mod tests {
 
     #[test]
     fn ending_one_trace_leaves_the_other_running() {
-        let entry = Arc::new(ProcessEntry::new(
-            Pid(100),
-            Spec::new("t", "Test.t()"),
-            None,
-        ));
+        let entry = Arc::new(ProcessEntry::new(Pid(100), Spec::new("t", "Test.t()")));
         let (tx_a, mut calls_a) = mpsc::channel(4);
         let (tx_b, mut calls_b) = mpsc::channel(4);
         let tracing_a = entry.trace(tx_a);
