@@ -175,6 +175,13 @@ async fn info_names_parent_links_and_monitors_and_a_killed_connection_ends_its_s
             .await,
         "http_listener"
     );
+    // A console session's parent is the admin server (from its accept loop).
+    assert_eq!(
+        console
+            .value("Process.info(Process.whereis(\"console_session\"), :parent) == Process.whereis(\"admin_server\")")
+            .await,
+        true
+    );
     // Each key on its own, as atoms.
     assert_eq!(
         console
