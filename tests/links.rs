@@ -175,6 +175,17 @@ async fn info_names_parent_links_and_monitors_and_a_killed_connection_ends_its_s
             .await,
         "http_listener"
     );
+    // The root supervisor is linked to its children and is their parent.
+    assert_eq!(
+        console
+            .value(
+                "let s = Process.whereis(\"supervisor\"); let l = Process.whereis(\"http_listener\"); \
+                 Process.info(l, :parent) == s && Process.info(s, :links).contains(l) \
+                 && Process.info(l, :links) == [s] && Process.info(s, :parent) == ()"
+            )
+            .await,
+        true
+    );
     // A console session's parent is the admin server (from its accept loop).
     assert_eq!(
         console
