@@ -19,6 +19,7 @@ mod fuzz;
 mod heart;
 mod homes;
 mod lifecycle;
+mod links;
 mod load;
 mod memory;
 mod module_cycles;

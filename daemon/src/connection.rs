@@ -13,8 +13,9 @@
 //! and sends nothing (the metrics history goes once per connection).
 //!
 //! It never computes anything itself, and no crash or kill of a task it
-//! started can close it. When it ends, the tasks it started are killed
-//! (they are linked to it, as Elixir's tasks are to their caller).
+//! started can close it (it traps exits). When it ends, the tasks it
+//! started end too: each is linked to it by the runtime, as Elixir's tasks
+//! are to their caller.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,7 +34,7 @@ use warp::ws::{Message, WebSocket};
 use crate::node::Node;
 use crate::{load, metrics, sum};
 use system_runtime::top::{self, TopRow};
-use system_runtime::{ExitReason, Pid, ProcessContext, Spec};
+use system_runtime::{ExitReason, Pid, ProcessContext, Spec, TraceLimits, TraceTarget};
 
 /// Computations one connection may have running at once.
 pub const MAX_SUMS_PER_CONNECTION: usize = 32;
@@ -88,6 +89,9 @@ enum Request {
         pid: String,
     },
     Profile {
+        pid: String,
+    },
+    Trace {
         pid: String,
     },
     Kill {
@@ -186,9 +190,19 @@ impl Feeds {
     }
 }
 
-/// Starts the process that owns `socket`.
-pub fn start(node: Arc<Node>, feeds: Arc<Feeds>, socket: WebSocket, peer: String) -> Pid {
-    let spec = Spec::new("ws_connection", format!("Web.Connection.init(\"{peer}\")"));
+/// Starts the process that owns `socket`; its parent is the listener
+/// (whose task of this HTTP connection starts it).
+pub fn start(
+    node: Arc<Node>,
+    feeds: Arc<Feeds>,
+    socket: WebSocket,
+    peer: String,
+    listener: Pid,
+) -> Pid {
+    // It traps exits: a sum linked to it that ends never ends it.
+    let spec = Spec::new("ws_connection", format!("Web.Connection.init(\"{peer}\")"))
+        .trap_exits()
+        .spawned_by(listener);
     let tracker = node.connections.clone();
     node.registry.clone().spawn(spec, move |ctx| {
         tracker.track_future(run(ctx, node, feeds, socket))
@@ -203,16 +217,8 @@ struct Connection {
     /// Pending `info` replies (each waits for its one-second trace), at
     /// most [`MAX_INFOS_PER_CONNECTION`].
     infos: FuturesUnordered<BoxFuture<'static, Value>>,
-    /// The sum processes still running, killed if the connection ends.
+    /// The sum processes still running (linked to it: they end with it).
     running: HashSet<Pid>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        for pid in &self.running {
-            self.node.registry.kill(*pid);
-        }
-    }
 }
 
 async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: WebSocket) {
@@ -235,11 +241,14 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: We
     let mut last_heard = Instant::now();
     let mut peer_pings = 0;
     loop {
+        // Frames waiting for the peer count as its inbox until sent.
+        connection.ctx.set_message_queue_len(pending.len());
         let messages = pending.drain(..).map(Message::text);
         if let Err(ended) = send_all(&mut outgoing, messages).await {
             connection.ended(ended);
             return;
         }
+        connection.ctx.set_message_queue_len(0);
         tokio::select! {
             _ = node.shutdown.cancelled() => {
                 let closing = std::iter::once(Message::close_with(1001u16, "server stopping"));
@@ -427,6 +436,7 @@ impl Connection {
             Request::Reset => vec![self.reset_load()],
             Request::Info { pid } => self.queue(&pid, |node, pid| info(node, pid).boxed()),
             Request::Profile { pid } => self.queue(&pid, |node, pid| profile(node, pid).boxed()),
+            Request::Trace { pid } => self.queue(&pid, |node, pid| trace(node, pid).boxed()),
             Request::Kill { pid } => match pid.parse::<Pid>() {
                 Ok(pid) => vec![self.kill(pid)],
                 Err(error) => vec![error_reply(error.to_string())],
@@ -574,12 +584,46 @@ async fn info(node: Arc<Node>, pid: Pid) -> Value {
             "allocated": info.allocated,
             "memory_limit": info.memory_limit,
             "current_function": info.current_function,
-            "monitors": info.monitors,
+            "parent": info.parent.map(|pid| pid.to_string()),
+            "links": pids(&info.links),
+            "monitors": pids(&info.monitors),
+            "monitored_by": pids(&info.monitored_by),
+            "message_queue_len": info.message_queue_len,
             "spawned_at_ms": info.spawned_at_ms,
             "plugin_version": info.code_version,
         })
     });
     json!({"type": "info", "pid": pid.to_string(), "info": info, "stacktrace": stacktrace, "trace": trace})
+}
+
+fn pids(pids: &[Pid]) -> Vec<String> {
+    pids.iter().map(Pid::to_string).collect()
+}
+
+/// The `trace` reply: the calls `pid` makes (with their arguments, and
+/// return values where its code reports them) until 50 calls or one second,
+/// or its end. A system process's calls are host function names only.
+async fn trace(node: Arc<Node>, pid: Pid) -> Value {
+    let report = node
+        .registry
+        .trace_with(TraceTarget::Pid(pid), TraceLimits::default())
+        .await;
+    let Some(report) = report else {
+        return json!({"type": "trace", "pid": pid.to_string(), "events": [], "ended": "exit", "alive": false});
+    };
+    let events: Vec<Value> = report
+        .events
+        .iter()
+        .map(|event| {
+            json!({
+                "pid": event.pid.to_string(),
+                "call": event.call,
+                "result": event.result,
+                "at_ms": event.at.as_millis() as u64,
+            })
+        })
+        .collect();
+    json!({"type": "trace", "pid": pid.to_string(), "events": events, "ended": report.ended.as_str()})
 }
 
 /// `Admin.Session.init("uid 0 pid 42")` as `Admin.Session.init(…)`.

@@ -40,16 +40,17 @@ pub fn parse_input(text: &str) -> Result<i64, InvalidInput> {
     text.parse().map_err(|_| InvalidInput::TooLarge)
 }
 
-/// Starts `sum(n)` on `version` as a monitored process. The result is sent
-/// on `result` just before the process ends normally; a crash or a kill
-/// shows only in the monitor's DOWN.
+/// Starts `sum(n)` on `version` as a process linked to and monitored by
+/// the calling process. The result is sent on `result` just before the
+/// process ends normally; a crash or a kill shows only in the monitor's DOWN.
 pub fn spawn(
     node: &Arc<Node>,
     version: Arc<PluginVersion>,
     n: i64,
     result: oneshot::Sender<i128>,
 ) -> Monitor {
-    node.registry.spawn_monitor(
+    // Linked to the connection that starts it: it ends when that ends.
+    node.registry.spawn_link_monitor(
         Spec::new("sum", format!("Math.sum({n})"))
             .killable_from_web()
             .memory_limit(node.memory.per_sum),
@@ -83,6 +84,7 @@ async fn run(
             } => {
                 ctx.add_reductions(reductions);
                 ctx.enter(&"system::sum::SumTask::reply/2");
+                ctx.returned(&format_args!("Math.sum({n})"), &sum);
                 let _ = result.send(sum);
                 return;
             }

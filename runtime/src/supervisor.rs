@@ -15,7 +15,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Down, ExitReason, Monitor, Pid, ProcessContext, ProcessRegistry, Spec};
+use crate::{Down, ExitReason, Monitor, ProcessContext, ProcessRegistry, Spec};
 
 type Start = Arc<dyn Fn(ProcessContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -88,7 +88,8 @@ impl Default for Intensity {
 }
 
 /// Starts a supervisor process for `children`. Children are not restarted
-/// once `shutdown` is cancelled; when the supervisor ends, it kills them.
+/// once `shutdown` is cancelled; when the supervisor ends, its links end
+/// them.
 pub fn start(
     registry: &Arc<ProcessRegistry>,
     spec: Spec,
@@ -97,7 +98,8 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Monitor {
     let registry_for_body = registry.clone();
-    registry.spawn_monitor_ending(spec, move |ctx| {
+    // Its children are linked to it: they end with it (it traps their ends).
+    registry.spawn_monitor_ending(spec.trap_exits(), false, move |ctx| {
         supervise(ctx, registry_for_body, children, intensity, shutdown)
     })
 }
@@ -110,15 +112,9 @@ async fn supervise(
     shutdown: CancellationToken,
 ) -> ExitReason {
     ctx.enter(&"supervisor:loop/1");
-    let mut started = KillOnExit {
-        registry: registry.clone(),
-        pids: Vec::with_capacity(children.len()),
-    };
     let mut running = FuturesUnordered::new();
     for (index, child) in children.iter().enumerate() {
-        let monitor = start_child(&registry, child);
-        started.pids.push(monitor.pid());
-        running.push(tagged(index, monitor));
+        running.push(tagged(index, start_child(&registry, child)));
     }
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     loop {
@@ -171,30 +167,17 @@ async fn supervise(
             down.reason,
             monitor.pid()
         );
-        started.pids[index] = monitor.pid();
         running.push(tagged(index, monitor));
     }
 }
 
+/// Starts `child` linked to the supervisor (whose poll calls this): when
+/// the supervisor ends, however it ends, its children end too.
 fn start_child(registry: &Arc<ProcessRegistry>, child: &Child) -> Monitor {
     let start = child.start.clone();
-    registry.spawn_monitor(child.spec.clone(), move |ctx| start(ctx))
+    registry.spawn_link_monitor(child.spec.clone(), move |ctx| start(ctx))
 }
 
 async fn tagged(index: usize, monitor: Monitor) -> (usize, Down) {
     (index, monitor.await)
-}
-
-/// Kills the supervisor's children when the supervisor ends, however it ends.
-struct KillOnExit {
-    registry: Arc<ProcessRegistry>,
-    pids: Vec<Pid>,
-}
-
-impl Drop for KillOnExit {
-    fn drop(&mut self) {
-        for pid in &self.pids {
-            self.registry.kill(*pid);
-        }
-    }
 }

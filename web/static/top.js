@@ -1,6 +1,7 @@
 // The top page: the ten busiest processes of the last second (a `top`
 // message every second), with `info` (stack trace + one-second call trace,
-// shown in #info-panel beside the table) and `kill`.
+// shown in #info-panel beside the table), `profile`, `trace` (its calls,
+// arguments and return values, up to 50 calls or one second) and `kill`.
 //
 // Must not: poll or compute anything itself (the daemon measures; this only
 // renders), or keep per-row state across refreshes other than the selection.
@@ -85,7 +86,7 @@
     close.addEventListener('click', hidePanel);
     return el('header', { className: 'panel-head' },
       el('h2', null, pid, name ? el('span', { className: 'name' }, ' ', name) : ''),
-      button('profile', pid), button('kill', pid), close);
+      button('profile', pid), button('trace', pid), button('kill', pid), close);
   }
 
   function showPanel(pid, name, ...sections) {
@@ -235,6 +236,40 @@
     }
     showProfile(summary, list);
   });
+
+  // The trace button of the info panel: asks for a `trace` of the panel's
+  // process and shows its events (pid, call, result, when) and why it
+  // ended, in one section replaced by each new trace.
+  function traceButton() {
+    function showTrace(...content) {
+      const old = panel.querySelector('section.call-trace');
+      const section = el('section', { className: 'call-trace' },
+        el('h3', null, 'calls traced (50 calls or one second)'), ...content);
+      if (old) old.replaceWith(section);
+      else panel.querySelector('.panel-head')?.after(section);
+    }
+    panel.addEventListener('click', (ev) => {
+      const btn = ev.target.closest('button.trace[data-pid]');
+      if (!btn) return;
+      if (!App.send({ type: 'trace', pid: btn.dataset.pid })) return flashKill('not connected', true);
+      showTrace(el('p', { className: 'pending' }, 'tracing…'));
+    });
+    App.on('trace', (msg) => {
+      if (String(msg.pid) !== selected || panel.hidden) return;
+      const events = Array.isArray(msg.events) ? msg.events : [];
+      const list = el('ol', { className: 'trace-events' });
+      for (const e of events) {
+        list.append(el('li', null,
+          el('span', { className: 'at num' }, `${Number(e.at_ms || 0)} ms `),
+          el('span', { className: 'pid' }, String(e.pid)), ' ',
+          el('span', { className: 'call' }, String(e.call)),
+          e.result == null ? '' : el('span', { className: 'result' }, ` → ${e.result}`)));
+      }
+      showTrace(el('p', { className: 'note trace-ended', dataset: { ended: String(msg.ended) } },
+        `${events.length} events; ended by ${msg.ended}`), list);
+    });
+  }
+  traceButton();
 
   App.on('kill', (msg) => {
     flashKill(msg.killed ? `killed ${msg.pid}` : `${msg.pid} was not alive`, !msg.killed);

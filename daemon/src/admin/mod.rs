@@ -29,7 +29,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::node::Node;
-use system_runtime::ProcessContext;
+use system_runtime::{Pid, ProcessContext};
 
 /// Why the admin socket could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,9 @@ pub async fn serve(
     listener: Arc<std::os::unix::net::UnixListener>,
 ) {
     ctx.enter(&"Admin.Server.accept_loop/1");
-    let accepting = node.console.spawn(accept_loop(node.clone(), listener));
+    let accepting = node
+        .console
+        .spawn(accept_loop(node.clone(), listener, ctx.pid()));
     let _stop_with_me = AbortOnDrop(accepting.abort_handle());
     match accepting.await {
         Ok(Ok(())) => {}
@@ -82,9 +84,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// `server`: the `admin_server` process, the parent of every session.
 async fn accept_loop(
     node: Arc<Node>,
     listener: Arc<std::os::unix::net::UnixListener>,
+    server: Pid,
 ) -> io::Result<()> {
     let listener = UnixListener::from_std(listener.try_clone()?)?;
     let daemon_uid = nix::unistd::geteuid().as_raw();
@@ -95,7 +99,7 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => admit(&node, stream, daemon_uid, &seats),
+            Ok((stream, _)) => admit(&node, stream, daemon_uid, &seats, server),
             Err(error) => {
                 tracing::warn!("admin socket: accept failed: {error}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -107,7 +111,13 @@ async fn accept_loop(
 /// Starts a session for an authorised peer while fewer than
 /// [`MAX_SESSIONS`] are open; refuses any other with an error frame (and
 /// closes its connection).
-fn admit(node: &Arc<Node>, stream: UnixStream, daemon_uid: u32, seats: &Arc<Semaphore>) {
+fn admit(
+    node: &Arc<Node>,
+    stream: UnixStream,
+    daemon_uid: u32,
+    seats: &Arc<Semaphore>,
+    server: Pid,
+) {
     let credentials = match stream.peer_cred() {
         Ok(credentials) => credentials,
         Err(error) => {
@@ -144,7 +154,7 @@ fn admit(node: &Arc<Node>, stream: UnixStream, daemon_uid: u32, seats: &Arc<Sema
         );
         return;
     };
-    let pid = session::start(node.clone(), stream, peer.clone(), seat);
+    let pid = session::start(node.clone(), stream, peer.clone(), seat, server);
     tracing::info!("console session {pid} opened by {peer}");
 }
 

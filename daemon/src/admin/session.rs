@@ -82,8 +82,17 @@ struct Outgoing {
 /// Starts the process that serves one accepted, authorised connection;
 /// `seat` is its place among the sessions allowed at once, held until its
 /// evaluation thread ends.
-pub fn start(node: Arc<Node>, stream: UnixStream, peer: String, seat: OwnedSemaphorePermit) -> Pid {
-    let spec = Spec::new("console_session", format!("Admin.Session.init(\"{peer}\")"));
+/// Starts a session's process; its parent is `server` (the `admin_server`
+/// process, whose accept loop on the console's runtime calls this).
+pub fn start(
+    node: Arc<Node>,
+    stream: UnixStream,
+    peer: String,
+    seat: OwnedSemaphorePermit,
+    server: Pid,
+) -> Pid {
+    let spec =
+        Spec::new("console_session", format!("Admin.Session.init(\"{peer}\")")).spawned_by(server);
     let tracker = node.connections.clone();
     node.registry.clone().spawn(spec, move |ctx| {
         tracker.track_future(run(ctx, node, stream, seat))

@@ -32,8 +32,8 @@ use self::guard::{Guard, Verdict};
 use self::limits::Limits;
 use crate::node::Node;
 use crate::throttle;
-use system_runtime::ProcessContext;
 use system_runtime::burst::Burst;
+use system_runtime::{Pid, ProcessContext};
 
 /// Accept failures and cap warnings written per second at most.
 static ACCEPT_WARNINGS: Burst = Burst::new("accept warnings", 1);
@@ -56,7 +56,7 @@ pub struct Peer(pub SocketAddr);
 pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<Listener>) {
     ctx.enter(&"http:accept_loop/1");
     let shutdown = node.shutdown.clone();
-    let routes = warp::service(routes(node, listener.feeds.clone()));
+    let routes = warp::service(routes(node, listener.feeds.clone(), ctx.pid()));
     let mut http = Http::new();
     http.http1_only(true)
         .http1_header_read_timeout(limits::HEADER_TIMEOUT);
@@ -169,9 +169,11 @@ fn protective_headers(headers: &mut hyper::HeaderMap) {
     );
 }
 
+/// `listener`: the listener's pid, the parent of each WebSocket's process.
 fn routes(
     node: Arc<Node>,
     feeds: Arc<crate::connection::Feeds>,
+    listener: Pid,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
     let health = warp::path!("health").and(warp::get()).map(|| {
         let log =
@@ -190,7 +192,7 @@ fn routes(
                     .max_message_size(MAX_MESSAGE)
                     .max_write_buffer_size(MAX_WRITE_BUFFER)
                     .on_upgrade(move |socket| async move {
-                        crate::connection::start(node, feeds, socket, peer.to_string());
+                        crate::connection::start(node, feeds, socket, peer.to_string(), listener);
                     })
                     .into_response();
                 // The pages offer `system` with their token (`bearer.…`): the

@@ -13,6 +13,15 @@
 //! | an entry's `kill` switch | `kill`/`exit_signal` (any thread) and `start` (arms it with the abort handle, once) | the exit guard | see `kill`'s table: exactly one of kill and arm aborts |
 //! | `exit_reasons` | `exit_signal` inserts a reason *before* killing; the exit guard removes it | the exit guard, after `is_killed` | its shard locks; the kill's `AcqRel` RMW and `is_killed`'s `Acquire` load order the insert before the read |
 //! | the activity pointer | the task (`Instrumented::poll` publishes, the exit guard retires) | `info`, `reductions`, `stacktrace` | see `activity`'s table |
+//! | `name_traces` | a trace of a name (registers, and removes on drop) | `start` (attaches a new process of that name) | its mutex; `name_trace_hint` (`Relaxed`) lets `start` skip it while none runs (see `trace`) |
+//!
+//! **Links.** A spawn that links (`spawn_link_monitor`) runs inside its
+//! parent's poll, so the parent has not ended: it adds the child to the
+//! parent's links, then creates the child with the parent in its own,
+//! before the child's task exists. The exit of either closes its own list
+//! (so nothing links to it after), removes itself from each peer's list,
+//! and sends each peer that does not trap exits an exit signal naming it
+//! and its reason.
 //!
 //! A kill may find the pid in the table before its task is spawned: the
 //! kill switch then holds the kill until `start` arms it, and `start`
@@ -29,13 +38,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use pin_project_lite::pin_project;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::activity::{self, Activity, Status};
 use crate::burst::Burst;
@@ -44,9 +53,13 @@ use crate::entry::{Priority, ProcessEntry, ProcessInfo, Spec};
 use crate::kill::Handle;
 use crate::low_priority::LowPriority;
 use crate::memory;
+use crate::relations::{Relations, Watch, Watcher};
 use crate::timer::Timers;
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
+
+mod traces;
+use self::traces::NameTrace;
 
 /// Crash reports of processes: at most 500 a second are logged; the host's
 /// log says how many it suppressed.
@@ -71,6 +84,13 @@ pub struct ProcessRegistry {
     low_priority: LowPriority,
     /// The wheels processes sleep on (`ProcessContext::sleep_until`).
     timers: Arc<Timers>,
+    /// Traces of every process of a name: a new process of that name is
+    /// attached to them at its spawn.
+    name_traces: std::sync::Mutex<Vec<NameTrace>>,
+    /// How many name traces run: while 0, a spawn looks at none.
+    name_trace_hint: AtomicUsize,
+    /// Traces running now (of a pid or a name).
+    traces_running: AtomicUsize,
 }
 
 /// One process and the bytes it holds, from [`ProcessRegistry::memory`].
@@ -87,6 +107,12 @@ pub struct Holder {
 pub struct Monitor {
     pid: Pid,
     down: oneshot::Receiver<Down>,
+    /// The relations of the process that monitors, if a process does: it
+    /// lists the pid among its `monitors` and counts the DOWN in its inbox
+    /// until this takes it.
+    watcher: Option<Arc<Relations>>,
+    /// The DOWN was taken (or never will be): the watcher was told.
+    done: bool,
 }
 
 impl Future for Monitor {
@@ -94,13 +120,40 @@ impl Future for Monitor {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Down> {
         let pid = self.pid;
-        Pin::new(&mut self.down).poll(cx).map(|down| {
+        let polled = Pin::new(&mut self.down).poll(cx);
+        if let Poll::Ready(down) = &polled
+            && !self.done
+        {
+            self.done = true;
+            if let Some(watcher) = &self.watcher {
+                watcher.stop_monitoring(pid);
+                if down.is_ok() {
+                    watcher.down_taken();
+                }
+            }
+        }
+        polled.map(|down| {
             // The sender is only dropped unsent if the runtime is going away.
             down.unwrap_or(Down {
                 pid,
                 reason: ExitReason::Shutdown,
             })
         })
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(watcher) = &self.watcher {
+            watcher.stop_monitoring(self.pid);
+            // A DOWN sent and never taken leaves the inbox with the monitor.
+            if self.down.try_recv().is_ok() {
+                watcher.down_taken();
+            }
+        }
     }
 }
 
@@ -122,6 +175,9 @@ impl ProcessRegistry {
             memory_limit_kills: AtomicU64::new(0),
             low_priority: LowPriority::default(),
             timers: Timers::new(),
+            name_traces: std::sync::Mutex::new(Vec::new()),
+            name_trace_hint: AtomicUsize::new(0),
+            traces_running: AtomicUsize::new(0),
         })
     }
 
@@ -137,7 +193,7 @@ impl ProcessRegistry {
         F: FnOnce(ProcessContext) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.start(spec, None, body)
+        self.start(spec, None, false, body)
     }
 
     /// Starts `body` and monitors it, with no window in which it could end unobserved.
@@ -146,26 +202,69 @@ impl ProcessRegistry {
         F: FnOnce(ProcessContext) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.spawn_monitor_ending(spec, body)
+        self.spawn_monitor_ending(spec, false, body)
+    }
+
+    /// Starts `body` linked to the calling process and monitored by it
+    /// (Erlang's `spawn_opt(…, [link, monitor])`): if either ends, the
+    /// other ends too unless it traps exits ([`Spec::trap_exits`]). Called
+    /// outside any process's poll, it links nothing.
+    pub fn spawn_link_monitor<F, Fut>(self: &Arc<Self>, spec: Spec, body: F) -> Monitor
+    where
+        F: FnOnce(ProcessContext) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_monitor_ending(spec, true, body)
     }
 
     /// [`spawn_monitor`](Self::spawn_monitor) for a body that ends with its
     /// own reason (a supervisor that gives up). Public bodies return `()`:
     /// one that only panics would otherwise have no output type to infer.
-    pub(crate) fn spawn_monitor_ending<F, Fut>(self: &Arc<Self>, spec: Spec, body: F) -> Monitor
+    pub(crate) fn spawn_monitor_ending<F, Fut>(
+        self: &Arc<Self>,
+        spec: Spec,
+        link: bool,
+        body: F,
+    ) -> Monitor
     where
         F: FnOnce(ProcessContext) -> Fut,
         Fut: Future<Output: Into<ExitReason>> + Send + 'static,
     {
         let (tx, down) = oneshot::channel();
-        let pid = self.start(spec, Some(tx), body);
-        Monitor { pid, down }
+        let (watch, watcher) = self.watch(tx);
+        let pid = self.start(spec, Some(watch), link, body);
+        if let Some(watcher) = &watcher {
+            watcher.start_monitoring(pid);
+        }
+        Monitor {
+            pid,
+            down,
+            watcher,
+            done: false,
+        }
+    }
+
+    /// A monitor's sending side, with the calling process as its watcher
+    /// if a process calls.
+    fn watch(&self, down: oneshot::Sender<Down>) -> (Watch, Option<Arc<Relations>>) {
+        let watcher = self.caller().map(|entry| Watcher {
+            pid: entry.pid,
+            relations: entry.relations().clone(),
+        });
+        let relations = watcher.as_ref().map(|w| w.relations.clone());
+        (Watch { watcher, down }, relations)
+    }
+
+    /// The process whose poll is calling, if any.
+    fn caller(&self) -> Option<Arc<ProcessEntry>> {
+        self.lookup(caller_pid()?)
     }
 
     fn start<F, Fut>(
         self: &Arc<Self>,
         spec: Spec,
-        monitor: Option<oneshot::Sender<Down>>,
+        monitor: Option<Watch>,
+        link: bool,
         body: F,
     ) -> Pid
     where
@@ -178,11 +277,22 @@ impl ProcessRegistry {
         let _handed = memory::hand_over();
         let pid = Pid(self.next_pid.fetch_add(1, Relaxed));
         let memory_limit = spec.memory_limit;
+        let mut spec = spec;
+        spec.spawned_by = caller_pid().or(spec.spawned_by);
         let entry = Arc::new(ProcessEntry::new(pid, spec));
         if let Some(monitor) = monitor {
             let _ = entry.add_monitor(monitor);
         }
+        if link
+            && let Some(parent) = self.caller()
+            && parent.relations().add_link(pid)
+        {
+            entry.relations().add_link(parent.pid);
+        }
         self.table.insert(pid.0, entry.clone());
+        if self.name_trace_hint.load(Relaxed) != 0 {
+            self.attach_name_traces(&entry);
+        }
         let inner = body(ProcessContext {
             entry: entry.clone(),
             timers: self.timers.clone(),
@@ -223,17 +333,26 @@ impl ProcessRegistry {
     /// (`noproc` at once if no such process is alive).
     pub fn monitor(&self, pid: Pid) -> Monitor {
         let (tx, down) = oneshot::channel();
-        let refused = match self.table.get(&pid.0) {
-            Some(entry) => entry.add_monitor(tx).err(),
-            None => Some(tx),
+        let (watch, watcher) = self.watch(tx);
+        if let Some(watcher) = &watcher {
+            watcher.start_monitoring(pid);
+        }
+        let refused = match self.lookup(pid) {
+            Some(entry) => entry.add_monitor(watch).err(),
+            None => Some(watch),
         };
-        if let Some(tx) = refused {
-            let _ = tx.send(Down {
+        if let Some(watch) = refused {
+            watch.deliver(Down {
                 pid,
                 reason: ExitReason::NoProc,
             });
         }
-        Monitor { pid, down }
+        Monitor {
+            pid,
+            down,
+            watcher,
+            done: false,
+        }
     }
 
     /// Kills `pid` unconditionally; it ends at its next yield. True if it was alive.
@@ -361,24 +480,22 @@ impl ProcessRegistry {
     }
 
     /// Records the calls `pid` makes for `window` or `max_calls`, whichever
-    /// comes first. `None` if it is not alive.
-    pub async fn trace(&self, pid: Pid, max_calls: usize, window: Duration) -> Option<Vec<String>> {
-        let entry = self.lookup(pid)?;
-        let (tx, mut rx) = mpsc::channel(max_calls.max(1));
-        let _tracing = entry.trace(tx);
-        let deadline = tokio::time::sleep(window);
-        tokio::pin!(deadline);
-        let mut calls = Vec::new();
-        while calls.len() < max_calls {
-            tokio::select! {
-                call = rx.recv() => match call {
-                    Some(call) => calls.push(call),
-                    None => break,
-                },
-                _ = &mut deadline => break,
-            }
-        }
-        Some(calls)
+    /// comes first. `None` if it is not alive. (See [`Self::trace_with`].)
+    pub async fn trace(
+        self: &Arc<Self>,
+        pid: Pid,
+        max_calls: usize,
+        window: Duration,
+    ) -> Option<Vec<String>> {
+        let limits = crate::TraceLimits {
+            calls: max_calls,
+            window,
+            per_second: None,
+        };
+        let report = self
+            .trace_with(crate::TraceTarget::Pid(pid), limits)
+            .await?;
+        Some(report.events.into_iter().map(|event| event.call).collect())
     }
 
     fn exit(&self, entry: &ProcessEntry, reason: ExitReason) {
@@ -422,10 +539,29 @@ impl ProcessRegistry {
             }
         }
         for monitor in entry.take_monitors() {
-            let _ = monitor.send(Down {
+            monitor.deliver(Down {
                 pid: entry.pid,
                 reason: reason.clone(),
             });
+        }
+        if let Some(relations) = entry.relations_if_any() {
+            self.end_links(entry.pid, relations.close_links(), &reason);
+        }
+    }
+
+    /// `pid` ended with `reason`: each linked process loses the link, and
+    /// one that does not trap exits is sent an exit signal naming it.
+    fn end_links(&self, pid: Pid, links: Vec<Pid>, reason: &ExitReason) {
+        for peer in links {
+            let Some(peer) = self.lookup(peer) else {
+                continue;
+            };
+            if let Some(relations) = peer.relations_if_any() {
+                relations.remove_link(pid);
+            }
+            if !peer.spec.trap_exits {
+                self.exit_signal(peer.pid, &format!("linked {pid} exited: {reason}"));
+            }
         }
     }
 }
@@ -529,6 +665,19 @@ impl<F: Future<Output: Into<ExitReason>>> Future for Instrumented<F> {
         this.exit.reason = Some(reason);
         Poll::Ready(())
     }
+}
+
+/// The pid of the process whose poll is running on this thread (the
+/// caller of a spawn or a monitor, inside its own body), if any.
+fn caller_pid() -> Option<Pid> {
+    let identity = current::identity()?;
+    // SAFETY: a non-null identity is the address of the `ProcessEntry` of
+    // the process this thread is polling right now (`Instrumented::poll`
+    // sets it from `this.exit.entry`, an `Arc` the task holds for its whole
+    // life, and `current::polling`'s guard clears it before that poll
+    // returns): the entry is alive for as long as this call, made inside
+    // that poll, lasts. Only its immutable `pid` is read.
+    Some(unsafe { &*identity.cast::<ProcessEntry>() }.pid)
 }
 
 thread_local! {
