@@ -17,6 +17,8 @@
 //! started end too: each is linked to it by the runtime, as Elixir's tasks
 //! are to their caller.
 
+mod reply;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,14 +28,14 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use warp::ws::{Message, WebSocket};
 
+use self::reply::{FunctionSamples, ProcessInfo, Reply, SumStatus, TraceEvent};
 use crate::node::Node;
 use crate::{load, metrics, sum};
-use system_runtime::top::{self, TopRow};
+use system_runtime::top;
 use system_runtime::{ExitReason, Pid, ProcessContext, Spec, TraceLimits, TraceTarget};
 
 /// Computations one connection may have running at once.
@@ -174,9 +176,11 @@ impl Feeds {
             // The biggest holders of memory now, for the page's other sort
             // (a walk of the registry on the blocking pool, once for all).
             let by_memory = top::by_memory(&node.registry, 10).await;
-            let rows: Vec<Value> = rows.iter().map(top_row).collect();
-            let by_memory: Vec<Value> = by_memory.iter().map(top_row).collect();
-            let message = json!({"type": "top", "rows": rows, "by_memory": by_memory}).to_string();
+            let message = Reply::Top {
+                rows: rows.into_iter().map(top_row).collect(),
+                by_memory: by_memory.into_iter().map(top_row).collect(),
+            }
+            .to_text();
             self.top.send_replace(Some(message.into()));
             // Under the lock a subscriber takes before it looks: either it
             // sees the feed stopped and starts it, or the feed sees it.
@@ -213,10 +217,10 @@ struct Connection {
     ctx: ProcessContext,
     node: Arc<Node>,
     /// Pending sum replies; each resolves to exactly one final `sum` message.
-    sums: FuturesUnordered<BoxFuture<'static, (Pid, Value)>>,
+    sums: FuturesUnordered<BoxFuture<'static, (Pid, Reply)>>,
     /// Pending `info` replies (each waits for its one-second trace), at
     /// most [`MAX_INFOS_PER_CONNECTION`].
-    infos: FuturesUnordered<BoxFuture<'static, Value>>,
+    infos: FuturesUnordered<BoxFuture<'static, Reply>>,
     /// The sum processes still running (linked to it: they end with it).
     running: HashSet<Pid>,
 }
@@ -231,9 +235,14 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: We
         infos: FuturesUnordered::new(),
         running: HashSet::new(),
     };
-    let hello = json!({"type": "hello", "node": node.name, "version": node.version, "schedulers": node.schedulers, "started_at": node.started_at});
+    let hello = Reply::Hello {
+        node: node.name.clone(),
+        version: node.version.to_owned(),
+        schedulers: node.schedulers,
+        started_at: node.started_at,
+    };
     // Text frames to send, in order.
-    let mut pending: Vec<String> = vec![hello.to_string()];
+    let mut pending: Vec<String> = vec![hello.to_text()];
     let mut top_feed: Option<TopFeed> = None;
     let mut metrics_feed = None;
     // On the runtime's timer wheel; a late ping moves the next one back.
@@ -295,12 +304,12 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: We
                             Ok(Request::Subscribe { topic: Topic::Metrics }) => {
                                 if metrics_feed.is_none() {
                                     let (history, feed) = node.metrics.subscribe();
-                                    pending.push(json!({"type": "history", "samples": history}).to_string());
+                                    pending.push(Reply::History { samples: history }.to_text());
                                     metrics_feed = Some(feed);
                                 }
                             }
-                            Ok(request) => pending.extend(connection.handle(request).iter().map(Value::to_string)),
-                            Err(error) => pending.push(error_reply(format!("malformed message: {error}")).to_string()),
+                            Ok(request) => pending.extend(connection.handle(request).iter().map(Reply::to_text)),
+                            Err(error) => pending.push(Reply::error(format!("malformed message: {error}")).to_text()),
                         }
                         connection.ctx.enter(&"Web.Connection.loop/1");
                     }
@@ -315,7 +324,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: We
                         }
                     }
                     Some(Ok(message)) if message.is_pong() => {}
-                    Some(Ok(_)) => pending.push(error_reply("binary messages are not understood".into()).to_string()),
+                    Some(Ok(_)) => pending.push(Reply::error("binary messages are not understood").to_text()),
                     Some(Err(error)) => {
                         // A frame over the size limit, or a broken stream: say so if we still can.
                         let closing = std::iter::once(Message::close_with(1009u16, "message too big or malformed"));
@@ -328,9 +337,9 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: We
             }
             Some((pid, reply)) = connection.sums.next() => {
                 connection.running.remove(&pid);
-                pending.push(reply.to_string());
+                pending.push(reply.to_text());
             }
-            Some(reply) = connection.infos.next() => pending.push(reply.to_string()),
+            Some(reply) = connection.infos.next() => pending.push(reply.to_text()),
             changed = async { top_feed.as_mut().expect("guarded").changed().await }, if top_feed.is_some() => {
                 match changed {
                     Ok(()) => {
@@ -342,7 +351,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: We
             }
             sample = metrics::next_sample(&mut metrics_feed), if metrics_feed.is_some() => {
                 if let Some(sample) = sample {
-                    pending.push(json!({"type": "metrics", "sample": sample}).to_string());
+                    pending.push(Reply::Metrics { sample }.to_text());
                 }
             }
         }
@@ -378,10 +387,6 @@ async fn send_all(
     }
 }
 
-fn error_reply(message: String) -> Value {
-    json!({"type": "error", "message": message})
-}
-
 impl Connection {
     /// Logs why the connection ends (once: it ends), and counts a peer
     /// that flooded pings or did not read.
@@ -411,25 +416,24 @@ impl Connection {
     fn queue(
         &mut self,
         pid: &str,
-        ask: impl FnOnce(Arc<Node>, Pid) -> BoxFuture<'static, Value>,
-    ) -> Vec<Value> {
+        ask: impl FnOnce(Arc<Node>, Pid) -> BoxFuture<'static, Reply>,
+    ) -> Vec<Reply> {
         match pid.parse::<Pid>() {
-            Ok(pid) if self.infos.len() >= MAX_INFOS_PER_CONNECTION => vec![json!({
-                "type": "error",
-                "pid": pid.to_string(),
-                "message": format!(
+            Ok(pid) if self.infos.len() >= MAX_INFOS_PER_CONNECTION => vec![Reply::error_about(
+                pid,
+                format!(
                     "too many info requests waiting on this connection (at most {MAX_INFOS_PER_CONNECTION}); ask again when one is answered"
                 ),
-            })],
+            )],
             Ok(pid) => {
                 self.infos.push(ask(self.node.clone(), pid));
                 vec![]
             }
-            Err(error) => vec![error_reply(error.to_string())],
+            Err(error) => vec![Reply::error(error.to_string())],
         }
     }
 
-    fn handle(&mut self, request: Request) -> Vec<Value> {
+    fn handle(&mut self, request: Request) -> Vec<Reply> {
         match request {
             Request::Sum { id, input } => self.sum(id, input),
             Request::Load { jobs, failure_rate } => vec![self.set_load(jobs, failure_rate)],
@@ -439,14 +443,14 @@ impl Connection {
             Request::Trace { pid } => self.queue(&pid, |node, pid| trace(node, pid).boxed()),
             Request::Kill { pid } => match pid.parse::<Pid>() {
                 Ok(pid) => vec![self.kill(pid)],
-                Err(error) => vec![error_reply(error.to_string())],
+                Err(error) => vec![Reply::error(error.to_string())],
             },
             Request::Subscribe { .. } => vec![],
         }
     }
 
     /// Sets the load; the reply is `load` or `error`.
-    fn set_load(&self, jobs: Option<u64>, failure_rate: Option<f64>) -> Value {
+    fn set_load(&self, jobs: Option<u64>, failure_rate: Option<f64>) -> Reply {
         match self.node.load.apply(jobs, failure_rate) {
             Ok(setting) => {
                 tracing::info!(
@@ -456,15 +460,15 @@ impl Connection {
                 );
                 load_reply(setting)
             }
-            Err(error) => error_reply(error.to_string()),
+            Err(error) => Reply::error(error.to_string()),
         }
     }
 
     /// Load to 0, failure rate 0, metrics history cleared; the `load` reply.
-    fn reset_load(&self) -> Value {
+    fn reset_load(&self) -> Reply {
         let setting = match self.node.load.apply(Some(0), Some(0.0)) {
             Ok(setting) => setting,
-            Err(error) => return error_reply(error.to_string()),
+            Err(error) => return Reply::error(error.to_string()),
         };
         self.node.metrics.clear();
         tracing::info!("load reset");
@@ -473,7 +477,7 @@ impl Connection {
 
     /// Kills `pid` if a web page may (see `Spec::killable_from_web`); a
     /// system process is refused with an error naming it.
-    fn kill(&self, pid: Pid) -> Value {
+    fn kill(&self, pid: Pid) -> Reply {
         let registry = &self.node.registry;
         match registry.spec(pid) {
             Some(spec) if !spec.killable_from_web => {
@@ -484,50 +488,66 @@ impl Connection {
                         self.ctx.pid()
                     )
                 });
-                json!({
-                    "type": "error",
-                    "pid": pid.to_string(),
-                    "message": format!("{pid} is a system process ({name}): a web page cannot kill it; use the console"),
-                })
+                Reply::error_about(
+                    pid,
+                    format!(
+                        "{pid} is a system process ({name}): a web page cannot kill it; use the console"
+                    ),
+                )
             }
-            _ => json!({"type": "kill", "pid": pid.to_string(), "killed": registry.kill(pid)}),
+            _ => Reply::Kill {
+                pid: pid.to_string(),
+                killed: registry.kill(pid),
+            },
         }
     }
 
-    fn sum(&mut self, id: i64, input: String) -> Vec<Value> {
-        let reply = |status: &str, field: &str, value: String| {
-            vec![sum_reply(id, &input, status, field, value)]
-        };
+    fn sum(&mut self, id: i64, input: String) -> Vec<Reply> {
+        let reply = |status: SumStatus| vec![sum_reply(id, &input, status)];
         let n = match sum::parse_input(&input) {
             Ok(n) => n,
-            Err(invalid) => return reply("invalid", "reason", invalid.to_string()),
+            Err(invalid) => {
+                return reply(SumStatus::Invalid {
+                    reason: invalid.to_string(),
+                });
+            }
         };
         if self.running.len() >= MAX_SUMS_PER_CONNECTION {
             let reason = format!(
                 "too many computations running on this connection (at most {MAX_SUMS_PER_CONNECTION})"
             );
-            return reply("error", "reason", reason);
+            return reply(SumStatus::Error { reason });
         }
         let Some(version) = self.node.code.current() else {
-            return reply("error", "reason", "no math plugin loaded".into());
+            return reply(SumStatus::Error {
+                reason: "no math plugin loaded".into(),
+            });
         };
         if let Err(reason) = version.validate(n) {
-            return reply("invalid", "reason", reason);
+            return reply(SumStatus::Invalid { reason });
         }
         let (result_tx, result_rx) = oneshot::channel();
         let monitor = sum::spawn(&self.node, version, n, result_tx);
         let pid = monitor.pid();
         self.running.insert(pid);
-        let calculating = reply("calculating", "pid", pid.to_string());
+        let calculating = reply(SumStatus::Calculating {
+            pid: pid.to_string(),
+        });
         self.sums.push(
             async move {
                 let down = monitor.await;
-                let (status, field, value) = match (down.reason, result_rx.await) {
-                    (ExitReason::Normal, Ok(result)) => ("done", "result", result.to_string()),
-                    (ExitReason::Normal, Err(_)) => ("error", "reason", "no result".to_owned()),
-                    (reason, _) => ("error", "reason", reason.to_string()),
+                let status = match (down.reason, result_rx.await) {
+                    (ExitReason::Normal, Ok(result)) => SumStatus::Done {
+                        result: result.to_string(),
+                    },
+                    (ExitReason::Normal, Err(_)) => SumStatus::Error {
+                        reason: "no result".to_owned(),
+                    },
+                    (reason, _) => SumStatus::Error {
+                        reason: reason.to_string(),
+                    },
                 };
-                (pid, sum_reply(id, &input, status, field, value))
+                (pid, sum_reply(id, &input, status))
             }
             .boxed(),
         );
@@ -536,18 +556,23 @@ impl Connection {
 }
 
 /// The `load` message: what the load is set to now.
-fn load_reply(setting: load::Setting) -> Value {
-    json!({"type": "load", "jobs": setting.jobs, "failure_rate": setting.failure_rate})
+fn load_reply(setting: load::Setting) -> Reply {
+    Reply::Load {
+        jobs: setting.jobs,
+        failure_rate: setting.failure_rate,
+    }
 }
 
-/// A `sum` message for line `id`, with its one extra field (`pid`, `result` or `reason`).
-fn sum_reply(id: i64, input: &str, status: &str, field: &str, value: String) -> Value {
-    let mut message = json!({"type": "sum", "id": id, "input": input, "status": status});
-    message[field] = Value::String(value);
-    message
+/// A `sum` message for line `id`.
+fn sum_reply(id: i64, input: &str, status: SumStatus) -> Reply {
+    Reply::Sum {
+        id,
+        input: input.to_owned(),
+        status,
+    }
 }
 
-async fn info(node: Arc<Node>, pid: Pid) -> Value {
+async fn info(node: Arc<Node>, pid: Pid) -> Reply {
     let info = node.registry.info(pid);
     let mut stacktrace = node.registry.stacktrace(pid).unwrap_or_default();
     let trace = node
@@ -572,28 +597,33 @@ async fn info(node: Arc<Node>, pid: Pid) -> Value {
             }
             initial_call = call;
         }
-        json!({
-            "pid": info.pid,
-            "name": info.name,
-            "initial_call": initial_call,
-            "status": info.status.as_str(),
-            "priority": info.priority.as_str(),
-            "reductions": info.reductions,
-            "cpu_time_us": info.cpu_time_us,
-            "memory": info.memory,
-            "allocated": info.allocated,
-            "memory_limit": info.memory_limit,
-            "current_function": info.current_function,
-            "parent": info.parent.map(|pid| pid.to_string()),
-            "links": pids(&info.links),
-            "monitors": pids(&info.monitors),
-            "monitored_by": pids(&info.monitored_by),
-            "message_queue_len": info.message_queue_len,
-            "spawned_at_ms": info.spawned_at_ms,
-            "plugin_version": info.code_version,
+        Box::new(ProcessInfo {
+            pid: info.pid,
+            name: info.name,
+            initial_call,
+            status: info.status.as_str(),
+            priority: info.priority.as_str(),
+            reductions: info.reductions,
+            cpu_time_us: info.cpu_time_us,
+            memory: info.memory,
+            allocated: info.allocated,
+            memory_limit: info.memory_limit,
+            current_function: info.current_function,
+            parent: info.parent.map(|pid| pid.to_string()),
+            links: pids(&info.links),
+            monitors: pids(&info.monitors),
+            monitored_by: pids(&info.monitored_by),
+            message_queue_len: info.message_queue_len,
+            spawned_at_ms: info.spawned_at_ms,
+            plugin_version: info.code_version,
         })
     });
-    json!({"type": "info", "pid": pid.to_string(), "info": info, "stacktrace": stacktrace, "trace": trace})
+    Reply::Info {
+        pid: pid.to_string(),
+        info,
+        stacktrace,
+        trace,
+    }
 }
 
 fn pids(pids: &[Pid]) -> Vec<String> {
@@ -603,27 +633,33 @@ fn pids(pids: &[Pid]) -> Vec<String> {
 /// The `trace` reply: the calls `pid` makes (with their arguments, and
 /// return values where its code reports them) until 50 calls or one second,
 /// or its end. A system process's calls are host function names only.
-async fn trace(node: Arc<Node>, pid: Pid) -> Value {
+async fn trace(node: Arc<Node>, pid: Pid) -> Reply {
     let report = node
         .registry
         .trace_with(TraceTarget::Pid(pid), TraceLimits::default())
         .await;
     let Some(report) = report else {
-        return json!({"type": "trace", "pid": pid.to_string(), "events": [], "ended": "exit", "alive": false});
+        return Reply::Trace {
+            pid: pid.to_string(),
+            events: Vec::new(),
+            ended: "exit",
+        };
     };
-    let events: Vec<Value> = report
+    let events = report
         .events
-        .iter()
-        .map(|event| {
-            json!({
-                "pid": event.pid.to_string(),
-                "call": event.call,
-                "result": event.result,
-                "at_ms": event.at.as_millis() as u64,
-            })
+        .into_iter()
+        .map(|event| TraceEvent {
+            pid: event.pid.to_string(),
+            call: event.call,
+            result: event.result,
+            at_ms: event.at.as_millis() as u64,
         })
         .collect();
-    json!({"type": "trace", "pid": pid.to_string(), "events": events, "ended": report.ended.as_str()})
+    Reply::Trace {
+        pid: pid.to_string(),
+        events,
+        ended: report.ended.as_str(),
+    }
 }
 
 /// `Admin.Session.init("uid 0 pid 42")` as `Admin.Session.init(…)`.
@@ -667,13 +703,12 @@ const WEB_PROFILE_WINDOW: Duration = Duration::from_secs(1);
 /// [`WEB_PROFILE_WINDOW`] (native samples, the innermost function of each),
 /// the ten hottest functions first. Sampling and symbolising run on the
 /// blocking pool, never on a scheduler.
-async fn profile(node: Arc<Node>, pid: Pid) -> Value {
+async fn profile(node: Arc<Node>, pid: Pid) -> Reply {
     let Some(slot) = ProfileSlot::take() else {
-        return json!({
-            "type": "error",
-            "pid": pid.to_string(),
-            "message": format!("{MAX_WEB_PROFILES} profiles are running already; ask again in a second"),
-        });
+        return Reply::error_about(
+            pid,
+            format!("{MAX_WEB_PROFILES} profiles are running already; ask again in a second"),
+        );
     };
     let registry = node.registry.clone();
     // The slot goes with the sampling thread: it is given back when the
@@ -689,30 +724,29 @@ async fn profile(node: Arc<Node>, pid: Pid) -> Value {
     })
     .await;
     let report = sampled.unwrap_or_default();
-    let functions: Vec<Value> = report
+    let functions = report
         .functions
-        .iter()
+        .into_iter()
         .take(10)
-        .map(|(function, samples)| json!({"function": function, "samples": samples}))
+        .map(|(function, samples)| FunctionSamples { function, samples })
         .collect();
-    json!({
-        "type": "profile",
-        "pid": pid.to_string(),
-        "ms": WEB_PROFILE_WINDOW.as_millis() as u64,
-        "samples": report.samples,
-        "functions": functions,
-    })
+    Reply::Profile {
+        pid: pid.to_string(),
+        ms: WEB_PROFILE_WINDOW.as_millis() as u64,
+        samples: report.samples,
+        functions,
+    }
 }
 
 /// One row of the /top page.
-fn top_row(row: &TopRow) -> Value {
-    json!({
-        "pid": row.pid,
-        "name": row.name,
-        "cpu": row.cpu,
-        "reductions": row.reductions,
-        "memory": row.memory,
-        "stuck_ms": row.stuck_ms,
-        "stuck_stack": row.stuck_stack,
-    })
+fn top_row(row: top::TopRow) -> reply::TopRow {
+    reply::TopRow {
+        pid: row.pid,
+        name: row.name,
+        cpu: row.cpu,
+        reductions: row.reductions,
+        memory: row.memory,
+        stuck_ms: row.stuck_ms,
+        stuck_stack: row.stuck_stack,
+    }
 }
