@@ -28,18 +28,17 @@
 //! browser or chromedriver running (dropping [`Browser`] ends both). They
 //! run one at a time: two Chromiums at once would starve a 2-core machine.
 
-mod plugin_copies;
-mod support;
-
+use crate::plugin_copies;
+use crate::support;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::Daemon;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use support::Daemon;
 
 /// How long a test waits for the page to show what it expects.
 const PATIENCE: Duration = Duration::from_secs(30);

@@ -3,15 +3,13 @@
 //! with its load, roll back code that keeps killing it, give up after too
 //! many deaths, and never restart what `stop` stopped.
 
-mod plugin_copies;
-mod support;
-
+use crate::plugin_copies;
 use std::time::{Duration, Instant};
 
+use crate::support::{Client, Daemon, PATIENCE, is_alive, text};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid as OsPid;
 use serde_json::Value;
-use support::{Client, Daemon, PATIENCE, is_alive, text};
 
 /// `system rpc --json SCRIPT`: the script's value.
 fn rpc(daemon: &Daemon, script: &str) -> Value {

@@ -9,13 +9,11 @@
 //! no sleeps as synchronisation: each step waits for the frame it needs,
 //! or (for states only seen by asking) asks again until a deadline.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Client, Daemon, PATIENCE};
+use crate::support::{Client, Daemon, PATIENCE};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};

@@ -2,12 +2,11 @@
 //! invalid input, long and endless computations, kill, and a connection
 //! that never closes through any of it.
 
-mod support;
-
+use crate::support;
 use std::time::Instant;
 
+use crate::support::{Client, Daemon};
 use serde_json::json;
-use support::{Client, Daemon};
 
 #[tokio::test]
 async fn sums_crashes_and_invalid_input_on_one_connection() {

@@ -67,7 +67,8 @@ pub const TOP_INTERVAL: Duration = Duration::from_secs(1);
 pub static PEERS_CLOSED: AtomicU64 = AtomicU64::new(0);
 
 /// Refused kills logged per second at most.
-static REFUSED_KILLS: crate::throttle::Throttle = crate::throttle::Throttle::new(5);
+static REFUSED_KILLS: system_runtime::burst::Burst =
+    system_runtime::burst::Burst::new("refused kills", 5);
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

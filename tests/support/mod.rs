@@ -3,8 +3,6 @@
 //!
 //! No mocks: everything goes through the binary, its sockets and its files.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod help;
 pub mod nesting;
 pub mod render;
+pub mod reply;
 pub mod session;
 
 use std::io;
@@ -23,7 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use reply::{ErrorKind, Reply};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
@@ -159,10 +160,7 @@ fn admit(
 
 /// Best effort, never waits: the refusal fits in the socket's buffer.
 fn refuse(stream: &UnixStream, message: &str) {
-    let frame = json!({"type": "error", "kind": "refused", "message": message});
-    let mut bytes = frame.to_string().into_bytes();
-    bytes.push(b'\n');
-    let _ = stream.try_write(&bytes);
+    let _ = stream.try_write(&Reply::error(None, ErrorKind::Refused, message).to_line());
 }
 
 /// Binds the admin socket, replacing a stale file (the home lock guarantees

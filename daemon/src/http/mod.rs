@@ -31,11 +31,12 @@ use warp::{Filter, Reply as _};
 use self::guard::{Guard, Verdict};
 use self::limits::Limits;
 use crate::node::Node;
-use crate::throttle::{self, Throttle};
+use crate::throttle;
+use system_runtime::burst::Burst;
 use system_runtime::{Pid, ProcessContext};
 
 /// Accept failures and cap warnings written per second at most.
-static ACCEPT_WARNINGS: Throttle = Throttle::new(1);
+static ACCEPT_WARNINGS: Burst = Burst::new("accept warnings", 1);
 
 /// What the listener is given at start: the socket, the request rules,
 /// the connection slots and the feeds pages share (all outliving any one

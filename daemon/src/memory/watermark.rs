@@ -21,6 +21,10 @@ const PERIOD: Duration = Duration::from_millis(100);
 /// How long a killed holder is given to reach its next yield and end
 /// before the next one is chosen.
 const END_WAIT: Duration = Duration::from_secs(1);
+/// Once the daemon's live bytes have fallen this far below their peak
+/// since the last release, the freed pages go back to the system at once
+/// (a big holder ended: killed for its limit, or simply done).
+const RELEASE_AFTER_FREEING: u64 = 32 << 20;
 
 /// The node's high watermark and what it did.
 pub struct Watermark {
@@ -47,7 +51,8 @@ impl Watermark {
     }
 
     /// Watches the node until the registry is gone. Also hands freed pages
-    /// back to the system after each process killed for its own limit.
+    /// back to the system once a big holder has ended (e.g. one killed for
+    /// its own limit).
     pub fn watch(self: &Arc<Self>, registry: &Arc<ProcessRegistry>) -> std::io::Result<()> {
         let (watermark, registry) = (self.clone(), Arc::downgrade(registry));
         std::thread::Builder::new()
@@ -57,27 +62,25 @@ impl Watermark {
     }
 
     fn run(&self, registry: &Weak<ProcessRegistry>) {
-        let (mut limit_kills, mut purge_again) = (0, false);
+        let mut peak = 0;
         loop {
             std::thread::sleep(PERIOD);
             let Some(registry) = registry.upgrade() else {
                 return;
             };
-            // Once when a kill is seen and once a period later: what the
-            // killed process held may still be on its way back (its task
-            // freed after its exit is counted).
-            let kills = registry.memory_limit_kills();
-            if kills != limit_kills || purge_again {
-                purge_again = kills != limit_kills;
-                limit_kills = kills;
-                release_freed_pages();
-            }
-            if self.limit == 0 {
+            let Some(held) = allocated() else {
                 continue;
+            };
+            // Whenever memory was freed, not when a kill was seen: what a
+            // killed process held comes back when its task is dropped,
+            // which on a busy machine may be periods later.
+            peak = peak.max(held);
+            if peak - held >= RELEASE_AFTER_FREEING {
+                release_freed_pages();
+                peak = held;
             }
-            match allocated() {
-                Some(held) if held > self.limit => self.relieve(&registry, held),
-                _ => {}
+            if self.limit != 0 && held > self.limit {
+                self.relieve(&registry, held);
             }
         }
     }
