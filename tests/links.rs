@@ -115,6 +115,15 @@ async fn endless_sum(client: &mut Client, id: i64) -> String {
         .to_owned()
 }
 
+/// A kill's answer for a live process: `true`, or, when the process is
+/// inside a long poll (a busy machine stretches one), "kill pending: …".
+fn kill_taken(answer: &Value) -> bool {
+    *answer == true
+        || answer
+            .as_str()
+            .is_some_and(|text| text.starts_with("kill pending"))
+}
+
 fn pids(value: &Value) -> Vec<String> {
     value
         .as_array()
@@ -216,12 +225,11 @@ async fn info_names_parent_links_and_monitors_and_a_killed_connection_ends_its_s
 
     // A sum that ends leaves the connection's links; the connection (which
     // traps exits) lives on.
-    assert_eq!(
-        console
+    assert!(kill_taken(
+        &console
             .value(&format!("Process.kill(pid(\"{second}\"))"))
-            .await,
-        true
-    );
+            .await
+    ));
     assert_eq!(client.answer(2).await["status"], "error");
     console
         .until(
@@ -231,12 +239,11 @@ async fn info_names_parent_links_and_monitors_and_a_killed_connection_ends_its_s
         .await;
 
     // The link is real: killing the connection's process ends its sum.
-    assert_eq!(
-        console
+    assert!(kill_taken(
+        &console
             .value(&format!("Process.kill(pid(\"{connection}\"))"))
-            .await,
-        true
-    );
+            .await
+    ));
     console
         .until(&format!("Process.info(pid(\"{first}\"))"), Value::is_null)
         .await;
@@ -287,12 +294,11 @@ async fn a_blocked_connection_counts_its_pending_frames_and_downs() {
     }
     // Its three sums end: their DOWNs wait in its inbox too.
     for sum in &sums {
-        assert_eq!(
-            console
+        assert!(kill_taken(
+            &console
                 .value(&format!("Process.kill(pid(\"{sum}\"))"))
-                .await,
-            true
-        );
+                .await
+        ));
     }
     let queued = console
         .until(
@@ -343,12 +349,11 @@ async fn a_trace_of_every_sum_is_limited_to_thirty_calls_from_several_pids() {
     // A sum started while the trace runs is traced too, with its result
     // (the endless ones gone, so the trace holds only the new ones).
     for pid in &endless {
-        assert_eq!(
-            console
+        assert!(kill_taken(
+            &console
                 .value(&format!("Process.kill(pid(\"{pid}\"))"))
-                .await,
-            true
-        );
+                .await
+        ));
     }
     for client in &mut clients {
         assert_eq!(client.answer(1).await["status"], "error");
