@@ -755,7 +755,7 @@ fn a_stale_socket_left_by_a_dead_daemon_is_replaced() {
 
 /// True while some process holds the home's lock (a daemon, alive or dying).
 fn home_is_locked(home: &std::path::Path) -> bool {
-    system::home::Home::existing(home)
+    system::os::home::Home::existing(home)
         .expect("a home")
         .is_some_and(|home| home.is_locked())
 }

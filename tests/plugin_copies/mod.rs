@@ -188,7 +188,7 @@ pub fn prebuild(name: &str, source: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = std::process::Command::new(cargo)
         .args(["build", "--release", "-p", "math-plugin", "--config"])
-        .arg(system::upgrade::build::PLUGIN_RUSTFLAGS)
+        .arg(system::node::upgrade::build::PLUGIN_RUSTFLAGS)
         .arg("--manifest-path")
         .arg(source.join("Cargo.toml"))
         // As `system upgrade` builds it (same flags: no second build).

@@ -261,7 +261,7 @@ impl Api {
     /// (this is the session's thread) until their libraries are unloaded;
     /// `#{killed, unloaded}`.
     fn code_purge(&self) -> Map {
-        let (killed, old_left) = crate::upgrade::purge_and_wait(&self.node, PURGE_PATIENCE);
+        let (killed, old_left) = crate::node::upgrade::purge_and_wait(&self.node, PURGE_PATIENCE);
         let mut map = Map::new();
         map.insert("killed".into(), Dynamic::from_int(to_int(killed as u64)));
         map.insert("unloaded".into(), Dynamic::from_bool(!old_left));
@@ -780,7 +780,7 @@ fn top_rows(rows: Vec<system_runtime::top::TopRow>) -> Array {
 /// apart from them, and its limits (walks the registry: on the session's
 /// thread, never a scheduler).
 fn memory_map(node: &crate::node::Node) -> Map {
-    let breakdown = crate::memory::Breakdown::of(&node.registry);
+    let breakdown = crate::node::memory::Breakdown::of(&node.registry);
     let int = |bytes: u64| Dynamic::from_int(to_int(bytes));
     let optional = |bytes: Option<u64>| bytes.map_or(Dynamic::UNIT, int);
     let mut by_name = Map::new();

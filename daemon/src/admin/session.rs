@@ -28,7 +28,7 @@ use super::frame::{FrameError, FrameReader, write_frame};
 use super::reply::{ErrorKind, ErrorReply, Reply};
 use super::{binding, nesting, render};
 use crate::node::Node;
-use crate::upgrade::{self, Target};
+use crate::node::upgrade::{self, Target};
 use system_runtime::{Pid, ProcessContext, Spec};
 
 /// Stack of a session's evaluation thread: generous, since Rhai's call and

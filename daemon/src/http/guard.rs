@@ -21,7 +21,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Body, Method, Request, Response, StatusCode};
 
 use super::token::Token;
-use crate::throttle;
+use crate::http::throttle;
 use system_runtime::burst::Burst;
 
 /// Refusal warnings written per second at most (the rest are counted).

@@ -11,10 +11,12 @@
 //! affected by it.
 
 mod api;
-pub mod guard;
-pub mod limits;
+pub mod connection;
+pub(crate) mod guard;
+pub(crate) mod limits;
 mod prometheus;
-pub mod token;
+pub(crate) mod throttle;
+pub(crate) mod token;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,7 +33,6 @@ use warp::{Filter, Reply as _};
 use self::guard::{Guard, Verdict};
 use self::limits::Limits;
 use crate::node::Node;
-use crate::throttle;
 use system_runtime::burst::Burst;
 use system_runtime::{Pid, ProcessContext};
 
@@ -45,7 +46,7 @@ pub struct Listener {
     pub socket: TcpListener,
     pub guard: Guard,
     pub limits: Limits,
-    pub feeds: Arc<crate::connection::Feeds>,
+    pub feeds: Arc<crate::http::connection::Feeds>,
 }
 
 /// The client's address, for routes that log it.
@@ -172,7 +173,7 @@ fn protective_headers(headers: &mut hyper::HeaderMap) {
 /// `listener`: the listener's pid, the parent of each WebSocket's process.
 fn routes(
     node: Arc<Node>,
-    feeds: Arc<crate::connection::Feeds>,
+    feeds: Arc<crate::http::connection::Feeds>,
     listener: Pid,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
     let health = warp::path!("health").and(warp::get()).map(|| {
@@ -192,7 +193,13 @@ fn routes(
                     .max_message_size(MAX_MESSAGE)
                     .max_write_buffer_size(MAX_WRITE_BUFFER)
                     .on_upgrade(move |socket| async move {
-                        crate::connection::start(node, feeds, socket, peer.to_string(), listener);
+                        crate::http::connection::start(
+                            node,
+                            feeds,
+                            socket,
+                            peer.to_string(),
+                            listener,
+                        );
                     })
                     .into_response();
                 // The pages offer `system` with their token (`bearer.…`): the

@@ -147,7 +147,7 @@ impl PluginVersion {
             .to_string();
         if id != 0 {
             match code_range(&path) {
-                Some((start, end)) => crate::fatal::plugin_loaded(id, start, end),
+                Some((start, end)) => crate::os::fatal::plugin_loaded(id, start, end),
                 None => tracing::warn!(
                     "cannot find the code of {} in /proc/self/maps; its faults will not be told apart",
                     path.display()
@@ -226,7 +226,7 @@ impl Drop for PluginVersion {
         let Some(library) = self.library.take() else {
             return;
         };
-        crate::fatal::plugin_unloaded(self.id);
+        crate::os::fatal::plugin_unloaded(self.id);
         let unload = Unload {
             library,
             // Opened only to be checked (id 0): the file is the daemon's, not ours.

@@ -17,26 +17,30 @@
 //! started end too: each is linked to it by the runtime, as Elixir's tasks
 //! are to their caller.
 
+mod feeds;
+mod inspect;
 mod reply;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use warp::ws::{Message, WebSocket};
 
-use self::reply::{FunctionSamples, ProcessInfo, Reply, SumStatus, TraceEvent};
+use self::feeds::TopFeed;
+pub use self::feeds::{Feeds, TOP_INTERVAL};
+use self::inspect::{info, profile, trace};
+use self::reply::{Reply, SumStatus};
 use crate::node::Node;
-use crate::{load, metrics, sum};
-use system_runtime::top;
-use system_runtime::{ExitReason, Pid, ProcessContext, Spec, TraceLimits, TraceTarget};
+use crate::{node::load, node::metrics, node::sum};
+use system_runtime::{ExitReason, Pid, ProcessContext, Spec};
 
 /// Computations one connection may have running at once.
 pub const MAX_SUMS_PER_CONNECTION: usize = 32;
@@ -60,9 +64,6 @@ pub const MAX_PEER_PINGS: u32 = 32;
 /// A peer that has not taken what the connection sends within this is not
 /// reading: the connection ends (it would otherwise hold the messages).
 pub const SEND_PATIENCE: Duration = Duration::from_secs(10);
-
-/// How often the shared `top` feed computes its rows (its window).
-pub const TOP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Connections ended because their peer flooded pings or did not read
 /// (`system_websocket_peers_closed_total` in `/metrics`).
@@ -106,92 +107,6 @@ enum Request {
 enum Topic {
     Metrics,
     Top,
-}
-
-/// The feeds every connection shares (owned by the HTTP listener).
-pub struct Feeds {
-    /// The latest `top` message, serialised once for every subscriber.
-    top: watch::Sender<Option<Arc<str>>>,
-    /// True while the `top_feed` process runs; it runs while anyone
-    /// subscribes (checked under this lock by both sides).
-    top_running: Mutex<bool>,
-}
-
-impl Default for Feeds {
-    fn default() -> Self {
-        Feeds {
-            top: watch::channel(None).0,
-            top_running: Mutex::new(false),
-        }
-    }
-}
-
-type TopFeed = watch::Receiver<Option<Arc<str>>>;
-
-impl Feeds {
-    /// A subscription to `top`, and the latest message if it is current
-    /// (the feed was running).
-    fn subscribe_top(self: &Arc<Self>, node: &Arc<Node>) -> (TopFeed, Option<Arc<str>>) {
-        let feed = self.top.subscribe();
-        let latest = self.ensure_top(node).then(|| feed.borrow().clone());
-        (feed, latest.flatten())
-    }
-
-    /// Starts the `top_feed` process unless it runs (true if it did);
-    /// never computes anything itself. A repeated subscribe calls it too,
-    /// so a feed killed from the console comes back.
-    fn ensure_top(self: &Arc<Self>, node: &Arc<Node>) -> bool {
-        let mut running = crate::lock(&self.top_running);
-        if *running {
-            return true;
-        }
-        *running = true;
-        let (feeds, owner) = (self.clone(), node.clone());
-        let spec = Spec::new("top_feed", "Web.TopFeed.init()");
-        node.registry
-            .clone()
-            .spawn(spec, move |ctx| feeds.compute_top(ctx, owner));
-        false
-    }
-
-    /// The `top_feed` process: one `top` of the registry per
-    /// [`TOP_INTERVAL`], sent to every subscriber, until none is left.
-    async fn compute_top(self: Arc<Self>, ctx: ProcessContext, node: Arc<Node>) {
-        /// Marks the feed stopped if the process ends otherwise (a kill, a stop).
-        struct Stopped<'a>(&'a Feeds, bool);
-        impl Drop for Stopped<'_> {
-            fn drop(&mut self) {
-                if self.1 {
-                    *crate::lock(&self.0.top_running) = false;
-                }
-            }
-        }
-        let mut stopped = Stopped(&self, true);
-        ctx.enter(&"Web.TopFeed.loop/1");
-        loop {
-            let rows = tokio::select! {
-                rows = top::top(node.top_sources(), TOP_INTERVAL, 10) => rows,
-                _ = node.shutdown.cancelled() => return,
-            };
-            // The biggest holders of memory now, for the page's other sort
-            // (a walk of the registry on the blocking pool, once for all).
-            let by_memory = top::by_memory(&node.registry, 10).await;
-            let message = Reply::Top {
-                rows: rows.into_iter().map(top_row).collect(),
-                by_memory: by_memory.into_iter().map(top_row).collect(),
-            }
-            .to_text();
-            self.top.send_replace(Some(message.into()));
-            // Under the lock a subscriber takes before it looks: either it
-            // sees the feed stopped and starts it, or the feed sees it.
-            let mut running = crate::lock(&self.top_running);
-            if self.top.receiver_count() == 0 {
-                *running = false;
-                stopped.1 = false;
-                return;
-            }
-        }
-    }
 }
 
 /// Starts the process that owns `socket`; its parent is the listener
@@ -482,7 +397,7 @@ impl Connection {
         match registry.spec(pid) {
             Some(spec) if !spec.killable_from_web => {
                 let name = spec.name;
-                crate::throttle::warn(&REFUSED_KILLS, || {
+                crate::http::throttle::warn(&REFUSED_KILLS, || {
                     format!(
                         "refused a kill of {name} {pid} from WebSocket {}",
                         self.ctx.pid()
@@ -527,7 +442,13 @@ impl Connection {
             return reply(SumStatus::Invalid { reason });
         }
         let (result_tx, result_rx) = oneshot::channel();
-        let monitor = sum::spawn(&self.node, version, n, result_tx);
+        let monitor = sum::spawn(
+            &self.node.registry,
+            self.node.memory.per_sum,
+            version,
+            n,
+            result_tx,
+        );
         let pid = monitor.pid();
         self.running.insert(pid);
         let calculating = reply(SumStatus::Calculating {
@@ -569,184 +490,5 @@ fn sum_reply(id: i64, input: &str, status: SumStatus) -> Reply {
         id,
         input: input.to_owned(),
         status,
-    }
-}
-
-async fn info(node: Arc<Node>, pid: Pid) -> Reply {
-    let info = node.registry.info(pid);
-    let mut stacktrace = node.registry.stacktrace(pid).unwrap_or_default();
-    let trace = node
-        .registry
-        .trace(pid, 50, Duration::from_secs(1))
-        .await
-        .unwrap_or_default();
-    // A system process's arguments are not a page's business: a console
-    // session's name who opened it (uid and pid), a connection its peer.
-    let private = node
-        .registry
-        .spec(pid)
-        .is_some_and(|spec| !spec.killable_from_web);
-    let info = info.map(|info| {
-        let mut initial_call = info.initial_call;
-        if private {
-            let call = without_arguments(&initial_call);
-            for frame in &mut stacktrace {
-                if *frame == initial_call {
-                    frame.clone_from(&call);
-                }
-            }
-            initial_call = call;
-        }
-        Box::new(ProcessInfo {
-            pid: info.pid,
-            name: info.name,
-            initial_call,
-            status: info.status.as_str(),
-            priority: info.priority.as_str(),
-            reductions: info.reductions,
-            cpu_time_us: info.cpu_time_us,
-            memory: info.memory,
-            allocated: info.allocated,
-            memory_limit: info.memory_limit,
-            current_function: info.current_function,
-            parent: info.parent.map(|pid| pid.to_string()),
-            links: pids(&info.links),
-            monitors: pids(&info.monitors),
-            monitored_by: pids(&info.monitored_by),
-            message_queue_len: info.message_queue_len,
-            spawned_at_ms: info.spawned_at_ms,
-            plugin_version: info.code_version,
-        })
-    });
-    Reply::Info {
-        pid: pid.to_string(),
-        info,
-        stacktrace,
-        trace,
-    }
-}
-
-fn pids(pids: &[Pid]) -> Vec<String> {
-    pids.iter().map(Pid::to_string).collect()
-}
-
-/// The `trace` reply: the calls `pid` makes (with their arguments, and
-/// return values where its code reports them) until 50 calls or one second,
-/// or its end. A system process's calls are host function names only.
-async fn trace(node: Arc<Node>, pid: Pid) -> Reply {
-    let report = node
-        .registry
-        .trace_with(TraceTarget::Pid(pid), TraceLimits::default())
-        .await;
-    let Some(report) = report else {
-        return Reply::Trace {
-            pid: pid.to_string(),
-            events: Vec::new(),
-            ended: "exit",
-        };
-    };
-    let events = report
-        .events
-        .into_iter()
-        .map(|event| TraceEvent {
-            pid: event.pid.to_string(),
-            call: event.call,
-            result: event.result,
-            at_ms: event.at.as_millis() as u64,
-        })
-        .collect();
-    Reply::Trace {
-        pid: pid.to_string(),
-        events,
-        ended: report.ended.as_str(),
-    }
-}
-
-/// `Admin.Session.init("uid 0 pid 42")` as `Admin.Session.init(…)`.
-fn without_arguments(call: &str) -> String {
-    match call.split_once('(') {
-        Some((function, _)) => format!("{function}(…)"),
-        None => call.to_owned(),
-    }
-}
-
-/// Profiles pages may run at once, node-wide: each holds a thread of the
-/// blocking pool for its window and signals a scheduler ~1,000 times a
-/// second.
-const MAX_WEB_PROFILES: usize = 2;
-static WEB_PROFILES: AtomicUsize = AtomicUsize::new(0);
-
-/// One of the [`MAX_WEB_PROFILES`] profiles that may run; given back on drop.
-struct ProfileSlot;
-
-impl ProfileSlot {
-    fn take() -> Option<ProfileSlot> {
-        WEB_PROFILES
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < MAX_WEB_PROFILES).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ProfileSlot)
-    }
-}
-
-impl Drop for ProfileSlot {
-    fn drop(&mut self) {
-        WEB_PROFILES.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// How long a page's profile samples.
-const WEB_PROFILE_WINDOW: Duration = Duration::from_secs(1);
-
-/// The `profile` reply: where `pid` spent its time on a scheduler over
-/// [`WEB_PROFILE_WINDOW`] (native samples, the innermost function of each),
-/// the ten hottest functions first. Sampling and symbolising run on the
-/// blocking pool, never on a scheduler.
-async fn profile(node: Arc<Node>, pid: Pid) -> Reply {
-    let Some(slot) = ProfileSlot::take() else {
-        return Reply::error_about(
-            pid,
-            format!("{MAX_WEB_PROFILES} profiles are running already; ask again in a second"),
-        );
-    };
-    let registry = node.registry.clone();
-    // The slot goes with the sampling thread: it is given back when the
-    // sampling ends, even if the page went away meanwhile.
-    let sampled = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let mut checks = 0u32;
-        let (samples, _idle) = system_runtime::stack::profile(pid.0, WEB_PROFILE_WINDOW, || {
-            checks += 1;
-            !checks.is_multiple_of(64) || registry.is_alive(pid)
-        });
-        system_runtime::symbols::Report::of(&samples)
-    })
-    .await;
-    let report = sampled.unwrap_or_default();
-    let functions = report
-        .functions
-        .into_iter()
-        .take(10)
-        .map(|(function, samples)| FunctionSamples { function, samples })
-        .collect();
-    Reply::Profile {
-        pid: pid.to_string(),
-        ms: WEB_PROFILE_WINDOW.as_millis() as u64,
-        samples: report.samples,
-        functions,
-    }
-}
-
-/// One row of the /top page.
-fn top_row(row: top::TopRow) -> reply::TopRow {
-    reply::TopRow {
-        pid: row.pid,
-        name: row.name,
-        cpu: row.cpu,
-        reductions: row.reductions,
-        memory: row.memory,
-        stuck_ms: row.stuck_ms,
-        stuck_stack: row.stuck_stack,
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use shell::client::Client;
 
-use crate::home::Home;
+use crate::os::home::Home;
 
 /// What `system upgrade` was asked to do.
 #[derive(Clone, Debug, Default)]

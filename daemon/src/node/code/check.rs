@@ -24,7 +24,7 @@ use wait_timeout::ChildExt as _;
 
 use super::{CodeError, PluginVersion, SLICE_BUDGET, SumStep, contain, self_test};
 use crate::log::thousands;
-use crate::{lock, memory};
+use crate::{lock, node::memory};
 use system_runtime::watch::ThreadClock;
 
 /// How long the daemon waits for a check before killing it.

@@ -4,6 +4,13 @@
 //!
 //! It holds state; it runs nothing by itself.
 
+pub mod code;
+pub mod load;
+pub mod memory;
+pub(crate) mod metrics;
+pub(crate) mod sum;
+pub mod upgrade;
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -11,10 +18,10 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::code::{Check, CodeServer};
-use crate::home::Home;
-use crate::load::Load;
-use crate::metrics::Metrics;
+use crate::node::code::{Check, CodeServer};
+use crate::node::load::Load;
+use crate::node::metrics::Metrics;
+use crate::os::home::Home;
 use system_runtime::long_schedule::LongSchedules;
 use system_runtime::{ProcessRegistry, top};
 
@@ -55,7 +62,7 @@ pub struct Node {
 pub struct MemoryLimits {
     /// The most bytes a sum may hold (0: no limit).
     pub per_sum: u64,
-    pub watermark: Arc<crate::memory::Watermark>,
+    pub watermark: Arc<crate::node::memory::Watermark>,
 }
 
 impl Node {

@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::code::{PluginVersion, SLICE_BUDGET, SumStep};
-use crate::node::Node;
-use system_runtime::{Monitor, ProcessContext, Spec};
+use crate::node::code::{PluginVersion, SLICE_BUDGET, SumStep};
+use system_runtime::{Monitor, ProcessContext, ProcessRegistry, Spec};
 
 /// Longest text accepted as a number; longer is invalid without parsing.
 pub const MAX_INPUT_LEN: usize = 100;
@@ -43,17 +42,19 @@ pub fn parse_input(text: &str) -> Result<i64, InvalidInput> {
 /// Starts `sum(n)` on `version` as a process linked to and monitored by
 /// the calling process. The result is sent on `result` just before the
 /// process ends normally; a crash or a kill shows only in the monitor's DOWN.
+/// It holds at most `memory_limit` bytes (0: no limit).
 pub fn spawn(
-    node: &Arc<Node>,
+    registry: &Arc<ProcessRegistry>,
+    memory_limit: u64,
     version: Arc<PluginVersion>,
     n: i64,
     result: oneshot::Sender<i128>,
 ) -> Monitor {
     // Linked to the connection that starts it: it ends when that ends.
-    node.registry.spawn_link_monitor(
+    registry.spawn_link_monitor(
         Spec::new("sum", format!("Math.sum({n})"))
             .killable_from_web()
-            .memory_limit(node.memory.per_sum),
+            .memory_limit(memory_limit),
         move |ctx| run(ctx, version, n, result),
     )
 }

@@ -34,8 +34,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use crate::kept::{KeptPlugins, KeptVersion};
 use crate::lock;
+use crate::os::kept::{KeptPlugins, KeptVersion};
 
 use sha2::{Digest, Sha256};
 
@@ -313,7 +313,7 @@ impl CodeServer {
                 version.path().display()
             ),
         }
-        crate::fatal::set_code(format!("math_plugin {version}"));
+        crate::os::fatal::set_code(format!("math_plugin {version}"));
         if let Err(error) = self
             .kept
             .record(version.id(), version.version(), version.path())

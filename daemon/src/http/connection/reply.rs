@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::metrics::Sample;
+use crate::node::metrics::Sample;
 
 /// One message from the server to a page.
 #[derive(Serialize, Debug)]
@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn the_protocol_document_names_every_message_and_field() {
-        let document = include_str!("../../../docs/protocol.md");
+        let document = include_str!("../../../../docs/protocol.md");
         let messages = section(document, "## Server → client");
         let mut missing = std::collections::BTreeSet::new();
         for message in every_message() {

@@ -35,7 +35,7 @@ pub fn find_source() -> anyhow::Result<PathBuf> {
             "refusing to build math-plugin found in {}: {reason:#}; its build scripts \
              would run as {}. Pass --source DIR to build a tree you trust",
             tree.display(),
-            crate::home::user(Uid::effective().as_raw())
+            crate::os::home::user(Uid::effective().as_raw())
         );
     }
     Ok(tree)
@@ -60,7 +60,7 @@ pub fn check_trusted(tree: &Path) -> anyhow::Result<()> {
             bail!(
                 "{} is owned by {}, not by this user",
                 dir.display(),
-                crate::home::user(owner)
+                crate::os::home::user(owner)
             );
         }
         if mode & 0o022 != 0 {
@@ -76,7 +76,7 @@ pub fn check_trusted(tree: &Path) -> anyhow::Result<()> {
             bail!(
                 "{} (above the tree) is owned by {}, who could replace the tree",
                 dir.display(),
-                crate::home::user(owner)
+                crate::os::home::user(owner)
             );
         }
         if mode & 0o022 != 0 && mode & 0o1000 == 0 {

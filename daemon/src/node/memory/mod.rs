@@ -116,7 +116,7 @@ impl Breakdown {
             breakdown.processes += holder.memory;
         }
         breakdown.allocated = allocated();
-        breakdown.resident = crate::metrics::resident_bytes();
+        breakdown.resident = crate::node::metrics::resident_bytes();
         breakdown
     }
 

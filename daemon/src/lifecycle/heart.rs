@@ -23,7 +23,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid as OsPid, fork, getpid, pipe};
 use serde::{Deserialize, Serialize};
 
-use crate::home::Home;
+use crate::os::home::Home;
 use crate::server::Config;
 
 /// Restarts allowed within [`PERIOD`]; one more death and heart gives up.
@@ -221,7 +221,7 @@ fn roll_back_if_crashing(config: &Config, deaths: &mut VecDeque<Instant>, now: I
     let [.., first, last] = recent[..] else {
         return;
     };
-    let kept = crate::kept::KeptPlugins::new(config.home.plugins_dir().join("kept"));
+    let kept = crate::os::kept::KeptPlugins::new(config.home.plugins_dir().join("kept"));
     match kept.roll_back() {
         Ok(Some((from, to))) => note(
             &config.home,
@@ -277,9 +277,9 @@ fn spawn(config: Config) -> (OsPid, String) {
         Ok(ForkResult::Child) => {
             drop(read_end);
             // Nothing of heart's stays open in the daemon (`start`'s pipe).
-            crate::daemonized::close_inherited(write_end.as_raw_fd());
+            crate::lifecycle::daemonized::close_inherited(write_end.as_raw_fd());
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-            crate::daemonized::run(config, write_end)
+            crate::lifecycle::daemonized::run(config, write_end)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(write_end);
@@ -352,14 +352,14 @@ fn describe(status: WaitStatus) -> String {
 /// Appends one line to the daemon's log, in the daemon's own format.
 fn note(home: &Home, level: &str, message: &str) {
     let now = humantime::format_rfc3339_micros(SystemTime::now());
-    if let Ok(mut log) = crate::home::open_append(&home.log_file()) {
+    if let Ok(mut log) = crate::os::home::open_append(&home.log_file()) {
         let _ = writeln!(log, "{now} {level:>5} heart: {message}");
     }
 }
 
 fn write_state(home: &Home, state: &HeartState) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(state).map_err(std::io::Error::other)?;
-    crate::home::replace(&home.heart_file(), json.as_bytes())
+    crate::os::home::replace(&home.heart_file(), json.as_bytes())
 }
 
 /// What heart last wrote, if a heart ran in this home since the last start.

@@ -139,14 +139,14 @@ impl Load {
         self.save();
     }
 
-    /// Writes the setting where [`Load::remember_in`] said ([`crate::home::replace`]).
+    /// Writes the setting where [`Load::remember_in`] said ([`crate::os::home::replace`]).
     fn save(&self) {
         let saved_in = crate::lock(&self.saved_in);
         let Some(file) = saved_in.as_ref() else {
             return;
         };
         let json = serde_json::to_string(&self.setting()).unwrap_or_default();
-        if let Err(error) = crate::home::replace(file, json.as_bytes()) {
+        if let Err(error) = crate::os::home::replace(file, json.as_bytes()) {
             tracing::warn!(
                 "cannot save the load setting to {}: {error}",
                 file.display()

@@ -30,7 +30,7 @@ pub(super) fn write(dir: &Path, versioned: &Path, bytes: &[u8]) -> Result<(), Co
     let temporary = versioned.with_extension("so.partial");
     // Created exclusively, never through a symlink, and read-only: a mapped
     // library overwritten in place would crash the daemon.
-    crate::home::write_new(&temporary, bytes, 0o400).map_err(copy_error)?;
+    crate::os::home::write_new(&temporary, bytes, 0o400).map_err(copy_error)?;
     fs::rename(&temporary, versioned).map_err(|source| {
         remove(&temporary);
         copy_error(source)

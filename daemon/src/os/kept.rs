@@ -123,7 +123,7 @@ impl KeptPlugins {
     fn write(&self, kept: &Kept) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let json = serde_json::to_string_pretty(kept).map_err(io::Error::other)?;
-        crate::home::replace(&self.dir.join("kept.json"), json.as_bytes())?;
+        crate::os::home::replace(&self.dir.join("kept.json"), json.as_bytes())?;
         let named: Vec<&str> = [&kept.current, &kept.previous]
             .into_iter()
             .flatten()

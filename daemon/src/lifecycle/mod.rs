@@ -7,6 +7,9 @@
 //! serves, and asks for its log to be reopened on SIGHUP. `stop` signals
 //! only the process that holds the home's lock.
 
+pub(crate) mod daemonized;
+pub mod heart;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -17,8 +20,7 @@ use daemonize::{Daemonize, Outcome};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid as OsPid;
 
-use crate::daemonized;
-use crate::home::{self, DaemonState, Home};
+use crate::os::home::{self, DaemonState, Home};
 use crate::server::{self, Config};
 
 /// How long `stop` waits for the daemon to exit before giving up.
@@ -26,7 +28,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Daemonizes the server; returns once it serves (or could not start).
 /// With `heart`, the daemonized process becomes heart, which runs the
-/// daemon as its child and restarts it when it dies (see [`crate::heart`]).
+/// daemon as its child and restarts it when it dies (see [`crate::lifecycle::heart`]).
 pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
     if let Some(state) = config.home.running() {
         bail!(
@@ -64,7 +66,7 @@ pub fn start(config: Config, heart: bool) -> anyhow::Result<()> {
                 crate::log::record_failure(reason);
             }
             if heart {
-                crate::heart::run(config, File::from(write_end))
+                crate::lifecycle::heart::run(config, File::from(write_end))
             }
             // No heart: nothing may report on a former one's behalf.
             let _ = std::fs::remove_file(config.home.heart_file());
@@ -168,7 +170,7 @@ fn heart_of(state: &DaemonState) -> Option<u32> {
 /// and heart has not given up.
 fn heart_restarting(home: &Home) -> Option<u32> {
     use std::os::unix::fs::MetadataExt as _;
-    let state = crate::heart::read_state(home)?;
+    let state = crate::lifecycle::heart::read_state(home)?;
     if state.gave_up.is_some() || !is_alive(state.pid) {
         return None;
     }
@@ -257,7 +259,7 @@ pub fn is_alive(pid: u32) -> bool {
 /// death's cause); an error (exit 1) when it does not, saying why heart
 /// gave up if it did.
 pub fn status(home: &Home) -> anyhow::Result<()> {
-    let heart = crate::heart::read_state(home);
+    let heart = crate::lifecycle::heart::read_state(home);
     let Some(state) = home.running() else {
         match heart.and_then(|heart| heart.gave_up) {
             Some(reason) => bail!(

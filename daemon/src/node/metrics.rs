@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::load::Load;
+use crate::node::load::Load;
 use system_runtime::usage::UsageMeter;
 use system_runtime::{ProcessContext, ProcessRegistry};
 

@@ -92,7 +92,7 @@ fn plugin_at(address: usize) -> Option<u32> {
 pub fn record_verdicts_in(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::fd::IntoRawFd;
     let _ = std::fs::remove_file(path);
-    let file = crate::home::open_append(path)?;
+    let file = crate::os::home::open_append(path)?;
     // Kept open for the daemon's life; the handler writes through it.
     VERDICT.store(file.into_raw_fd(), Ordering::Release);
     Ok(())

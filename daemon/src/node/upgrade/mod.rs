@@ -13,8 +13,8 @@ pub mod command;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::code::CodeError;
 use crate::node::Node;
+use crate::node::code::CodeError;
 
 pub use build::{build_plugin, find_source};
 
