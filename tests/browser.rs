@@ -6,7 +6,8 @@
 //!
 //! What they check: the sum page (5 → 15, 13 → error, abc → invalid
 //! input), the load page (10,000 workers → the jobs chart reads about 10k),
-//! the top page (a running `-1` sum shows up, `info` shows its stack trace,
+//! the top page (a running `-1` sum shows up, `info` shows its stack trace
+//! and links, `trace` its calls,
 //! `kill` turns its line on the sum page into `error`; a process holding a
 //! scheduler in one poll is marked, with a banner), the processes page
 //! (search, sort by a column both ways, the next page, pause and resume,
@@ -29,18 +30,17 @@
 //! browser or chromedriver running (dropping [`Browser`] ends both). They
 //! run one at a time: two Chromiums at once would starve a 2-core machine.
 
-mod plugin_copies;
-mod support;
-
+use crate::plugin_copies;
+use crate::support;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::Daemon;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use support::Daemon;
 
 /// How long a test waits for the page to show what it expects.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -517,6 +517,34 @@ async fn top_page_shows_info_and_kills_an_endless_sum() {
     assert!(
         hottest.contains("calc_sum"),
         "the hottest function: {hottest}"
+    );
+
+    // trace (issue 26): the panel's button shows the sum's calls with
+    // their arguments and why the trace ended (50 calls come in well
+    // under its second); the info lists its links (its connection).
+    browser.click("#info-panel button.trace").await;
+    let ended = browser
+        .until("the trace in the info panel", || async {
+            browser
+                .attr("#info-panel .call-trace .trace-ended", "data-ended")
+                .await
+        })
+        .await;
+    assert_eq!(ended, "calls");
+    let calls = browser
+        .text("#info-panel .call-trace .trace-events")
+        .await
+        .unwrap_or_default();
+    assert!(calls.contains("math_plugin::calc_sum("), "{calls}");
+    assert!(calls.contains(&pid), "each event names its pid: {calls}");
+    // (Inside a closed <details>: its text content, not its visible text.)
+    let info = browser
+        .js("return document.querySelector('#info-panel dl.process-info')?.textContent ?? ''")
+        .await;
+    let info = info.as_str().unwrap_or_default();
+    assert!(
+        info.contains("links") && info.contains("message_queue_len"),
+        "{info}"
     );
     browser.screenshot("top").await;
 

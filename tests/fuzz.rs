@@ -5,17 +5,16 @@
 //! The corpora (tests/corpus/) are small and kept in the repository; the
 //! random parts come from proptest with a fixed number of cases.
 
-mod support;
-
+use crate::support;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use crate::support::{Client, Daemon};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
-use support::{Client, Daemon};
 
 /// A message shaped like the protocol's, with random or hostile fields.
 fn ws_message() -> impl Strategy<Value = String> {

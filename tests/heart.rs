@@ -3,15 +3,13 @@
 //! with its load, roll back code that keeps killing it, give up after too
 //! many deaths, and never restart what `stop` stopped.
 
-mod plugin_copies;
-mod support;
-
+use crate::plugin_copies;
 use std::time::{Duration, Instant};
 
+use crate::support::{Client, Daemon, PATIENCE, is_alive, text};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid as OsPid;
 use serde_json::Value;
-use support::{Client, Daemon, PATIENCE, is_alive, text};
 
 /// `system rpc --json SCRIPT`: the script's value.
 fn rpc(daemon: &Daemon, script: &str) -> Value {
@@ -172,7 +170,7 @@ fn heart_gives_up_after_too_many_deaths_and_says_why() {
     let daemon = Daemon::start();
     let heart = heart_pid(&daemon);
     let mut pid = daemon.pid;
-    for _ in 0..system::heart::MAX_RESTARTS {
+    for _ in 0..system::lifecycle::heart::MAX_RESTARTS {
         signal(pid, Signal::SIGKILL);
         pid = wait_for_restart(&daemon, pid, Instant::now()).0;
     }
@@ -327,7 +325,7 @@ fn stop_right_after_a_crash_stops_heart_and_nothing_comes_back() {
         let heart = heart_pid(&daemon);
         signal(daemon.pid, Signal::SIGKILL);
         if while_restarting {
-            let home = system::home::Home::existing(daemon.home())
+            let home = system::os::home::Home::existing(daemon.home())
                 .expect("the home")
                 .expect("it exists");
             let deadline = Instant::now() + PATIENCE;

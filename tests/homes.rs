@@ -6,14 +6,13 @@
 //! Tests run as root; "another user" is uid 65534, as whom the tests make
 //! the files that user would have made (created then chowned).
 
-mod support;
-
+use crate::support;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Daemon, PATIENCE, is_alive, system, text};
+use crate::support::{Daemon, PATIENCE, is_alive, system, text};
 
 /// True (and a note on stderr) when the test cannot make files of another user.
 fn not_root() -> bool {

@@ -1,11 +1,10 @@
 //! The daemon's lifecycle through the real binary: start, health, status,
 //! stop, double start, stop with nothing running, stale pid file, SIGTERM.
 
-mod support;
-
+use crate::support;
 use std::process::Command;
 
-use support::{Daemon, is_alive, system, text};
+use crate::support::{Daemon, is_alive, system, text};
 
 #[test]
 fn start_serves_then_stop_stops() {

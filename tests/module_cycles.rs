@@ -2,19 +2,24 @@
 //! crate of the workspace, the `use`/path edges between its modules are read
 //! from the sources and checked for cycles.
 //!
-//! Run: `cargo test -p system --test module_cycles` (no daemon, no build of
-//! anything but this file; it reads `*/src/**/*.rs` of the workspace).
+//! Run: `cargo test -p system --test e2e cycle` (no daemon; it reads
+//! `*/src/**/*.rs` of the workspace).
+//! `cargo test --workspace -- cycle` runs it with every other check.
 //!
 //! What counts as an edge: a path in module `a` that names module `b`
 //! (`crate::b::…`, `super::…`, `self::…`, or a child module's name), grouped
 //! imports expanded (`use crate::{b, c::D}`), comments, strings and char
-//! literals skipped; `#[cfg(test)]` code counts too. What counts as a cycle:
+//! literals skipped; inline `#[cfg(test)]` modules skipped too (a module's
+//! unit tests may drive it through any other module, as a dev-dependency
+//! may depend on its dependant); test modules in files of their own count. What counts as a cycle:
 //! at each level of the module tree, the children of one module (each
 //! together with everything under it) form a graph, and that graph must have
 //! no cycle. A parent's own file and its children are not compared (a
 //! `mod.rs` declares and re-exports its children, and they use its types:
-//! that is nesting, not a cycle). A path through a re-export is counted as an
-//! edge to the module that re-exports it.
+//! that is nesting, not a cycle). A path through a re-export or an import
+//! (`crate::Down`, where the crate root has `pub use exit::Down`) is followed
+//! to the module that defines the item, so a cycle cannot hide behind one;
+//! `a_cycle_through_a_re_export_is_seen` proves it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,7 +27,7 @@ use std::path::{Path, PathBuf};
 type ModPath = Vec<String>;
 
 #[test]
-fn no_two_modules_import_each_other() {
+fn no_import_cycles() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut found: BTreeSet<(String, Vec<String>)> = BTreeSet::new();
     let mut report = String::new();
@@ -225,15 +230,139 @@ fn tokens(chars: &[char]) -> Vec<Token> {
     tokens
 }
 
+/// The names each module's own `use` declarations bring in (re-exports and
+/// private imports alike: a child may name its ancestors' private imports),
+/// as the full paths they stand for; and the modules each glob-imports.
+#[derive(Default)]
+struct Imports {
+    names: BTreeMap<ModPath, BTreeMap<String, ModPath>>,
+    globs: BTreeMap<ModPath, Vec<ModPath>>,
+    defined: BTreeMap<ModPath, BTreeSet<String>>,
+}
+
+fn imports(modules: &BTreeMap<ModPath, String>) -> Imports {
+    let mut imports = Imports::default();
+    for (module, source) in modules {
+        imports.defined.insert(module.clone(), defined(source));
+        let children = children(modules, module);
+        let tokens = tokens(&strip(source));
+        let mut depth = 0;
+        let mut i = 0;
+        while i < tokens.len() {
+            match &tokens[i] {
+                Token::Open => depth += 1,
+                Token::Close => depth -= 1,
+                Token::Ident(word) if word == "use" && depth == 0 => {
+                    let base = match tokens.get(i + 1) {
+                        Some(Token::Ident(first)) if first == "crate" => Some((Vec::new(), i + 3)),
+                        Some(Token::Ident(first)) if first == "super" || first == "self" => {
+                            Some((module.clone(), i + 1))
+                        }
+                        Some(Token::Ident(first)) if children.contains(first.as_str()) => {
+                            Some((module.clone(), i + 1))
+                        }
+                        _ => None,
+                    };
+                    if let Some((base, start)) = base {
+                        let mut bound = Vec::new();
+                        i = bindings(&tokens, start, base, &mut bound).max(i + 1);
+                        for (name, path) in bound {
+                            match name {
+                                Some(name) => {
+                                    imports
+                                        .names
+                                        .entry(module.clone())
+                                        .or_default()
+                                        .insert(name, path);
+                                }
+                                None => imports.globs.entry(module.clone()).or_default().push(path),
+                            }
+                        }
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+    imports
+}
+
+/// Like `expand`, for a `use` tree: pushes (the name it binds, or `None`
+/// for a glob, and the full path) for each leaf; returns the index after it.
+fn bindings(
+    tokens: &[Token],
+    mut i: usize,
+    base: ModPath,
+    out: &mut Vec<(Option<String>, ModPath)>,
+) -> usize {
+    let mut path = base;
+    loop {
+        match tokens.get(i) {
+            Some(Token::Ident(word)) => {
+                match word.as_str() {
+                    "super" => {
+                        path.pop();
+                    }
+                    "self" => {}
+                    _ => path.push(word.clone()),
+                }
+                i += 1;
+                if tokens.get(i) == Some(&Token::PathSep) {
+                    i += 1;
+                    continue;
+                }
+                let mut name = path.last().cloned().unwrap_or_default();
+                if tokens.get(i) == Some(&Token::Ident("as".to_owned())) {
+                    if let Some(Token::Ident(alias)) = tokens.get(i + 1) {
+                        name = alias.clone();
+                    }
+                    i += 2;
+                }
+                if name != "_" {
+                    out.push((Some(name), path));
+                }
+                return i;
+            }
+            Some(Token::Star) => {
+                out.push((None, path));
+                return i + 1;
+            }
+            Some(Token::Open) => {
+                i += 1;
+                loop {
+                    match tokens.get(i) {
+                        None => return i,
+                        Some(Token::Close) => return i + 1,
+                        Some(Token::Comma) => i += 1,
+                        Some(_) => {
+                            let next = bindings(tokens, i, path.clone(), out);
+                            i = next.max(i + 1);
+                        }
+                    }
+                }
+            }
+            _ => return i,
+        }
+    }
+}
+
+/// The names of `module`'s child modules.
+fn children<'a>(modules: &'a BTreeMap<ModPath, String>, module: &ModPath) -> BTreeSet<&'a str> {
+    modules
+        .keys()
+        .filter(|other| other.len() == module.len() + 1 && other.starts_with(module))
+        .map(|child| child[module.len()].as_str())
+        .collect()
+}
+
 /// The edges of each module: the other modules its paths name.
 fn edges(modules: &BTreeMap<ModPath, String>) -> BTreeMap<ModPath, BTreeSet<ModPath>> {
+    let imports = imports(modules);
     let mut edges: BTreeMap<ModPath, BTreeSet<ModPath>> = BTreeMap::new();
     for (module, source) in modules {
-        let children: BTreeSet<&str> = modules
-            .keys()
-            .filter(|other| other.len() == module.len() + 1 && other.starts_with(module))
-            .map(|child| child[module.len()].as_str())
-            .collect();
+        let children = children(modules, module);
         let tokens = tokens(&strip(source));
         // Inline modules (`mod tests { … }`) being read: name and brace depth.
         let mut inline: Vec<(String, usize)> = Vec::new();
@@ -252,6 +381,10 @@ fn edges(modules: &BTreeMap<ModPath, String>) -> BTreeMap<ModPath, BTreeSet<ModP
                     if let (Some(Token::Ident(name)), Some(Token::Open)) =
                         (tokens.get(i + 1), tokens.get(i + 2))
                     {
+                        if test_only(&tokens, i) {
+                            i = closing(&tokens, i + 2) + 1;
+                            continue;
+                        }
                         inline.push((name.clone(), depth));
                     }
                 }
@@ -275,7 +408,7 @@ fn edges(modules: &BTreeMap<ModPath, String>) -> BTreeMap<ModPath, BTreeSet<ModP
                         let mut paths = Vec::new();
                         let end = expand(&tokens, start, base, &mut paths);
                         for path in paths {
-                            if let Some(target) = resolve(modules, &path)
+                            if let Some(target) = resolve(modules, &imports, &path, 0)
                                 && &target != module
                             {
                                 edges.entry(module.clone()).or_default().insert(target);
@@ -291,6 +424,53 @@ fn edges(modules: &BTreeMap<ModPath, String>) -> BTreeMap<ModPath, BTreeSet<ModP
         }
     }
     edges
+}
+
+/// Whether the item starting at `tokens[at]` carries a `#[cfg(…test…)]`
+/// attribute: a module's inline tests, which may use any module of the
+/// crate (as a dev-dependency may depend on its dependant).
+fn test_only(tokens: &[Token], at: usize) -> bool {
+    let mut end = at;
+    while end > 0 && tokens[end - 1] == Token::Other(']') {
+        let Some(open) = tokens[..end - 1]
+            .iter()
+            .rposition(|t| *t == Token::Other('['))
+        else {
+            return false;
+        };
+        let attribute = &tokens[open..end];
+        // `cfg(test)`, `cfg(all(test, …))`: `test` not under a `not(…)`.
+        let needs_test = attribute.iter().enumerate().any(|(k, t)| {
+            *t == Token::Ident("test".to_owned())
+                && !(k >= 2 && attribute[k - 2] == Token::Ident("not".to_owned()))
+        });
+        if attribute.first() == Some(&Token::Other('['))
+            && attribute.get(1) == Some(&Token::Ident("cfg".to_owned()))
+            && needs_test
+        {
+            return true;
+        }
+        end = open.saturating_sub(1); // before the `#`
+    }
+    false
+}
+
+/// The index of the `}` that closes the `{` at `tokens[open]`.
+fn closing(tokens: &[Token], open: usize) -> usize {
+    let mut depth = 0;
+    for (i, token) in tokens.iter().enumerate().skip(open) {
+        match token {
+            Token::Open => depth += 1,
+            Token::Close => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+    }
+    tokens.len()
 }
 
 /// Reads one path (tree) from `tokens[i]` on, relative to `base`; pushes
@@ -338,12 +518,82 @@ fn expand(tokens: &[Token], mut i: usize, base: ModPath, out: &mut Vec<ModPath>)
     }
 }
 
-/// The module a path names: its longest prefix that is a module file.
-fn resolve(modules: &BTreeMap<ModPath, String>, path: &[String]) -> Option<ModPath> {
-    (1..=path.len())
+/// The module that defines what a path names: its longest prefix that is
+/// a module file, unless that module only imports the next name (or
+/// glob-imports a module that has it), in which case the import is followed.
+/// `None` for a path that names nothing of the crate.
+fn resolve(
+    modules: &BTreeMap<ModPath, String>,
+    imports: &Imports,
+    path: &[String],
+    hops: usize,
+) -> Option<ModPath> {
+    let module = (0..=path.len())
         .rev()
         .map(|len| path[..len].to_vec())
-        .find(|prefix| modules.contains_key(prefix))
+        .find(|prefix| modules.contains_key(prefix))?;
+    let rest = &path[module.len()..];
+    let Some(name) = rest.first() else {
+        return Some(module);
+    };
+    if hops > 16 {
+        return Some(module);
+    }
+    let follow = |target: &ModPath| {
+        let full: ModPath = target.iter().chain(&rest[1..]).cloned().collect();
+        resolve(modules, imports, &full, hops + 1)
+    };
+    let follow_from = |from: &ModPath| {
+        let full: ModPath = from.iter().chain(rest).cloned().collect();
+        resolve(modules, imports, &full, hops + 1)
+    };
+    if let Some(target) = imports.names.get(&module).and_then(|names| names.get(name)) {
+        return follow(target).or(Some(module));
+    }
+    for glob in imports.globs.get(&module).into_iter().flatten() {
+        let Some(from) = resolve(modules, imports, glob, hops + 1) else {
+            continue;
+        };
+        let has = |names: Option<&BTreeSet<String>>| names.is_some_and(|n| n.contains(name));
+        if has(imports.defined.get(&from))
+            || imports
+                .names
+                .get(&from)
+                .is_some_and(|n| n.contains_key(name))
+        {
+            return follow_from(&from);
+        }
+    }
+    // Defined here (or not in this crate at all: a path into the root that
+    // names no module stays the root, which is never compared).
+    Some(module)
+}
+
+/// The names of the items a module's source defines (at any depth: a
+/// close enough reading for following a glob import).
+fn defined(source: &str) -> BTreeSet<String> {
+    let tokens = tokens(&strip(source));
+    tokens
+        .windows(2)
+        .filter_map(|pair| match (&pair[0], &pair[1]) {
+            (Token::Ident(kind), Token::Ident(name))
+                if matches!(
+                    kind.as_str(),
+                    "fn" | "struct"
+                        | "enum"
+                        | "trait"
+                        | "type"
+                        | "const"
+                        | "static"
+                        | "mod"
+                        | "union"
+                ) =>
+            {
+                Some(name.clone())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Every cycle among the children of one module: the children in it, and
@@ -495,4 +745,37 @@ fn the_checker_sees_a_cycle_through_a_third_module_and_grouped_imports() {
         "{edges:?}"
     );
     assert!(!edges.contains_key(&vec!["d".to_owned()]), "{edges:?}");
+}
+
+#[test]
+fn a_cycle_through_a_re_export_is_seen() {
+    // The case: `exit` uses `crate::Pid`, `pid` uses `crate::Down`,
+    // both re-exported by the root; and the same through a `super::` import,
+    // an alias and a glob one level down.
+    let modules: BTreeMap<ModPath, String> = [
+        (vec![], "mod exit; mod pid; mod outer; pub use exit::{Down, ExitReason as Reason}; pub use pid::*;".to_owned()),
+        (vec!["exit".into()], "use crate::Pid; pub struct Down; pub enum ExitReason {}".to_owned()),
+        (vec!["pid".into()], "pub struct Pid; fn cycle(_: crate::Down) {}".to_owned()),
+        (vec!["outer".into()], "mod a; mod b; use self::b::Thing as Other;".to_owned()),
+        (vec!["outer".into(), "a".into()], "fn f(_: super::Other) {}".to_owned()),
+        (vec!["outer".into(), "b".into()], "pub struct Thing; fn g(_: crate::outer::a::X) {}".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let edges = edges(&modules);
+    let found: Vec<Vec<ModPath>> = cycles(&modules, &edges)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(
+        found,
+        [
+            vec![vec!["exit".to_owned()], vec!["pid".to_owned()]],
+            vec![
+                vec!["outer".to_owned(), "a".to_owned()],
+                vec!["outer".to_owned(), "b".to_owned()]
+            ],
+        ],
+        "{edges:?}"
+    );
 }

@@ -8,13 +8,11 @@
 //! log; the misbehaving plugin is an edited copy of the real source (one
 //! change, below). It must not edit the repository's sources.
 
-mod plugin_copies;
-mod support;
-
+use crate::plugin_copies;
 use std::time::Duration;
 
+use crate::support::{Client, Daemon, eventually, text};
 use serde_json::Value;
-use support::{Client, Daemon, eventually, text};
 
 /// For 4242, spins 4 s in a helper of its own before the sum's first yield
 /// (checking the clock every few thousand pauses, so that nearly every

@@ -4,16 +4,15 @@
 //! notify protocol and stops gracefully on SIGTERM; the daemon raises its
 //! soft limit on open files to the hard limit.
 
-mod support;
-
+use crate::support;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{Client, Daemon, PATIENCE};
 use nix::sys::resource::{Resource, getrlimit};
-use support::{Client, Daemon, PATIENCE};
 
 /// The log's burst limit for crash reports (per second).
 const CRASH_REPORTS_PER_SECOND: usize = 500;
@@ -172,7 +171,7 @@ async fn a_crash_storm_leaves_a_bounded_log_that_accounts_for_every_crash() {
 }
 
 /// Measures a crash storm beside the 10k load (run on a release build):
-/// `cargo test --release -p system --test ops -- --ignored --nocapture`.
+/// `cargo test --release -p system --test e2e ops:: -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_a_crash_storm_beside_the_10k_load() {

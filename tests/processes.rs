@@ -8,13 +8,11 @@
 //! sleeps for a guessed time. Speed at a million processes is the
 //! benchmark's (`scenario --phases processes`), not asserted here.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::support::{self, Daemon, eventually};
 use serde_json::Value;
-use support::{Daemon, eventually};
 
 const WORKERS: u64 = 10_000;
 

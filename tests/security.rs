@@ -11,15 +11,14 @@
 //! be chosen exactly (Host, Origin, Content-Type). Nothing sleeps to wait
 //! for an event: every wait polls against a deadline.
 
-mod support;
-
+use crate::support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use crate::support::{Client, Daemon, PATIENCE};
 use serde_json::{Value, json};
-use support::{Client, Daemon, PATIENCE};
 use tokio_tungstenite::tungstenite;
 use tungstenite::client::IntoClientRequest;
 

@@ -1,7 +1,7 @@
 //! The soak test (ignored by default; bounded in time):
 //!
 //! ```text
-//! SOAK_SECS=600 cargo test --release -p system --test soak -- --ignored --nocapture
+//! SOAK_SECS=600 cargo test --release -p system --test e2e soak:: -- --ignored --nocapture
 //! ```
 //!
 //! 10k workers run while cycles of crash, endless loop + kill, upgrade +
@@ -9,12 +9,11 @@
 //! the process count is back at its baseline, RSS and open file
 //! descriptors are flat, and every request got exactly one answer.
 
-mod support;
-
+use crate::support;
 use std::time::{Duration, Instant};
 
+use crate::support::{Client, Daemon, text};
 use serde_json::json;
-use support::{Client, Daemon, text};
 
 fn process_count(daemon: &Daemon) -> u64 {
     let output = daemon.system(&["rpc", "Process.count()"]);

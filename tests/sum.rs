@@ -2,12 +2,11 @@
 //! invalid input, long and endless computations, kill, and a connection
 //! that never closes through any of it.
 
-mod support;
-
+use crate::support;
 use std::time::Instant;
 
+use crate::support::{Client, Daemon};
 use serde_json::json;
-use support::{Client, Daemon};
 
 #[tokio::test]
 async fn sums_crashes_and_invalid_input_on_one_connection() {
@@ -145,7 +144,7 @@ async fn stop_closes_websockets_with_a_close_frame() {
 async fn computations_beyond_the_per_connection_limit_get_an_error_line() {
     let daemon = Daemon::start();
     let mut client = Client::connect(&daemon).await;
-    let limit = system::connection::MAX_SUMS_PER_CONNECTION as i64;
+    let limit = system::http::connection::MAX_SUMS_PER_CONNECTION as i64;
     let mut first = None;
     for id in 1..=limit {
         client.sum(id, "-1").await;
@@ -172,7 +171,7 @@ async fn computations_beyond_the_per_connection_limit_get_an_error_line() {
 #[tokio::test]
 async fn info_requests_beyond_the_per_connection_limit_get_an_error() {
     let daemon = Daemon::start();
-    let limit = system::connection::MAX_INFOS_PER_CONNECTION;
+    let limit = system::http::connection::MAX_INFOS_PER_CONNECTION;
     // Idle connections, one per info: the trace of a process that makes
     // (almost) no calls lasts its whole second, and two traces of one pid
     // would cut each other short.

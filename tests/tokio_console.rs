@@ -2,11 +2,10 @@
 //! console's own API (`console-api`) sees the daemon's tasks named after
 //! their processes (`http_listener #PID<0.N.0>`).
 
-mod support;
-
+use crate::support;
+use crate::support::Daemon;
 use console_api::instrument::InstrumentRequest;
 use console_api::instrument::instrument_client::InstrumentClient;
-use support::Daemon;
 
 #[tokio::test]
 async fn tokio_console_sees_tasks_named_after_processes() {

@@ -102,6 +102,9 @@ async fn scenario(options: Options, bench_cpu: Option<usize>) -> anyhow::Result<
         Ok(()) => eprintln!("scenario: chart written to {}", chart.display()),
         Err(error) => eprintln!("scenario: no chart: {error:#}"),
     }
+    if outcome.is_ok() {
+        phases::stop(&mut run).await?;
+    }
     run.daemon.stop()?;
     let verdicts = report::verdicts(&run.results);
     println!("\n{}", report::table(&run.results, &verdicts));

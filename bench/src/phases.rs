@@ -1,6 +1,7 @@
 //! The scenario's phases, in order: baseline, naive sum, rogues, kill,
-//! upgrade, scale, console, processes, overhead, bare-scale. Each drives the daemon
-//! over its public interfaces and emits one JSON line.
+//! upgrade, scale, console, processes, overhead, bare-scale; then, always,
+//! stop. Each drives the daemon over its public interfaces and emits one
+//! JSON line.
 //!
 //! A phase measures; it never judges (targets are `report`'s job).
 
@@ -19,6 +20,8 @@ use crate::ws::is_final_sum;
 
 /// The load of the talk's demo.
 pub const DEMO_LOAD: u64 = 10_000;
+/// The load `system stop` is timed under (the faults test's).
+const STOP_LOAD: u64 = 50_000;
 
 pub async fn baseline(run: &mut Run) -> anyhow::Result<()> {
     run.ensure_load(DEMO_LOAD).await?;
@@ -586,5 +589,20 @@ pub async fn processes(run: &mut Run) -> anyhow::Result<()> {
         run.load_fields(&window),
     );
     run.emit(result);
+    Ok(())
+}
+
+/// How long `system stop` takes with [`STOP_LOAD`] workers (the last step
+/// of every run: it stops the daemon).
+pub async fn stop(run: &mut Run) -> anyhow::Result<()> {
+    run.ensure_load(STOP_LOAD).await?;
+    let began = Instant::now();
+    run.daemon.stop()?;
+    let took = began.elapsed();
+    run.emit(json!({
+        "phase": "stop",
+        "workers": STOP_LOAD,
+        "seconds": round(took.as_secs_f64(), 3),
+    }));
     Ok(())
 }

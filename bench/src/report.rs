@@ -351,6 +351,10 @@ fn notes(name: &str, r: &Value) -> String {
             "kill→DOWN ms {}; kill reply rtt ms {}",
             r["kill_to_down_ms"], r["kill_reply_rtt_ms"]
         ),
+        "stop" => format!(
+            "`system stop` took {:.2} s",
+            num(r, "seconds").unwrap_or(0.0)
+        ),
         "upgrade" => format!(
             "disconnects {}, command ok {} in {:.2} s",
             r["disconnects"],

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
-use system::home::Home;
 use system::lifecycle;
+use system::os::home::Home;
 use system::server::Config;
 
 #[derive(Parser)]
@@ -116,8 +116,8 @@ struct ServerArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:6669")]
     tokio_console: Option<SocketAddr>,
     /// The most load workers a client may ask for (at most 4294967295).
-    #[arg(long, default_value_t = system::load::DEFAULT_MAX_LOAD,
-          value_parser = clap::value_parser!(u64).range(0..=system::load::HIGHEST_CAP))]
+    #[arg(long, default_value_t = system::node::load::DEFAULT_MAX_LOAD,
+          value_parser = clap::value_parser!(u64).range(0..=system::node::load::HIGHEST_CAP))]
     max_load: u64,
     /// Require a random access token (shown by `system status`) on every
     /// HTTP request; needed to serve beyond loopback.
@@ -159,7 +159,7 @@ fn main() -> ExitCode {
     if let Command::PluginCheck { library, shown_as } = &cli.command {
         // No home, no log: a verdict on stdout and an exit status.
         let shown_as = shown_as.as_ref().unwrap_or(library);
-        let status = system::code::check::child_main(library, shown_as);
+        let status = system::node::code::check::child_main(library, shown_as);
         return ExitCode::from(u8::try_from(status).unwrap_or(1));
     }
     match run(cli) {
@@ -218,7 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_process_memory: args.max_process_memory,
         max_memory: args
             .max_memory
-            .unwrap_or_else(system::memory::watermark::default_limit),
+            .unwrap_or_else(system::node::memory::watermark::default_limit),
     };
     match cli.command {
         Command::Start(args) => lifecycle::start(
@@ -241,9 +241,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(shell::console::run(&home.admin_socket(), &history)?)
         }
         Command::Rpc { script, json } => Ok(shell::rpc::run(&home.admin_socket(), &script, json)?),
-        Command::Upgrade(args) => system::upgrade::command::run(
+        Command::Upgrade(args) => system::node::upgrade::command::run(
             &home,
-            system::upgrade::command::Options {
+            system::node::upgrade::command::Options {
                 source: args.source,
                 plugin: args.plugin,
                 rollback: args.rollback,

@@ -15,10 +15,10 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::code::Check;
-use crate::code::check::ChildCheck;
-use crate::home::{DaemonState, Home};
 use crate::node::Node;
+use crate::node::code::Check;
+use crate::node::code::check::ChildCheck;
+use crate::os::home::{DaemonState, Home};
 use system_runtime::supervisor::{self, Child, Intensity};
 use system_runtime::{Spec, install_panic_hook};
 
@@ -64,8 +64,8 @@ pub struct Config {
 /// the daemon's state when it serves, or with the reason it cannot start.
 pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> anyhow::Result<()> {
     install_panic_hook();
-    crate::fatal::install();
-    crate::memory::account_per_process();
+    crate::os::fatal::install();
+    crate::node::memory::account_per_process();
     // A restart tries for a moment: the dead daemon's files may still be
     // closing, or a command may be testing the lock.
     let patience = if config.restart {
@@ -85,13 +85,13 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
             anyhow::bail!(message);
         }
     };
-    if let Err(error) = crate::fatal::record_verdicts_in(&config.home.fault_file()) {
+    if let Err(error) = crate::os::fatal::record_verdicts_in(&config.home.fault_file()) {
         tracing::warn!(
             "cannot open {}: {error}",
             config.home.fault_file().display()
         );
     }
-    crate::service::raise_open_files_limit();
+    crate::os::service::raise_open_files_limit();
     // Resolved now: a build may replace the binary on disk while we run.
     let check = match ChildCheck::of_this_binary() {
         Ok(check) => check,
@@ -139,7 +139,7 @@ async fn serve(
     handles: (Handle, Handle),
     check: ChildCheck,
     ready: impl FnOnce(Result<&DaemonState, String>),
-    unloader: &mut Option<crate::code::Unloader>,
+    unloader: &mut Option<crate::node::code::Unloader>,
 ) -> anyhow::Result<()> {
     // Signals are installed before readiness is told: a signal sent as soon
     // as `start` returns must find its handler (SIGHUP would otherwise kill).
@@ -166,7 +166,7 @@ async fn serve(
     // The start-up lines are in the log before anyone is told it serves.
     crate::log::flush(Duration::from_secs(1)); // (on the main thread, not a scheduler)
     ready(Ok(&state));
-    crate::service::notify_ready();
+    crate::os::service::notify_ready();
 
     let mut ended = None;
     let mut root = std::pin::pin!(root);
@@ -189,7 +189,7 @@ async fn serve(
         }
         break;
     }
-    crate::service::notify_stopping();
+    crate::os::service::notify_stopping();
     node.shutdown.cancel();
     node.connections.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, node.connections.wait())
@@ -277,7 +277,7 @@ async fn start(
         config.long_schedule,
         crate::node::MemoryLimits {
             per_sum: config.max_process_memory,
-            watermark: crate::memory::Watermark::new(config.max_memory),
+            watermark: crate::node::memory::Watermark::new(config.max_memory),
         },
     );
     node.memory
@@ -372,7 +372,7 @@ fn limit_text(bytes: u64) -> String {
     if bytes == 0 {
         "no limit".to_owned()
     } else {
-        crate::memory::bytes(bytes)
+        crate::node::memory::bytes(bytes)
     }
 }
 
@@ -402,7 +402,7 @@ fn children(
             Spec::new("load_supervisor", "Load.Supervisor.start_link()"),
             move |ctx| {
                 let (load, registry) = (node.load.clone(), node.registry.clone());
-                crate::load::supervise(ctx, load, registry, node.shutdown.clone())
+                crate::node::load::supervise(ctx, load, registry, node.shutdown.clone())
             },
         )
     };
@@ -411,7 +411,7 @@ fn children(
         Child::new(
             Spec::new("metrics_sampler", "Metrics.Sampler.start_link()"),
             move |ctx| {
-                let sources = crate::metrics::Sources {
+                let sources = crate::node::metrics::Sources {
                     metrics: node.metrics.clone(),
                     load: node.load.clone(),
                     registry: node.registry.clone(),
@@ -420,7 +420,7 @@ fn children(
                     started: node.started,
                     shutdown: node.shutdown.clone(),
                 };
-                crate::metrics::sample_forever(ctx, sources)
+                crate::node::metrics::sample_forever(ctx, sources)
             },
         )
     };

@@ -48,6 +48,21 @@ impl ProcessContext {
         self.entry.enter_frame(Box::new(frame) as Frame);
     }
 
+    /// Records, for its traces, that it returned `result` from `call` (e.g.
+    /// `Math.sum(5)` returned `15`): nothing is formatted unless a trace
+    /// of it runs.
+    pub fn returned(&self, call: &dyn std::fmt::Display, result: &dyn std::fmt::Display) {
+        self.entry.returned(call, result);
+    }
+
+    /// Reports how many messages wait in its inbox that the runtime does
+    /// not see (a connection's frames to send, say): `Process.info`'s
+    /// `message_queue_len` adds the DOWNs sent to it and not yet taken.
+    /// A relaxed store; the first call allocates its relations.
+    pub fn set_message_queue_len(&self, len: usize) {
+        self.entry.relations().set_queue(len);
+    }
+
     /// Records which version of the host's code this process runs (0: none);
     /// [`ProcessRegistry::code_users`](crate::ProcessRegistry::code_users) lists them.
     pub fn set_code_version(&self, id: u32) {

@@ -3,7 +3,8 @@
 //! own process's poll).
 //!
 //! A thread-local only; it knows the activity but not the entry (the entry
-//! is an address to compare, never dereferenced), so neither `activity`
+//! is an address to compare, never dereferenced here; the registry reads
+//! the caller's pid through it, inside that poll), so neither `activity`
 //! nor `entry` depends on the other through it.
 
 use std::cell::Cell;
@@ -35,6 +36,12 @@ impl Drop for Polling {
     fn drop(&mut self) {
         CURRENT.set(self.0);
     }
+}
+
+/// The identity of the process this thread polls now, if any.
+pub(crate) fn identity() -> Option<Identity> {
+    let (_, current) = CURRENT.get();
+    (!current.is_null()).then_some(current)
 }
 
 /// True while this thread polls a process.

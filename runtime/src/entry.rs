@@ -8,12 +8,13 @@
 //!
 //! | field | writers | readers | ordering |
 //! |---|---|---|---|
-//! | `pid`, `spec`, `spawned_at` | `new` only | anyone holding the entry | immutable |
+//! | `pid`, `spec` (its `spawned_by`: the parent), `spawned_at` | `new` only | anyone holding the entry | immutable |
+//! | `relations` | created once on first use (`OnceLock`); then see `relations`' table | `info`, the exit, monitors | `OnceLock`'s own synchronisation |
 //! | `activity` | the process's task | observers | see `activity`'s table |
 //! | `kill` | `ProcessRegistry::kill` (any thread), `start` (arms it once) | the exit guard | see `kill`'s table |
 //! | `code_version` | the process, through its context | `info`, `code_users` | `Relaxed` both sides (a label guarding nothing) |
 //! | `frame` | the process (`enter_frame`, `enter`) | `stacktrace`, `info` | its mutex |
-//! | `monitors` | `add_monitor` (any thread); `take_monitors` (the exit guard, once, leaving `None`) | `info` | its mutex: a monitor added after the take is refused, so none is lost |
+//! | `monitors` | `add_monitor` (any thread); `take_monitors` (the exit guard, once, leaving `None`) | `info` (`monitored_by`) | its mutex: a monitor added after the take is refused, so none is lost |
 //! | `tracers` | `trace` and its guard's drop, each under the lock | the process's `enter`/`enter_frame` (sends under the lock) | its mutex |
 //! | `traces` (hint) | `trace` / its guard, under `tracers`' lock | the process's `enter`, without the lock | `Relaxed` both sides |
 //! | `TRACES` (global hint) | `trace` / its guard | every `enter` | `Relaxed` both sides |
@@ -31,16 +32,15 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
-
-use tokio::sync::{mpsc, oneshot};
+use std::time::{Instant, SystemTime};
 
 use crate::activity::{Activity, Published, Status};
 use crate::current::with_current;
-use crate::exit::Down;
 use crate::kill::KillSwitch;
 use crate::pid::Pid;
+use crate::relations::{Relations, Watch};
 use crate::sync::{AtomicU32, AtomicUsize, Mutex, lock};
+use crate::trace::{Sent, Tracer};
 
 /// What a process is running in code the runtime does not see (a plugin
 /// function and its arguments, say): opaque here, shown as text.
@@ -102,6 +102,14 @@ pub struct Spec {
     /// else is a system process only the console may kill.
     pub killable_from_web: bool,
     pub priority: Priority,
+    /// A process linked to it that ends does not end it: it only loses
+    /// the link (Erlang's `trap_exit`; it learns of the end by a monitor).
+    pub trap_exits: bool,
+    /// Its parent: the spawn sets it to the process whose poll spawns it;
+    /// given (`Spec::spawned_by`), it names the parent of a process spawned
+    /// outside any poll on a process's behalf (by a task that process
+    /// started). `Process.info`'s `parent`.
+    pub spawned_by: Option<Pid>,
     /// The most bytes it may hold (Erlang's `max_heap_size`); 0: no limit.
     /// One over it is killed at the end of the poll that crossed it, with
     /// [`ExitReason::MemoryLimit`](crate::ExitReason::MemoryLimit).
@@ -119,8 +127,23 @@ impl Spec {
             quiet: false,
             killable_from_web: false,
             priority: Priority::Normal,
+            trap_exits: false,
+            spawned_by: None,
             memory_limit: 0,
         }
+    }
+
+    /// Names `pid` as its parent if it is spawned outside any process's
+    /// poll (see [`Spec::spawned_by`]).
+    pub fn spawned_by(mut self, pid: Pid) -> Spec {
+        self.spawned_by = Some(pid);
+        self
+    }
+
+    /// Survives the end of the processes linked to it (see [`Spec::trap_exits`]).
+    pub fn trap_exits(mut self) -> Spec {
+        self.trap_exits = true;
+        self
     }
 
     /// Sets the most bytes it may hold (0: no limit).
@@ -164,7 +187,19 @@ pub struct ProcessInfo {
     /// Its limit (0: none).
     pub memory_limit: u64,
     pub current_function: String,
-    pub monitors: usize,
+    /// The process that spawned it (none for one started outside any process).
+    pub parent: Option<Pid>,
+    /// The processes linked to it: when one of two linked processes ends,
+    /// the other ends too unless it traps exits.
+    pub links: Vec<Pid>,
+    /// The processes it monitors.
+    pub monitors: Vec<Pid>,
+    /// The processes that monitor it (monitors held outside any process,
+    /// e.g. by the console, are not listed).
+    pub monitored_by: Vec<Pid>,
+    /// DOWNs sent to it and not yet taken, plus what its host reports as
+    /// waiting in its inbox (0 for a process with none).
+    pub message_queue_len: usize,
     pub spawned_at_ms: u64,
     /// The host's code version the process runs (see
     /// [`ProcessContext::set_code_version`](crate::ProcessContext::set_code_version)).
@@ -184,7 +219,9 @@ pub(crate) struct ProcessEntry {
     /// does not see (allocated at the first one).
     frame: OnceLock<Box<Mutex<Option<Frame>>>>,
     /// `None` once the process has ended: no monitor can be added after that.
-    monitors: Mutex<Option<Vec<oneshot::Sender<Down>>>>,
+    monitors: Mutex<Option<Vec<Watch>>>,
+    /// Links, monitors it holds, its inbox gauge (allocated on first use).
+    relations: OnceLock<Arc<Relations>>,
     /// How many traces of this process run (see the protocol).
     traces: AtomicUsize,
     tracers: Mutex<Tracers>,
@@ -194,7 +231,7 @@ pub(crate) struct ProcessEntry {
 #[derive(Default)]
 struct Tracers {
     next_id: u64,
-    running: Vec<(u64, mpsc::Sender<String>)>,
+    running: Vec<(u64, Tracer)>,
 }
 
 // Live traces in the whole registry: while zero, `enter` need not look at
@@ -217,6 +254,7 @@ impl ProcessEntry {
             code_version: AtomicU32::new(0),
             frame: OnceLock::new(),
             monitors: Mutex::new(Some(Vec::new())),
+            relations: OnceLock::new(),
             traces: AtomicUsize::new(0),
             tracers: Mutex::new(Tracers::default()),
         }
@@ -250,7 +288,7 @@ impl ProcessEntry {
             *lock(frame) = None;
         }
         if self.traced() {
-            self.trace_call(|| (*location).to_owned());
+            self.trace_call(|| (*location).to_owned(), None);
         }
     }
 
@@ -258,7 +296,7 @@ impl ProcessEntry {
     pub(crate) fn enter_frame(&self, frame: Frame) {
         with_current(self.identity(), Activity::enter_frame);
         if self.traced() {
-            self.trace_call(|| frame.to_string());
+            self.trace_call(|| frame.to_string(), None);
         }
         let slot = self.frame.get_or_init(|| Box::new(Mutex::new(None)));
         *lock(slot) = Some(frame);
@@ -277,20 +315,37 @@ impl ProcessEntry {
         TRACES.load(Relaxed) != 0 && self.traces.load(Relaxed) != 0
     }
 
-    fn trace_call(&self, call: impl FnOnce() -> String) {
+    /// Records that the process returned `result` from `call`, for its
+    /// traces (formatted only while one runs).
+    pub(crate) fn returned(&self, call: &dyn fmt::Display, result: &dyn fmt::Display) {
+        if self.traced() {
+            self.trace_call(|| call.to_string(), Some(result.to_string()));
+        }
+    }
+
+    fn trace_call(&self, call: impl FnOnce() -> String, result: Option<String>) {
         let tracers = lock(&self.tracers);
         if let Some(((_, last), others)) = tracers.running.split_last() {
-            let call = call();
+            let sent = Sent {
+                pid: self.pid,
+                call: call(),
+                result,
+                at: Instant::now(),
+            };
             for (_, tracer) in others {
-                let _ = tracer.try_send(call.clone());
+                let _ = tracer.try_send(Sent {
+                    call: sent.call.clone(),
+                    result: sent.result.clone(),
+                    ..sent
+                });
             }
-            let _ = last.try_send(call);
+            let _ = last.try_send(sent);
         }
     }
 
     /// Sends every call to `tracer` until the returned guard drops; other
     /// traces of the process, before or after, run on independently.
-    pub(crate) fn trace(self: &Arc<Self>, tracer: mpsc::Sender<String>) -> Tracing {
+    pub(crate) fn trace(self: &Arc<Self>, tracer: Tracer) -> Tracing {
         let mut tracers = lock(&self.tracers);
         let id = tracers.next_id;
         tracers.next_id += 1;
@@ -331,10 +386,7 @@ impl ProcessEntry {
     }
 
     /// Adds a monitor; gives it back if the process has already ended.
-    pub(crate) fn add_monitor(
-        &self,
-        monitor: oneshot::Sender<Down>,
-    ) -> Result<(), oneshot::Sender<Down>> {
+    pub(crate) fn add_monitor(&self, monitor: Watch) -> Result<(), Watch> {
         match lock(&self.monitors).as_mut() {
             Some(monitors) => {
                 monitors.push(monitor);
@@ -345,8 +397,18 @@ impl ProcessEntry {
     }
 
     /// Takes the monitors, closing the list for good.
-    pub(crate) fn take_monitors(&self) -> Vec<oneshot::Sender<Down>> {
+    pub(crate) fn take_monitors(&self) -> Vec<Watch> {
         lock(&self.monitors).take().unwrap_or_default()
+    }
+
+    /// Its links, monitors and inbox gauge, allocated on first use.
+    pub(crate) fn relations(&self) -> &Arc<Relations> {
+        self.relations.get_or_init(Arc::default)
+    }
+
+    /// Its relations if it ever had any.
+    pub(crate) fn relations_if_any(&self) -> Option<&Arc<Relations>> {
+        self.relations.get()
     }
 
     pub(crate) fn info(&self) -> ProcessInfo {
@@ -363,13 +425,34 @@ impl ProcessEntry {
             allocated: activity.allocated,
             memory_limit: self.spec.memory_limit,
             current_function: self.stacktrace_at(activity.location).swap_remove(0),
-            monitors: lock(&self.monitors).as_ref().map_or(0, Vec::len),
+            parent: self.spec.spawned_by,
+            links: self.relations.get().map(|r| r.links()).unwrap_or_default(),
+            monitors: self
+                .relations
+                .get()
+                .map(|r| r.monitoring())
+                .unwrap_or_default(),
+            monitored_by: self.monitored_by(),
+            message_queue_len: self.relations.get().map_or(0, |r| r.queue_len()),
             spawned_at_ms: self
                 .spawned_at
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             code_version: self.code_version(),
         }
+    }
+}
+
+impl ProcessEntry {
+    /// The processes waiting for its DOWN, once each, in pid order.
+    fn monitored_by(&self) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = lock(&self.monitors)
+            .as_ref()
+            .map(|watches| watches.iter().filter_map(Watch::waiting_watcher).collect())
+            .unwrap_or_default();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 }
 
@@ -394,6 +477,7 @@ mod loom_models {
     use std::sync::atomic::Ordering::{Acquire, Release};
 
     use loom::sync::atomic::AtomicBool;
+    use tokio::sync::mpsc;
 
     use super::*;
 
@@ -434,7 +518,10 @@ mod loom_models {
             a_may_end.store(true, Release);
             trace_a.join().expect("trace A");
             trace_b.join().expect("trace B");
-            assert_eq!(calls_a.try_recv().ok().as_deref(), Some("Test.call/0"));
+            assert_eq!(
+                calls_a.try_recv().ok().map(|sent| sent.call).as_deref(),
+                Some("Test.call/0")
+            );
             assert!(calls_a.try_recv().is_err(), "one call, sent once");
             assert!(calls_b.try_recv().is_err() || calls_b.try_recv().is_err());
             assert_eq!(entry.trace_count(), 0);
@@ -446,9 +533,14 @@ mod loom_models {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use tokio::sync::mpsc;
     use tokio::sync::mpsc::error::TryRecvError;
 
     use super::*;
+
+    fn call(received: Result<Sent, TryRecvError>) -> Option<String> {
+        received.ok().map(|sent| sent.call)
+    }
 
     #[test]
     fn ending_one_trace_leaves_the_other_running() {
@@ -458,12 +550,15 @@ mod tests {
         let tracing_a = entry.trace(tx_a);
         let tracing_b = entry.trace(tx_b);
         entry.enter(&"Test.one/0");
-        assert_eq!(calls_a.try_recv().ok().as_deref(), Some("Test.one/0"));
-        assert_eq!(calls_b.try_recv().ok().as_deref(), Some("Test.one/0"));
+        assert_eq!(call(calls_a.try_recv()).as_deref(), Some("Test.one/0"));
+        assert_eq!(call(calls_b.try_recv()).as_deref(), Some("Test.one/0"));
         drop(tracing_a);
         entry.enter(&"Test.two/0");
-        assert_eq!(calls_a.try_recv(), Err(TryRecvError::Disconnected));
-        assert_eq!(calls_b.try_recv().ok().as_deref(), Some("Test.two/0"));
+        assert!(matches!(
+            calls_a.try_recv(),
+            Err(TryRecvError::Disconnected)
+        ));
+        assert_eq!(call(calls_b.try_recv()).as_deref(), Some("Test.two/0"));
         assert_eq!(entry.trace_count(), 1);
         drop(tracing_b);
         assert_eq!(entry.trace_count(), 0);

@@ -22,6 +22,7 @@ pub mod memory;
 mod pid;
 pub mod processes;
 mod registry;
+mod relations;
 pub mod stack;
 pub mod supervision;
 pub mod supervisor;
@@ -29,6 +30,7 @@ pub mod symbols;
 mod sync;
 mod timer;
 pub mod top;
+mod trace;
 pub mod tree;
 pub mod usage;
 pub mod watch;
@@ -41,6 +43,10 @@ pub use low_priority::BATCH as LOW_PRIORITY_BATCH;
 pub use pid::{ParsePidError, Pid};
 pub use registry::{CRASH_REPORTS, Holder, Monitor, ProcessRegistry, install_panic_hook};
 pub use timer::{SLOTS as TIMER_SLOTS, Sleep};
+pub use trace::{
+    MAX_CALLS as TRACE_MAX_CALLS, MAX_WINDOW as TRACE_MAX_WINDOW, TraceEnd, TraceEvent,
+    TraceLimits, TraceReport, TraceTarget,
+};
 
 /// The bounds every loom model of the runtime runs under: few enough
 /// preemptions that all models run in well under a minute on two cores.

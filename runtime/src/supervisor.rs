@@ -64,7 +64,8 @@ impl Child {
 }
 
 /// Starts a supervisor process for `children`. Children are not restarted
-/// once `shutdown` is cancelled; when the supervisor ends, it kills them.
+/// once `shutdown` is cancelled; when the supervisor ends, its links end
+/// them.
 pub fn start(
     registry: &Arc<ProcessRegistry>,
     spec: Spec,
@@ -73,7 +74,8 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Monitor {
     let registry_for_body = registry.clone();
-    registry.spawn_monitor_ending(spec, move |ctx| {
+    // Its children are linked to it: they end with it (it traps their ends).
+    registry.spawn_monitor_ending(spec.trap_exits(), false, move |ctx| {
         supervise(ctx, registry_for_body, children, intensity, shutdown)
     })
 }
@@ -90,13 +92,7 @@ async fn supervise(
         strategy: Strategy::OneForOne,
         intensity: Some(intensity),
     }));
-    // Declared before the kill guard: dropped after it, so the tree never
-    // shows this supervisor without its children.
     let _supervising = registry.supervising(ctx.pid(), started.clone());
-    let _kill_on_exit = KillOnExit {
-        registry: registry.clone(),
-        started: started.clone(),
-    };
     let mut running = FuturesUnordered::new();
     for (index, child) in children.iter().enumerate() {
         let monitor = start_child(&registry, child);
@@ -159,9 +155,11 @@ async fn supervise(
     }
 }
 
+/// Starts `child` linked to the supervisor (whose poll calls this): when
+/// the supervisor ends, however it ends, its children end too.
 fn start_child(registry: &Arc<ProcessRegistry>, child: &Child) -> Monitor {
     let start = child.start.clone();
-    registry.spawn_monitor(child.spec.clone(), move |ctx| start(ctx))
+    registry.spawn_link_monitor(child.spec.clone(), move |ctx| start(ctx))
 }
 
 fn supervised(pid: crate::Pid, child: &Child) -> SupervisedChild {
@@ -173,18 +171,4 @@ fn supervised(pid: crate::Pid, child: &Child) -> SupervisedChild {
 
 async fn tagged(index: usize, monitor: Monitor) -> (usize, Down) {
     (index, monitor.await)
-}
-
-/// Kills the supervisor's children when the supervisor ends, however it ends.
-struct KillOnExit {
-    registry: Arc<ProcessRegistry>,
-    started: Arc<ChildList>,
-}
-
-impl Drop for KillOnExit {
-    fn drop(&mut self) {
-        for pid in self.started.pids() {
-            self.registry.kill(pid);
-        }
-    }
 }

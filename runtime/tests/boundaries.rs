@@ -22,12 +22,22 @@ fn the_runtime_depends_on_no_part_of_its_host() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("runtime/Cargo.toml");
     let mut texts = vec![("Cargo.toml".to_owned(), manifest)];
-    for entry in std::fs::read_dir(root.join("src"))
-        .expect("runtime/src")
-        .flatten()
-    {
-        let text = std::fs::read_to_string(entry.path()).expect("a source file");
-        texts.push((entry.file_name().to_string_lossy().into_owned(), text));
+    // Every source file, those of directory modules (`registry/`) too.
+    let mut directories = vec![root.join("src")];
+    while let Some(directory) = directories.pop() {
+        for entry in std::fs::read_dir(&directory)
+            .expect("runtime/src")
+            .flatten()
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                directories.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("a source file");
+            let name = path.strip_prefix(root.join("src")).unwrap_or(&path);
+            texts.push((name.to_string_lossy().into_owned(), text));
+        }
     }
     for (file, text) in &texts {
         let comment = if file.ends_with(".toml") { "#" } else { "//" };

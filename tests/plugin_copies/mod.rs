@@ -7,8 +7,6 @@
 //!
 //! It must never touch the repository's own sources: it only reads them.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -190,7 +188,7 @@ pub fn prebuild(name: &str, source: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = std::process::Command::new(cargo)
         .args(["build", "--release", "-p", "math-plugin", "--config"])
-        .arg(system::upgrade::build::PLUGIN_RUSTFLAGS)
+        .arg(system::node::upgrade::build::PLUGIN_RUSTFLAGS)
         .arg("--manifest-path")
         .arg(source.join("Cargo.toml"))
         // As `system upgrade` builds it (same flags: no second build).
@@ -290,12 +288,13 @@ pub const KILLS_ITS_PARENT_IN_THE_CHECK: &[(&str, &str)] = &[
     ("        \"1.0.0\"\n", "        \"1.1.0-kills-parent\"\n"),
 ];
 
-/// Behaves in the first slice of a large sum, then spins 50 ms in every
-/// later one (only the first slice used to be timed).
+/// Behaves in the first slice of a large sum, then does 200 million steps
+/// of work (tens of ms of CPU, however busy the machine) in every later one
+/// (only the first slice used to be timed).
 pub const SPINS_AFTER_THE_FIRST_SLICE: &[(&str, &str)] = &[
     (
         "fn calc_sum_loop(mut from: i128, to: i128, mut acc: i128, budget: u64, used: &mut u64) -> Phase {\n",
-        "fn calc_sum_loop(mut from: i128, to: i128, mut acc: i128, budget: u64, used: &mut u64) -> Phase {\n    if from > 1 && to > 1_000_000 {\n        let start = std::time::Instant::now();\n        while start.elapsed() < std::time::Duration::from_millis(50) {\n            std::hint::spin_loop();\n        }\n    }\n",
+        "fn calc_sum_loop(mut from: i128, to: i128, mut acc: i128, budget: u64, used: &mut u64) -> Phase {\n    if from > 1 && to > 1_000_000 {\n        let mut spun = 0u64;\n        for i in 0..200_000_000u64 {\n            spun = black_box(spun.wrapping_add(i));\n        }\n    }\n",
     ),
     ("        \"1.0.0\"\n", "        \"1.1.0-spins-later\"\n"),
 ];

@@ -3,8 +3,6 @@
 //!
 //! No mocks: everything goes through the binary, its sockets and its files.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -73,7 +71,7 @@ pub fn text(output: &Output) -> String {
 
 /// The running daemon's state file (`system.json` in its home): its pid,
 /// URL and heart's pid, as the daemon wrote them once it was ready.
-pub fn state(home: &Path) -> system::home::DaemonState {
+pub fn state(home: &Path) -> system::os::home::DaemonState {
     let path = home.join("system.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
@@ -145,7 +143,7 @@ impl Daemon {
     }
 
     /// The state file of the daemon serving in this home now.
-    pub fn state(&self) -> system::home::DaemonState {
+    pub fn state(&self) -> system::os::home::DaemonState {
         state(self.home())
     }
 

@@ -1,7 +1,8 @@
 // One process's info panel, shared by /top and /processes: the panel's
-// header (pid, name, `profile`, `kill`, close), the stack trace and the
+// header (pid, name, `profile`, `trace`, `kill`, close), the stack trace and the
 // one-second call trace of an `info` reply, every key of its `info` map
-// (whatever keys the daemon sends), the profile, and the kill's outcome.
+// (whatever keys the daemon sends), the profile, a `trace` (events with
+// arguments and results, and why it ended), and the kill's outcome.
 //
 // Pages use the global `ProcessPanel`:
 //   const p = ProcessPanel.create({ panel, layout, flash, nameOf, onSelect })
@@ -63,7 +64,7 @@
       close.addEventListener('click', hide);
       return el('header', { className: 'panel-head' },
         el('h2', null, pid, name ? el('span', { className: 'name' }, ' ', name) : ''),
-        button('profile', pid), button('kill', pid), close);
+        button('profile', pid), button('trace', pid), button('kill', pid), close);
     }
 
     function show(pid, name, ...sections) {
@@ -101,6 +102,16 @@
       else panel.querySelector('.panel-head')?.after(section);
     }
 
+    // The trace's section (pid, call, result, when, and why it ended), one
+    // at a time, replaced by each new trace.
+    function showTrace(...content) {
+      const old = panel.querySelector('section.call-trace');
+      const section = el('section', { className: 'call-trace' },
+        el('h3', null, 'calls traced (50 calls or one second)'), ...content);
+      if (old) old.replaceWith(section);
+      else panel.querySelector('.panel-head')?.after(section);
+    }
+
     // A click on any button[data-pid] of the page's table or the panel.
     function onAction(ev) {
       const btn = ev.target.closest('button[data-pid]');
@@ -111,6 +122,9 @@
       } else if (btn.classList.contains('profile')) {
         if (!App.send({ type: 'profile', pid })) return flash('not connected', true);
         showProfile(el('p', { className: 'pending' }, 'profiling for one second…'));
+      } else if (btn.classList.contains('trace')) {
+        if (!App.send({ type: 'trace', pid })) return flash('not connected', true);
+        showTrace(el('p', { className: 'pending' }, 'tracing…'));
       } else if (btn.classList.contains('kill')) {
         if (!App.send({ type: 'kill', pid })) return flash('not connected', true);
         flash(`killing ${pid}…`);
@@ -156,6 +170,21 @@
           el('span', { className: 'function' }, String(f.function)), bar));
       }
       showProfile(summary, list);
+    });
+
+    App.on('trace', (msg) => {
+      if (String(msg.pid) !== selected || panel.hidden) return;
+      const events = Array.isArray(msg.events) ? msg.events : [];
+      const list = el('ol', { className: 'trace-events' });
+      for (const e of events) {
+        list.append(el('li', null,
+          el('span', { className: 'at num' }, `${Number(e.at_ms || 0)} ms `),
+          el('span', { className: 'pid' }, String(e.pid)), ' ',
+          el('span', { className: 'call' }, String(e.call)),
+          e.result == null ? '' : el('span', { className: 'result' }, ` → ${e.result}`)));
+      }
+      showTrace(el('p', { className: 'note trace-ended', dataset: { ended: String(msg.ended) } },
+        `${events.length} events; ended by ${msg.ended}`), list);
     });
 
     App.on('kill', (msg) => {

@@ -1,6 +1,8 @@
 // The top page: the ten busiest processes of the last second (a `top`
 // message every second), with `info` (stack trace + one-second call trace,
-// shown in #info-panel beside the table by process.js) and `kill`.
+// shown in #info-panel beside the table by process.js, with `profile`,
+// `trace` — its calls, arguments and return values, up to 50 calls or one
+// second — and `kill`) and `kill`.
 //
 // Must not: poll or compute anything itself (the daemon measures; this only
 // renders), or keep per-row state across refreshes other than the selection.

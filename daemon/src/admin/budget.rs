@@ -5,7 +5,7 @@
 //!
 //! Two measures. While a line runs, [`Line`] measures what the session's
 //! thread has allocated and not freed since the line began (the allocator's
-//! per-thread counters, `crate::memory`), which counts everything the line
+//! per-thread counters, `crate::node::memory`), which counts everything the line
 //! holds: new variables, function-locals at every call level, temporaries.
 //! Between lines (once, at the end of each), what the variables hold is estimated from their shapes
 //! (16 bytes a value, plus the bytes of strings and the entries of maps),

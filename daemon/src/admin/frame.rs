@@ -4,7 +4,7 @@
 //! It splits and bounds bytes; it must not interpret the messages, and an
 //! oversized or broken frame must never end anything but that frame.
 
-use serde_json::Value;
+use super::reply::{ErrorKind, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// Largest frame a client may send (the newline not counted).
@@ -77,19 +77,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// error frame saying so (with the same `id`).
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    frame: &Value,
+    frame: &Reply,
 ) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(frame).map_err(std::io::Error::other)?;
-    if bytes.len() > MAX_REPLY {
-        let too_large = serde_json::json!({
-            "type": "error",
-            "id": frame.get("id"),
-            "kind": "too_large",
-            "message": format!("the result is larger than {MAX_REPLY} bytes"),
-        });
-        bytes = serde_json::to_vec(&too_large).map_err(std::io::Error::other)?;
+    let mut bytes = frame.to_line();
+    if bytes.len() > MAX_REPLY + 1 {
+        let too_large = Reply::error(
+            frame.id(),
+            ErrorKind::TooLarge,
+            format!("the result is larger than {MAX_REPLY} bytes"),
+        );
+        bytes = too_large.to_line();
     }
-    bytes.push(b'\n');
     writer.write_all(&bytes).await?;
     writer.flush().await
 }

@@ -16,6 +16,7 @@ Process.list()                          every live pid
 Process.list(#{sort: :memory, limit: 20, name: \"sum\"})   a page of processes (sort :reductions :cpu :memory :age :name :pid; order, offset, status)
 Process.info(pid)                       #{pid, name, initial_call, status, reductions, ...} or ()
 Process.info(pid, :current_stacktrace)  one key's value (inside a poll: its native frames first); also :reductions, :memory, :status, ...
+Process.info(pid, :links)               its links (pids); also :parent, :monitors, :monitored_by, :message_queue_len
 Process.kill(pid)                       kills it; true if it was alive
 Process.kill(pid, :kill)                the same (Erlang's exit(pid, :kill)); Process.exit(pid, reason) too
 Process.kill(pid, :normal)              does nothing; true if it is alive
@@ -26,6 +27,8 @@ Runtime.top()                           the ten busiest processes over 1 s (= Ru
 Runtime.top(:memory)                    the ten biggest holders of memory now
 Runtime.tree()                          the supervision tree, uniform branches folded
 Runtime.trace(pid)                      its calls for 1 s (at most 50)
+Runtime.trace(:sum, #{calls: 30, per_second: 100, ms: 5000})   every sum's calls until a limit: #{events, ended}
+Runtime.traces()                        how many traces run now
 Runtime.profile(pid)  Runtime.profile(pid, 500)   where it spends its time (native samples, ~1 kHz, 1 s)
 Runtime.profile(pid, #{folded: true})   the same as folded stacks (for flame-graph tools)
 Runtime.long_schedules()                the last polls that held a scheduler too long, with their stacks

@@ -16,6 +16,7 @@ pub mod help;
 pub mod nesting;
 pub mod processes;
 pub mod render;
+pub mod reply;
 pub mod session;
 pub mod tree;
 
@@ -25,12 +26,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use reply::{ErrorKind, Reply};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::node::Node;
-use system_runtime::ProcessContext;
+use system_runtime::{Pid, ProcessContext};
 
 /// Why the admin socket could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,9 @@ pub async fn serve(
     listener: Arc<std::os::unix::net::UnixListener>,
 ) {
     ctx.enter(&"Admin.Server.accept_loop/1");
-    let accepting = node.console.spawn(accept_loop(node.clone(), listener));
+    let accepting = node
+        .console
+        .spawn(accept_loop(node.clone(), listener, ctx.pid()));
     let _stop_with_me = AbortOnDrop(accepting.abort_handle());
     match accepting.await {
         Ok(Ok(())) => {}
@@ -83,9 +86,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// `server`: the `admin_server` process, the parent of every session.
 async fn accept_loop(
     node: Arc<Node>,
     listener: Arc<std::os::unix::net::UnixListener>,
+    server: Pid,
 ) -> io::Result<()> {
     let listener = UnixListener::from_std(listener.try_clone()?)?;
     let daemon_uid = nix::unistd::geteuid().as_raw();
@@ -96,7 +101,7 @@ async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => admit(&node, stream, daemon_uid, &seats),
+            Ok((stream, _)) => admit(&node, stream, daemon_uid, &seats, server),
             Err(error) => {
                 tracing::warn!("admin socket: accept failed: {error}");
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -108,7 +113,13 @@ async fn accept_loop(
 /// Starts a session for an authorised peer while fewer than
 /// [`MAX_SESSIONS`] are open; refuses any other with an error frame (and
 /// closes its connection).
-fn admit(node: &Arc<Node>, stream: UnixStream, daemon_uid: u32, seats: &Arc<Semaphore>) {
+fn admit(
+    node: &Arc<Node>,
+    stream: UnixStream,
+    daemon_uid: u32,
+    seats: &Arc<Semaphore>,
+    server: Pid,
+) {
     let credentials = match stream.peer_cred() {
         Ok(credentials) => credentials,
         Err(error) => {
@@ -145,16 +156,13 @@ fn admit(node: &Arc<Node>, stream: UnixStream, daemon_uid: u32, seats: &Arc<Sema
         );
         return;
     };
-    let pid = session::start(node.clone(), stream, peer.clone(), seat);
+    let pid = session::start(node.clone(), stream, peer.clone(), seat, server);
     tracing::info!("console session {pid} opened by {peer}");
 }
 
 /// Best effort, never waits: the refusal fits in the socket's buffer.
 fn refuse(stream: &UnixStream, message: &str) {
-    let frame = json!({"type": "error", "kind": "refused", "message": message});
-    let mut bytes = frame.to_string().into_bytes();
-    bytes.push(b'\n');
-    let _ = stream.try_write(&bytes);
+    let _ = stream.try_write(&Reply::error(None, ErrorKind::Refused, message).to_line());
 }
 
 /// Binds the admin socket, replacing a stale file (the home lock guarantees

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use rhai::{AST, Dynamic, Engine, EvalAltResult, OptimizationLevel, Position, Scope};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::net::UnixStream;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -26,9 +25,10 @@ use super::api::Api;
 use super::atom::Atoms;
 use super::budget::{self, Line, SESSION_BUDGET};
 use super::frame::{FrameError, FrameReader, write_frame};
+use super::reply::{ErrorKind, ErrorReply, Reply};
 use super::{binding, nesting, render};
 use crate::node::Node;
-use crate::upgrade::{self, Target};
+use crate::node::upgrade::{self, Target};
 use system_runtime::{Pid, ProcessContext, Spec};
 
 /// Stack of a session's evaluation thread: generous, since Rhai's call and
@@ -74,16 +74,25 @@ enum Request {
 }
 
 /// A frame from the evaluation thread; `done` ends the current evaluation.
-struct Reply {
-    frame: Value,
+struct Outgoing {
+    frame: Reply,
     done: bool,
 }
 
 /// Starts the process that serves one accepted, authorised connection;
 /// `seat` is its place among the sessions allowed at once, held until its
 /// evaluation thread ends.
-pub fn start(node: Arc<Node>, stream: UnixStream, peer: String, seat: OwnedSemaphorePermit) -> Pid {
-    let spec = Spec::new("console_session", format!("Admin.Session.init(\"{peer}\")"));
+/// Starts a session's process; its parent is `server` (the `admin_server`
+/// process, whose accept loop on the console's runtime calls this).
+pub fn start(
+    node: Arc<Node>,
+    stream: UnixStream,
+    peer: String,
+    seat: OwnedSemaphorePermit,
+    server: Pid,
+) -> Pid {
+    let spec =
+        Spec::new("console_session", format!("Admin.Session.init(\"{peer}\")")).spawned_by(server);
     let tracker = node.connections.clone();
     node.registry.clone().spawn(spec, move |ctx| {
         tracker.track_future(run(ctx, node, stream, seat))
@@ -102,17 +111,20 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, stream: UnixStream, seat: Own
                 "console session {}: cannot start its thread: {error}",
                 ctx.pid()
             );
-            let frame = json!({"type": "error", "kind": "internal", "message": format!("cannot start a session: {error}")});
+            let frame = Reply::error(
+                None,
+                ErrorKind::Internal,
+                format!("cannot start a session: {error}"),
+            );
             let _ = write_frame(&mut writer, &frame).await;
             return;
         }
     };
-    let hello = json!({
-        "type": "hello",
-        "node": node.name,
-        "version": node.version,
-        "session": ctx.pid().to_string(),
-    });
+    let hello = Reply::Hello {
+        node: node.name.clone(),
+        version: node.version.to_owned(),
+        session: ctx.pid().to_string(),
+    };
     if write_frame(&mut writer, &hello).await.is_err() {
         return;
     }
@@ -120,7 +132,8 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, stream: UnixStream, seat: Own
     loop {
         let answer = tokio::select! {
             _ = node.shutdown.cancelled() => {
-                let _ = write_frame(&mut writer, &json!({"type": "error", "kind": "shutdown", "message": "the daemon is stopping"})).await;
+                let stopping = Reply::error(None, ErrorKind::Shutdown, "the daemon is stopping");
+                let _ = write_frame(&mut writer, &stopping).await;
                 return;
             }
             reply = replies.recv() => match reply {
@@ -135,7 +148,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, stream: UnixStream, seat: Own
             frame = reader.next_frame() => match frame {
                 Ok(Some(bytes)) => handle(&worker, &mut running, &bytes),
                 Ok(None) => return,
-                Err(FrameError::TooLarge) => Some(protocol_error("too_large", FrameError::TooLarge.to_string())),
+                Err(FrameError::TooLarge) => Some(Reply::error(None, ErrorKind::TooLarge, FrameError::TooLarge.to_string())),
                 Err(FrameError::Io(error)) => {
                     tracing::debug!("console session {}: {error}", ctx.pid());
                     return;
@@ -151,13 +164,14 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, stream: UnixStream, seat: Own
 }
 
 /// Acts on one client frame; returns the immediate answer, if any.
-fn handle(worker: &Worker, running: &mut Option<u64>, bytes: &[u8]) -> Option<Value> {
+fn handle(worker: &Worker, running: &mut Option<u64>, bytes: &[u8]) -> Option<Reply> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
     match serde_json::from_slice::<Request>(bytes) {
-        Err(error) => Some(protocol_error(
-            "malformed",
+        Err(error) => Some(Reply::error(
+            None,
+            ErrorKind::Malformed,
             format!("malformed frame: {error}"),
         )),
         Ok(Request::Interrupt) => {
@@ -179,8 +193,11 @@ fn handle(worker: &Worker, running: &mut Option<u64>, bytes: &[u8]) -> Option<Va
                 (Some(path), false) => Target::Plugin(path),
                 (None, true) => Target::Rollback,
                 _ => {
-                    return Some(json!({"type": "error", "id": id, "kind": "malformed",
-                        "message": "an upgrade needs exactly one of `plugin` (a path) or `rollback: true`"}));
+                    return Some(Reply::error(
+                        Some(id),
+                        ErrorKind::Malformed,
+                        "an upgrade needs exactly one of `plugin` (a path) or `rollback: true`",
+                    ));
                 }
             };
             submit(worker, running, id, Work::Upgrade { target, received })
@@ -189,10 +206,13 @@ fn handle(worker: &Worker, running: &mut Option<u64>, bytes: &[u8]) -> Option<Va
 }
 
 /// Hands a job to the session's thread unless one is running.
-fn submit(worker: &Worker, running: &mut Option<u64>, id: u64, work: Work) -> Option<Value> {
+fn submit(worker: &Worker, running: &mut Option<u64>, id: u64, work: Work) -> Option<Reply> {
     if let Some(busy) = running {
-        return Some(json!({"type": "error", "id": id, "kind": "busy",
-            "message": format!("evaluation {busy} is still running; interrupt it first")}));
+        return Some(Reply::error(
+            Some(id),
+            ErrorKind::Busy,
+            format!("evaluation {busy} is still running; interrupt it first"),
+        ));
     }
     worker.interrupt.store(false, Relaxed);
     match worker.jobs.send(Job { id, work }) {
@@ -200,17 +220,16 @@ fn submit(worker: &Worker, running: &mut Option<u64>, id: u64, work: Work) -> Op
             *running = Some(id);
             None
         }
-        Err(_) => Some(json!({"type": "error", "id": id, "kind": "internal",
-            "message": "the session's evaluation thread has ended"})),
+        Err(_) => Some(Reply::error(
+            Some(id),
+            ErrorKind::Internal,
+            "the session's evaluation thread has ended",
+        )),
     }
 }
 
 fn yes() -> bool {
     true
-}
-
-fn protocol_error(kind: &str, message: String) -> Value {
-    json!({"type": "error", "kind": kind, "message": message})
 }
 
 struct Job {
@@ -248,7 +267,7 @@ impl Worker {
     fn spawn(
         node: Arc<Node>,
         handle: Handle,
-        replies: mpsc::Sender<Reply>,
+        replies: mpsc::Sender<Outgoing>,
         seat: OwnedSemaphorePermit,
     ) -> std::io::Result<Worker> {
         let (jobs, queue) = std_mpsc::channel::<Job>();
@@ -262,7 +281,10 @@ impl Worker {
                 let mut evaluator = Evaluator::new(node, handle, flag, replies.clone());
                 while let Ok(job) = queue.recv() {
                     let frame = evaluator.run(&job);
-                    if replies.blocking_send(Reply { frame, done: true }).is_err() {
+                    if replies
+                        .blocking_send(Outgoing { frame, done: true })
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -292,7 +314,7 @@ impl Evaluator {
         node: Arc<Node>,
         handle: Handle,
         interrupt: Arc<AtomicBool>,
-        replies: mpsc::Sender<Reply>,
+        replies: mpsc::Sender<Outgoing>,
     ) -> Evaluator {
         let current = Arc::new(AtomicU64::new(0));
         let line = Arc::new(Line::default());
@@ -321,7 +343,7 @@ impl Evaluator {
     }
 
     /// Does one job; returns its final frame.
-    fn run(&mut self, job: &Job) -> Value {
+    fn run(&mut self, job: &Job) -> Reply {
         match &job.work {
             Work::Eval { script, json } => self.eval(job.id, script, *json),
             Work::Upgrade { target, received } => self.upgrade(job.id, target, *received),
@@ -329,41 +351,44 @@ impl Evaluator {
     }
 
     /// Switches the plugin version; returns the `upgraded` or `error` frame.
-    fn upgrade(&self, id: u64, target: &Target, received: Instant) -> Value {
+    fn upgrade(&self, id: u64, target: &Target, received: Instant) -> Reply {
         let node = &self.node;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             upgrade::switch(node, target, received)
         }));
         match outcome {
-            Ok(Ok(report)) => json!({
-                "type": "upgraded",
-                "id": id,
-                "from": report.from,
-                "to": report.to,
-                "version_id": report.id,
-                "sha256": report.sha256,
-                "took_us": report.took_us,
-            }),
+            Ok(Ok(report)) => Reply::Upgraded {
+                id,
+                from: report.from,
+                to: report.to,
+                version_id: report.id,
+                sha256: report.sha256,
+                took_us: report.took_us,
+            },
             Ok(Err(error)) => {
                 let serving = node
                     .code
                     .current()
                     .map_or_else(|| "no version".to_owned(), |v| v.to_string());
-                json!({
-                    "type": "error",
-                    "id": id,
-                    "kind": "upgrade",
-                    "reason": error.kind(),
-                    "message": format!("upgrade failed: {error}; the daemon still serves {serving}"),
+                Reply::Error(ErrorReply {
+                    reason: Some(error.kind().to_owned()),
+                    ..error_reply(
+                        id,
+                        ErrorKind::Upgrade,
+                        format!("upgrade failed: {error}; the daemon still serves {serving}"),
+                    )
                 })
             }
-            Err(_) => json!({"type": "error", "id": id, "kind": "internal",
-                "message": "the upgrade panicked; the daemon still serves its current version"}),
+            Err(_) => Reply::error(
+                Some(id),
+                ErrorKind::Internal,
+                "the upgrade panicked; the daemon still serves its current version",
+            ),
         }
     }
 
     /// Evaluates one script; returns its `result` or `error` frame.
-    fn eval(&mut self, id: u64, script: &str, with_json: bool) -> Value {
+    fn eval(&mut self, id: u64, script: &str, with_json: bool) -> Reply {
         self.current.store(id, Relaxed);
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.evaluate(script)));
@@ -377,16 +402,17 @@ impl Evaluator {
             })
         });
         match outcome {
-            Ok(Ok(value)) => {
-                let mut result = json!({"type": "result", "id": id, "text": render::text(&value)});
-                if with_json {
-                    result["value"] = render::json(&value);
-                }
-                result
-            }
+            Ok(Ok(value)) => Reply::Result {
+                id,
+                text: render::text(&value),
+                value: with_json.then(|| render::json(&value)),
+            },
             Ok(Err(error)) => script_error(id, &error),
-            Err(_) => json!({"type": "error", "id": id, "kind": "internal",
-                "message": "the evaluation panicked; the session is still usable"}),
+            Err(_) => Reply::error(
+                Some(id),
+                ErrorKind::Internal,
+                "the evaluation panicked; the session is still usable",
+            ),
         }
     }
 
@@ -459,31 +485,43 @@ impl Evaluator {
 }
 
 /// The error frame of a failed script: its message and, if known, position.
-fn script_error(id: u64, error: &EvalAltResult) -> Value {
+fn script_error(id: u64, error: &EvalAltResult) -> Reply {
     if let EvalAltResult::ErrorTerminated(token, _) = error {
         let message = token.to_string();
         if message.starts_with(budget::OVER_BUDGET) {
-            return json!({"type": "error", "id": id, "kind": "memory",
-                "message": format!("{message}; the line was stopped; the session goes on")});
+            return Reply::error(
+                Some(id),
+                ErrorKind::Memory,
+                format!("{message}; the line was stopped; the session goes on"),
+            );
         }
-        return json!({"type": "error", "id": id, "kind": "interrupted", "message": "interrupted"});
+        return Reply::error(Some(id), ErrorKind::Interrupted, "interrupted");
     }
     if let EvalAltResult::ErrorRuntime(value, _) = error
         && value
             .read_lock::<rhai::ImmutableString>()
             .is_some_and(|message| message.starts_with(budget::OVER_BUDGET))
     {
-        return json!({"type": "error", "id": id, "kind": "memory", "message": value.to_string()});
+        return Reply::error(Some(id), ErrorKind::Memory, value.to_string());
     }
     let position = error.position();
-    json!({
-        "type": "error",
-        "id": id,
-        "kind": "script",
-        "message": error.to_string(),
-        "line": position.line(),
-        "column": position.position(),
+    Reply::Error(ErrorReply {
+        line: position.line(),
+        column: position.position(),
+        ..error_reply(id, ErrorKind::Script, error.to_string())
     })
+}
+
+/// An error answering request `id`, without the optional fields.
+fn error_reply(id: u64, kind: ErrorKind, message: String) -> ErrorReply {
+    ErrorReply {
+        id: Some(id),
+        kind,
+        message,
+        reason: None,
+        line: None,
+        column: None,
+    }
 }
 
 /// A sandboxed engine: no modules from files, bounded sizes and depths,
@@ -491,7 +529,7 @@ fn script_error(id: u64, error: &EvalAltResult) -> Value {
 fn engine(
     api: Api,
     interrupt: Arc<AtomicBool>,
-    replies: mpsc::Sender<Reply>,
+    replies: mpsc::Sender<Outgoing>,
     current: Arc<AtomicU64>,
     (line, too_deep): (Arc<Line>, Arc<AtomicBool>),
 ) -> Engine {
@@ -539,19 +577,22 @@ fn engine(
         budget.check().err().map(Dynamic::from)
     });
     // Output frames are freed by the session's process, not held by the line.
-    let output = move |text: String| {
-        let frame = line
-            .handing_over(|| json!({"type": "output", "id": current.load(Relaxed), "text": text}));
-        let _ = replies.blocking_send(Reply { frame, done: false });
+    // The frame's text is made inside `handing_over`: it is the process's.
+    let output = move |text: &str| {
+        let frame = line.handing_over(|| Reply::Output {
+            id: current.load(Relaxed),
+            text: text.to_owned(),
+        });
+        let _ = replies.blocking_send(Outgoing { frame, done: false });
     };
     let print = output.clone();
-    engine.on_print(move |text| print(text.to_owned()));
+    engine.on_print(move |text| print(text));
     engine.on_debug(move |text, _source, position| {
-        output(if position.is_none() {
-            text.to_owned()
+        if position.is_none() {
+            output(text)
         } else {
-            format!("{text} @ {position}")
-        })
+            output(&format!("{text} @ {position}"))
+        }
     });
     api.register(&mut engine);
     super::processes::register(&api, &mut engine);

@@ -21,10 +21,11 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Body, Method, Request, Response, StatusCode};
 
 use super::token::Token;
-use crate::throttle::{self, Throttle};
+use crate::http::throttle;
+use system_runtime::burst::Burst;
 
 /// Refusal warnings written per second at most (the rest are counted).
-static REFUSALS: Throttle = Throttle::new(10);
+static REFUSALS: Burst = Burst::new("refusals", 10);
 
 /// The rules, fixed at start.
 pub struct Guard {

@@ -12,11 +12,13 @@
 //! affected by it.
 
 mod api;
-pub mod guard;
-pub mod limits;
-pub mod processes;
+pub mod connection;
+pub(crate) mod guard;
+pub(crate) mod limits;
+pub(crate) mod processes;
 mod prometheus;
-pub mod token;
+pub(crate) mod throttle;
+pub(crate) mod token;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,11 +35,11 @@ use warp::{Filter, Reply as _};
 use self::guard::{Guard, Verdict};
 use self::limits::Limits;
 use crate::node::Node;
-use crate::throttle::{self, Throttle};
-use system_runtime::ProcessContext;
+use system_runtime::burst::Burst;
+use system_runtime::{Pid, ProcessContext};
 
 /// Accept failures and cap warnings written per second at most.
-static ACCEPT_WARNINGS: Throttle = Throttle::new(1);
+static ACCEPT_WARNINGS: Burst = Burst::new("accept warnings", 1);
 
 /// What the listener is given at start: the socket, the request rules,
 /// the connection slots and the feeds pages share (all outliving any one
@@ -46,7 +48,7 @@ pub struct Listener {
     pub socket: TcpListener,
     pub guard: Guard,
     pub limits: Limits,
-    pub feeds: Arc<crate::connection::Feeds>,
+    pub feeds: Arc<crate::http::connection::Feeds>,
 }
 
 /// The client's address, for routes that log it.
@@ -57,7 +59,7 @@ pub struct Peer(pub SocketAddr);
 pub async fn serve(ctx: ProcessContext, node: Arc<Node>, listener: Arc<Listener>) {
     ctx.enter(&"http:accept_loop/1");
     let shutdown = node.shutdown.clone();
-    let routes = warp::service(routes(node, listener.feeds.clone()));
+    let routes = warp::service(routes(node, listener.feeds.clone(), ctx.pid()));
     let mut http = Http::new();
     http.http1_only(true)
         .http1_header_read_timeout(limits::HEADER_TIMEOUT);
@@ -170,9 +172,11 @@ fn protective_headers(headers: &mut hyper::HeaderMap) {
     );
 }
 
+/// `listener`: the listener's pid, the parent of each WebSocket's process.
 fn routes(
     node: Arc<Node>,
-    feeds: Arc<crate::connection::Feeds>,
+    feeds: Arc<crate::http::connection::Feeds>,
+    listener: Pid,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
     let health = warp::path!("health").and(warp::get()).map(|| {
         let log =
@@ -192,7 +196,13 @@ fn routes(
                     .max_message_size(MAX_MESSAGE)
                     .max_write_buffer_size(MAX_WRITE_BUFFER)
                     .on_upgrade(move |socket| async move {
-                        crate::connection::start(node, feeds, socket, peer.to_string());
+                        crate::http::connection::start(
+                            node,
+                            feeds,
+                            socket,
+                            peer.to_string(),
+                            listener,
+                        );
                     })
                     .into_response();
                 // The pages offer `system` with their token (`bearer.…`): the

@@ -15,7 +15,7 @@ use crate::node::Node;
 pub fn render(node: &Node) -> String {
     let latest = node.metrics.latest().unwrap_or_default();
     let load = &node.load;
-    let memory = crate::memory::Breakdown::of(&node.registry);
+    let memory = crate::node::memory::Breakdown::of(&node.registry);
     let metrics: [(&str, &str, &str, f64); 19] = [
         (
             "system_jobs_succeeded_total",
@@ -148,7 +148,7 @@ pub fn render(node: &Node) -> String {
         // Process names are the daemon's own identifiers: nothing to escape.
         let _ = writeln!(text, "{name}{{name=\"{process}\"}} {bytes}");
     }
-    let closed = crate::connection::PEERS_CLOSED.load(std::sync::atomic::Ordering::Relaxed);
+    let closed = crate::http::connection::PEERS_CLOSED.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(
         text,
         "# HELP system_websocket_peers_closed_total WebSockets closed because their peer flooded pings or did not read.\n\

@@ -11,7 +11,7 @@ use std::io::{self, Read};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use crate::home::Home;
+use crate::os::home::Home;
 
 /// The secret, as the hex text a URL fragment or a header carries.
 #[derive(Clone)]
@@ -31,7 +31,7 @@ impl Token {
     /// followed): created 0600, exclusively.
     pub fn create(home: &Home) -> io::Result<Token> {
         let token = Token::generate();
-        crate::home::write_new(&home.token_file(), token.0.as_bytes(), 0o600)?;
+        crate::os::home::write_new(&home.token_file(), token.0.as_bytes(), 0o600)?;
         Ok(token)
     }
 
@@ -53,7 +53,7 @@ impl Token {
 
 /// The running daemon's token, if it requires one (for `system status`).
 pub fn read(home: &Home) -> Option<String> {
-    let file = crate::home::open_read(&home.token_file()).ok()?;
+    let file = crate::os::home::open_read(&home.token_file()).ok()?;
     let mut text = String::new();
     file.take(128).read_to_string(&mut text).ok()?;
     let text = text.trim().to_owned();

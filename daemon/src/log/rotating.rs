@@ -65,7 +65,7 @@ impl RotatingFile {
     /// Opens the file at the path again (appending), e.g. after it was moved away.
     pub fn reopen(&mut self) -> io::Result<()> {
         self.file = None;
-        let file = crate::home::open_append(&self.path)?;
+        let file = crate::os::home::open_append(&self.path)?;
         self.size = file.metadata().map_or(0, |m| m.len());
         let file = self.file.insert(file);
         if self.redirect_stdio {
