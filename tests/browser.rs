@@ -9,7 +9,9 @@
 //! the top page (a running `-1` sum shows up, `info` shows its stack trace
 //! and links, `trace` its calls,
 //! `kill` turns its line on the sum page into `error`; a process holding a
-//! scheduler in one poll is marked, with a banner), that a page comes
+//! scheduler in one poll is marked, with a banner), the processes page
+//! (search, sort by a column both ways, the next page, pause and resume,
+//! a row's info, the folded supervision tree), that a page comes
 //! back with a node heart restarted (its lost line reads `error`, "node
 //! restarted"), and that every page shows its WebSocket as connected.
 //!
@@ -574,6 +576,161 @@ async fn top_page_shows_info_and_kills_an_endless_sum() {
         .await;
     browser.connected().await;
     browser.screenshot("sum-after-kill").await;
+}
+
+/// The rows of /processes as the page shows them.
+const PROCESS_ROWS_JS: &str =
+    "return [...document.querySelectorAll('#processes tbody tr')].map(tr => ({
+    pid: tr.dataset.pid,
+    name: tr.querySelector('.name').textContent,
+    reductions: Number(tr.querySelector('.reductions').textContent.replaceAll(',', '')) }))";
+
+#[tokio::test]
+async fn processes_page_searches_sorts_pages_pauses_and_opens_info() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start();
+    let (status, body) = daemon.post("/api/load", "{\"jobs\":300}");
+    assert_eq!(status, 200, "{body}");
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/processes", daemon.url)).await;
+    let rows = || async { browser.js(PROCESS_ROWS_JS).await.as_array().cloned() };
+
+    // Search by name: only the load workers, all 300 counted.
+    browser.type_into("#proc-search", "load_w").await;
+    browser
+        .until("300 load workers, 20 shown", || async {
+            let rows = rows().await?;
+            let total = browser.attr("#processes", "data-total").await?;
+            (total == "300"
+                && rows.len() == 20
+                && rows.iter().all(|row| row["name"] == "load_worker"))
+            .then_some(())
+        })
+        .await;
+    assert_eq!(
+        browser.text("#proc-range").await.as_deref(),
+        Some("1–20 of 300")
+    );
+
+    // Sorted by reductions (the default, busiest first), then the other way
+    // by clicking its header again.
+    for (order, busiest_first) in [("descending", true), ("ascending", false)] {
+        if !busiest_first {
+            browser
+                .click("#processes th[data-sort=\"reductions\"]")
+                .await;
+        }
+        browser
+            .until(&format!("rows by reductions, {order}"), || async {
+                let sorted = browser
+                    .attr("#processes th[data-sort=\"reductions\"]", "aria-sort")
+                    .await?;
+                let figures: Vec<f64> = rows()
+                    .await?
+                    .iter()
+                    .map(|row| row["reductions"].as_f64())
+                    .collect::<Option<_>>()?;
+                let in_order = figures.windows(2).all(|w| {
+                    if busiest_first {
+                        w[0] >= w[1]
+                    } else {
+                        w[0] <= w[1]
+                    }
+                });
+                (sorted == order && figures.len() == 20 && in_order).then_some(())
+            })
+            .await;
+    }
+
+    // The next page: rows 21–40, none of the first page's.
+    browser.click("#processes th[data-sort=\"pid\"]").await;
+    let first_page = browser
+        .until("the first page by pid", || async {
+            (browser
+                .attr("#processes th[data-sort=\"pid\"]", "aria-sort")
+                .await?
+                == "ascending")
+                .then_some(())?;
+            let rows = rows().await?;
+            (rows.len() == 20).then_some(rows)
+        })
+        .await;
+    browser.click("#proc-next").await;
+    let second_page = browser
+        .until("the second page", || async {
+            (browser.text("#proc-range").await? == "21–40 of 300").then_some(())?;
+            rows().await
+        })
+        .await;
+    assert!(
+        second_page
+            .iter()
+            .all(|row| !first_page.iter().any(|first| first["pid"] == row["pid"])),
+        "{first_page:?} then {second_page:?}"
+    );
+
+    // Pause: no new rendering for two refresh periods; resume: it goes on.
+    browser.click("#proc-pause").await;
+    assert_eq!(
+        browser.attr("#proc-pause", "aria-pressed").await.as_deref(),
+        Some("true")
+    );
+    async fn renders(browser: &Browser) -> Option<u64> {
+        let count = browser.attr("#processes", "data-renders").await?;
+        count.parse().ok()
+    }
+    let paused_at = renders(&browser).await.expect("a render count");
+    let started = Instant::now();
+    browser
+        .until("two refresh periods paused", || async {
+            assert_eq!(
+                renders(&browser).await,
+                Some(paused_at),
+                "refreshed while paused"
+            );
+            (started.elapsed() > Duration::from_millis(2500)).then_some(())
+        })
+        .await;
+    browser.click("#proc-pause").await;
+    browser
+        .until("refreshes after resuming", || async {
+            (renders(&browser).await? > paused_at).then_some(())
+        })
+        .await;
+
+    // A row opens its info: stack trace, call trace, every info key.
+    let pid = second_page[0]["pid"].as_str().expect("a pid").to_owned();
+    browser
+        .click(&format!("#processes tbody tr[data-pid=\"{pid}\"] td.name"))
+        .await;
+    browser
+        .until("the row's info in the panel", || async {
+            (browser.attr("#info-panel", "data-pid").await? == pid).then_some(())?;
+            let stack = browser.text("#info-panel pre.stacktrace").await?;
+            stack.contains("Load.Worker").then_some(())
+        })
+        .await;
+    let keys = browser
+        .js("return [...document.querySelectorAll('#info-panel dd[data-key]')].map(dd => dd.dataset.key)")
+        .await;
+    for key in ["pid", "name", "status", "reductions", "memory"] {
+        assert!(
+            keys.as_array()
+                .is_some_and(|keys| keys.iter().any(|k| k == key)),
+            "{key} in {keys}"
+        );
+    }
+
+    // The supervision tree: the load supervisor's 300 workers folded.
+    browser.click("#tree-panel summary").await;
+    let fold = browser
+        .until("the folded workers in the tree", || async {
+            let text = browser.text("#tree").await?;
+            text.contains("load_worker × 300").then_some(text)
+        })
+        .await;
+    assert!(fold.contains("load_supervisor"), "{fold}");
+    browser.screenshot("processes").await;
 }
 
 #[tokio::test]

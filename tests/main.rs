@@ -25,6 +25,7 @@ mod memory;
 mod module_cycles;
 mod native_stacks;
 mod ops;
+mod processes;
 mod security;
 mod soak;
 mod sum;

@@ -11,6 +11,7 @@ mod bare;
 mod chart;
 mod daemon;
 mod feed;
+mod http;
 mod options;
 mod os;
 mod phases;
@@ -123,6 +124,7 @@ async fn phases_in_order(run: &mut Run) -> anyhow::Result<()> {
             "upgrade" => phases::upgrade(run).await?,
             "scale" => phases::scale(run).await?,
             "console" => phases::console(run).await?,
+            "processes" => phases::processes(run).await?,
             "overhead" => phases::overhead(run).await?,
             "bare-scale" => phases::bare_scale(run).await?,
             other => unreachable!("phase {other} is in PHASES but has no code"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 /// Every phase, in the order they run.
-pub const PHASES: [&str; 9] = [
+pub const PHASES: [&str; 10] = [
     "baseline",
     "naive",
     "rogues",
@@ -17,6 +17,7 @@ pub const PHASES: [&str; 9] = [
     "upgrade",
     "scale",
     "console",
+    "processes",
     "overhead",
     "bare-scale",
 ];
@@ -41,7 +42,7 @@ pub struct Options {
     #[arg(long)]
     pub bench_cpu: Option<usize>,
     /// Comma-separated phases to run (default: all): baseline, naive,
-    /// rogues, kill, upgrade, scale, console, overhead, bare-scale.
+    /// rogues, kill, upgrade, scale, console, processes, overhead, bare-scale.
     #[arg(long, value_delimiter = ',')]
     pub phases: Vec<String>,
     /// Shorter windows (5 s instead of 10 s, 2 s settling instead of 3 s).

@@ -1,6 +1,7 @@
 //! The scenario's phases, in order: baseline, naive sum, rogues, kill,
-//! upgrade, scale, console, overhead, bare-scale; then, always, stop. Each
-//! drives the daemon over its public interfaces and emits one JSON line.
+//! upgrade, scale, console, processes, overhead, bare-scale; then, always,
+//! stop. Each drives the daemon over its public interfaces and emits one
+//! JSON line.
 //!
 //! A phase measures; it never judges (targets are `report`'s job).
 
@@ -498,6 +499,97 @@ fn own_rss_bytes() -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+/// The page reads of the processes phase: each sort key in turn, at
+/// offsets spread over the million (as a user paging and re-sorting would).
+const PAGE_READS: usize = 20;
+
+/// `/api/processes` and `/api/tree` at 1M workers (issue 26): the load in
+/// a window with nothing read, then how long a page of 20 takes while 20
+/// are read back to back, and the load kept meanwhile (the window covers
+/// the reads and lasts at least the usual window); then the tree, three
+/// times.
+pub async fn processes(run: &mut Run) -> anyhow::Result<()> {
+    let jobs = 1_000_000;
+    run.ensure_load(jobs).await?;
+    // The same load with nothing read, just before: what the reads are
+    // compared with (this machine's own dents show in both).
+    let cpu_before_quiet = os::process_cpu_ns(run.daemon.pid)?;
+    let quiet_began = Instant::now();
+    let quiet = run.measure(run.options.window()).await;
+    let quiet_cpu_per_sec = (os::process_cpu_ns(run.daemon.pid)? - cpu_before_quiet) as f64
+        / quiet_began.elapsed().as_secs_f64();
+    let quiet = run.load_fields(&quiet);
+    run.mark("processes 1000k");
+    run.probe.resume();
+    let from_ms = run.feed.now_ms();
+    let cpu_before_reads = os::process_cpu_ns(run.daemon.pid)?;
+    let began = Instant::now();
+    let sorts = ["reductions", "memory", "cpu", "age", "name"];
+    let mut page_ms = Vec::new();
+    let mut errors = Vec::new();
+    let mut total = 0;
+    for read in 0..PAGE_READS {
+        let sort = sorts[read % sorts.len()];
+        let offset = (read / sorts.len()) * 250_000;
+        let path = format!("/api/processes?sort={sort}&limit=20&offset={offset}");
+        let answer = crate::http::get(&run.daemon.url, &path).await?;
+        page_ms.push(stats::ms(answer.took));
+        match serde_json::from_str::<Value>(&answer.body) {
+            Ok(page) if answer.status == 200 => {
+                total = page["total"].as_u64().unwrap_or(0);
+                let rows = page["processes"].as_array().map_or(0, Vec::len);
+                if rows != 20 {
+                    errors.push(format!("{path}: {rows} rows"));
+                }
+            }
+            _ => errors.push(format!("{path}: {} {}", answer.status, answer.body)),
+        }
+    }
+    let reading = began.elapsed();
+    // The daemon's CPU for the reads: what it used while they ran, less
+    // what it used in as long with nothing read (the load's own).
+    let reads_cpu_ns = (os::process_cpu_ns(run.daemon.pid)? - cpu_before_reads) as f64
+        - quiet_cpu_per_sec * reading.as_secs_f64();
+    let rest = run.options.window().saturating_sub(reading);
+    tokio::time::sleep(rest).await;
+    let window = run.finish(from_ms).await;
+    let mut tree_ms = Vec::new();
+    let mut tree_bytes = 0;
+    for _ in 0..3 {
+        let answer = crate::http::get(&run.daemon.url, "/api/tree").await?;
+        tree_ms.push(stats::ms(answer.took));
+        tree_bytes = answer.body.len();
+        if answer.status != 200 {
+            errors.push(format!("/api/tree: {} {}", answer.status, answer.body));
+        }
+    }
+    let summary = |values: &[f64]| {
+        json!({
+            "median": round(stats::median(values), 1),
+            "p90": round(stats::percentile(values, 90.0), 1),
+            "max": round(stats::max(values), 1),
+        })
+    };
+    let result = merged(
+        json!({
+            "phase": "processes",
+            "processes_total": total,
+            "page_reads": page_ms.len(),
+            "page_ms": summary(&page_ms),
+            "reading_seconds": round(reading.as_secs_f64(), 2),
+            "page_cpu_ms": round(reads_cpu_ns / 1e6 / PAGE_READS as f64, 1),
+            "tree_ms": summary(&tree_ms),
+            "tree_bytes": tree_bytes,
+            "quiet_min_pct": quiet["min_pct"],
+            "quiet_median_pct": quiet["median_pct"],
+            "errors": errors,
+        }),
+        run.load_fields(&window),
+    );
+    run.emit(result);
+    Ok(())
 }
 
 /// How long `system stop` takes with [`STOP_LOAD`] workers (the last step

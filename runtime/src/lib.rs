@@ -20,15 +20,18 @@ pub mod long_schedule;
 mod low_priority;
 pub mod memory;
 mod pid;
+pub mod processes;
 mod registry;
 mod relations;
 pub mod stack;
+pub mod supervision;
 pub mod supervisor;
 pub mod symbols;
 mod sync;
 mod timer;
 pub mod top;
 mod trace;
+pub mod tree;
 pub mod usage;
 pub mod watch;
 

@@ -3,40 +3,32 @@
 //! gives up (ending with [`ExitReason::Exit`] `shutdown`, as an OTP
 //! supervisor does) when restarts come faster than its intensity allows.
 //!
+//! While it runs it registers its children with the registry (`supervision`),
+//! so the supervision tree shows them.
+//!
 //! It restarts; it does not decide what a child does or how it shuts down.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
+use crate::supervision::{ChildList, Policy, Strategy, SupervisedChild};
+pub use crate::supervision::{Intensity, Restart};
 use crate::{Down, ExitReason, Monitor, ProcessContext, ProcessRegistry, Spec};
 
 type Start = Arc<dyn Fn(ProcessContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// When a child that ended is started again (OTP's restart types).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Restart {
-    /// Always.
-    Permanent,
-    /// Only if it ended abnormally: not `normal`, not `shutdown`.
-    Transient,
-    /// Never.
-    Temporary,
-}
-
-impl Restart {
-    fn restarts_after(self, reason: &ExitReason) -> bool {
-        match self {
-            Restart::Permanent => true,
-            Restart::Transient => !matches!(reason, ExitReason::Normal | ExitReason::Shutdown),
-            Restart::Temporary => false,
-        }
+fn restarts_after(restart: Restart, reason: &ExitReason) -> bool {
+    match restart {
+        Restart::Permanent => true,
+        Restart::Transient => !matches!(reason, ExitReason::Normal | ExitReason::Shutdown),
+        Restart::Temporary => false,
     }
 }
 
@@ -71,22 +63,6 @@ impl Child {
     }
 }
 
-/// At most `max_restarts` within `within`; one more and the supervisor ends.
-#[derive(Clone, Copy, Debug)]
-pub struct Intensity {
-    pub max_restarts: usize,
-    pub within: Duration,
-}
-
-impl Default for Intensity {
-    fn default() -> Self {
-        Intensity {
-            max_restarts: 10,
-            within: Duration::from_secs(10),
-        }
-    }
-}
-
 /// Starts a supervisor process for `children`. Children are not restarted
 /// once `shutdown` is cancelled; when the supervisor ends, its links end
 /// them.
@@ -112,9 +88,16 @@ async fn supervise(
     shutdown: CancellationToken,
 ) -> ExitReason {
     ctx.enter(&"supervisor:loop/1");
+    let started = Arc::new(ChildList::new(Policy {
+        strategy: Strategy::OneForOne,
+        intensity: Some(intensity),
+    }));
+    let _supervising = registry.supervising(ctx.pid(), started.clone());
     let mut running = FuturesUnordered::new();
     for (index, child) in children.iter().enumerate() {
-        running.push(tagged(index, start_child(&registry, child)));
+        let monitor = start_child(&registry, child);
+        started.set(index, supervised(monitor.pid(), child));
+        running.push(tagged(index, monitor));
     }
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     loop {
@@ -130,7 +113,7 @@ async fn supervise(
             return ExitReason::Normal;
         }
         let child = &children[index];
-        if !child.restart.restarts_after(&down.reason) {
+        if !restarts_after(child.restart, &down.reason) {
             tracing::info!(
                 "supervisor {}: {:?} child {} {} exited ({}); not restarted",
                 ctx.pid(),
@@ -167,6 +150,7 @@ async fn supervise(
             down.reason,
             monitor.pid()
         );
+        started.set(index, supervised(monitor.pid(), child));
         running.push(tagged(index, monitor));
     }
 }
@@ -176,6 +160,13 @@ async fn supervise(
 fn start_child(registry: &Arc<ProcessRegistry>, child: &Child) -> Monitor {
     let start = child.start.clone();
     registry.spawn_link_monitor(child.spec.clone(), move |ctx| start(ctx))
+}
+
+fn supervised(pid: crate::Pid, child: &Child) -> SupervisedChild {
+    SupervisedChild {
+        pid,
+        restart: child.restart,
+    }
 }
 
 async fn tagged(index: usize, monitor: Monitor) -> (usize, Down) {

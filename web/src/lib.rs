@@ -1,5 +1,5 @@
-//! The browser UI of the `system` daemon: the static pages `/` (sum), `/load`
-//! and `/top`, with their stylesheet and scripts, embedded into the binary at
+//! The browser UI of the `system` daemon: the static pages `/` (sum), `/load`,
+//! `/top` and `/processes`, with their stylesheet and scripts, embedded into the binary at
 //! compile time.
 //!
 //! What it is for: the daemon's HTTP server calls [`asset`] with a request
@@ -40,12 +40,15 @@ const ASSETS: &[(&str, Asset)] = &[
     ("/", file!(HTML, "index.html")),
     ("/load", file!(HTML, "load.html")),
     ("/top", file!(HTML, "top.html")),
+    ("/processes", file!(HTML, "processes.html")),
     ("/static/app.css", file!(CSS, "app.css")),
     ("/static/app.js", file!(JS, "app.js")),
     ("/static/chart.js", file!(JS, "chart.js")),
     ("/static/sum.js", file!(JS, "sum.js")),
     ("/static/load.js", file!(JS, "load.js")),
     ("/static/top.js", file!(JS, "top.js")),
+    ("/static/process.js", file!(JS, "process.js")),
+    ("/static/processes.js", file!(JS, "processes.js")),
     ("/static/favicon.svg", file!(SVG, "favicon.svg")),
 ];
 
@@ -58,6 +61,7 @@ pub fn asset(path: &str) -> Option<Asset> {
         "/index.html" => "/",
         "/load/" => "/load",
         "/top/" => "/top",
+        "/processes/" => "/processes",
         p => p,
     };
     ASSETS.iter().find(|(p, _)| *p == path).map(|(_, a)| *a)
@@ -72,7 +76,7 @@ pub fn paths() -> impl Iterator<Item = &'static str> {
 mod tests {
     use super::*;
 
-    const PAGES: &[&str] = &["/", "/load", "/top"];
+    const PAGES: &[&str] = &["/", "/load", "/top", "/processes"];
 
     fn text(path: &str) -> &'static str {
         std::str::from_utf8(asset(path).expect(path).body).expect("utf-8")
@@ -116,7 +120,7 @@ mod tests {
                 assert_eq!(a.content_type, JS, "{src}");
             }
             for href in attr_values(html, "href") {
-                if matches!(href, "/" | "/load" | "/top") {
+                if matches!(href, "/" | "/load" | "/top" | "/processes") {
                     assert_eq!(asset(href).unwrap().content_type, HTML);
                     continue;
                 }
@@ -173,6 +177,20 @@ mod tests {
         for id in ["top", "info-panel"] {
             assert!(top.contains(&id), "/top lacks #{id}");
         }
+        let processes = ids(text("/processes"));
+        for id in [
+            "processes",
+            "proc-search",
+            "proc-prev",
+            "proc-next",
+            "proc-range",
+            "proc-pause",
+            "tree-panel",
+            "tree",
+            "info-panel",
+        ] {
+            assert!(processes.contains(&id), "/processes lacks #{id}");
+        }
     }
 
     #[test]
@@ -193,7 +211,7 @@ mod tests {
             assert!(!a.body.is_empty(), "{p}");
             assert!(std::str::from_utf8(a.body).is_ok(), "{p}");
             let want = match p {
-                "/" | "/load" | "/top" => HTML,
+                "/" | "/load" | "/top" | "/processes" => HTML,
                 _ if p.ends_with(".js") => JS,
                 _ if p.ends_with(".css") => CSS,
                 _ if p.ends_with(".svg") => SVG,

@@ -1,7 +1,8 @@
 // The top page: the ten busiest processes of the last second (a `top`
 // message every second), with `info` (stack trace + one-second call trace,
-// shown in #info-panel beside the table), `profile`, `trace` (its calls,
-// arguments and return values, up to 50 calls or one second) and `kill`.
+// shown in #info-panel beside the table by process.js, with `profile`,
+// `trace` — its calls, arguments and return values, up to 50 calls or one
+// second — and `kill`) and `kill`.
 //
 // Must not: poll or compute anything itself (the daemon measures; this only
 // renders), or keep per-row state across refreshes other than the selection.
@@ -79,54 +80,11 @@
     $('top-empty').hidden = rows.length > 0;
   }
 
-  // The panel's header: pid and name, its own `kill`, and a close button.
-  function panelHeader(pid, name) {
-    const close = el('button', { type: 'button', className: 'close secondary', title: 'close (Esc)' }, '×');
-    close.setAttribute('aria-label', 'close');
-    close.addEventListener('click', hidePanel);
-    return el('header', { className: 'panel-head' },
-      el('h2', null, pid, name ? el('span', { className: 'name' }, ' ', name) : ''),
-      button('profile', pid), button('trace', pid), button('kill', pid), close);
-  }
-
-  function showPanel(pid, name, ...sections) {
-    panel.replaceChildren(panelHeader(pid, name), ...sections);
-    panel.hidden = false;
-    layout.classList.add('with-panel');
-    // Side by side on wide screens; below the table on narrow ones.
-    if (panel.getBoundingClientRect().top > window.innerHeight * 0.6) {
-      panel.scrollIntoView({ block: 'start', behavior: 'smooth' });
-    }
-  }
-
-  function hidePanel() {
-    panel.hidden = true;
-    panel.replaceChildren();
-    delete panel.dataset.pid;
-    layout.classList.remove('with-panel');
-    selected = null;
-    for (const tr of tbody.rows) tr.classList.remove('selected');
-  }
-
   function nameOf(pid) {
     for (const tr of tbody.rows) {
       if (tr.dataset.pid === pid) return tr.querySelector('.name').textContent;
     }
     return '';
-  }
-
-  function listSection(heading, cls, lines, emptyText) {
-    const pre = el('pre', { className: cls });
-    pre.textContent = lines.length ? lines.join('\n') : emptyText;
-    return el('section', null, el('h3', null, heading), pre);
-  }
-
-  function infoSection(info) {
-    const dl = el('dl', { className: 'process-info' });
-    for (const [k, v] of Object.entries(info)) {
-      dl.append(el('dt', null, k), el('dd', null, typeof v === 'string' ? v : JSON.stringify(v)));
-    }
-    return el('details', { className: 'info' }, el('summary', null, 'process info'), dl);
   }
 
   function flashKill(text, isError) {
@@ -137,29 +95,15 @@
     killTimer = setTimeout(() => { killStatus.hidden = true; }, 3000);
   }
 
-  function onAction(ev) {
-    const btn = ev.target.closest('button[data-pid]');
-    if (!btn) return;
-    const pid = btn.dataset.pid;
-    if (btn.classList.contains('info')) {
-      if (!App.send({ type: 'info', pid })) return flashKill('not connected', true);
+  // The info panel (process.js): stack, trace, info, profile, kill.
+  const info = ProcessPanel.create({
+    panel, layout, flash: flashKill, nameOf,
+    onSelect(pid) {
       selected = pid;
-      for (const tr of tbody.rows) tr.classList.toggle('selected', tr.dataset.pid === pid);
-      panel.dataset.pid = pid;
-      showPanel(pid, nameOf(pid), el('p', { className: 'pending' }, 'tracing for one second…'));
-    } else if (btn.classList.contains('profile')) {
-      if (!App.send({ type: 'profile', pid })) return flashKill('not connected', true);
-      showProfile(el('p', { className: 'pending' }, 'profiling for one second…'));
-    } else if (btn.classList.contains('kill')) {
-      if (!App.send({ type: 'kill', pid })) return flashKill('not connected', true);
-      flashKill(`killing ${pid}…`);
-    }
-  }
-  table.addEventListener('click', onAction);
-  panel.addEventListener('click', onAction);
-  document.addEventListener('keydown', (ev) => {
-    if (ev.key === 'Escape' && !panel.hidden) hidePanel();
+      for (const tr of tbody.rows) tr.classList.toggle('selected', pid !== null && tr.dataset.pid === pid);
+    },
   });
+  table.addEventListener('click', info.onAction);
 
   // The daemon sends both lists every second; the switch picks one.
   function sortBy() {
@@ -193,93 +137,6 @@
       stuckBanner.hidden = false;
     }
   }, 500);
-
-  App.on('info', (msg) => {
-    const pid = String(msg.pid);
-    if (pid !== selected) return; // the panel was closed or shows another process
-    panel.dataset.pid = pid;
-    const stack = Array.isArray(msg.stacktrace) ? msg.stacktrace.map(String) : [];
-    const trace = Array.isArray(msg.trace) ? msg.trace.map(String) : [];
-    const sections = [];
-    if (msg.info == null) sections.push(el('p', { className: 'dead' }, 'not alive'));
-    sections.push(listSection('current stack trace', 'stacktrace', stack, '(empty)'));
-    sections.push(listSection('calls traced for one second', 'trace', trace, '(no calls traced)'));
-    if (msg.info != null && typeof msg.info === 'object') sections.push(infoSection(msg.info));
-    const name = msg.info && typeof msg.info.name === 'string' ? msg.info.name : nameOf(pid);
-    showPanel(pid, name, ...sections);
-  });
-
-  // The profile's section of the panel (one at a time, replaced).
-  function showProfile(...content) {
-    const old = panel.querySelector('section.profile');
-    const section = el('section', { className: 'profile' },
-      el('h3', null, 'where it spends its time (native samples)'), ...content);
-    if (old) old.replaceWith(section);
-    else panel.querySelector('.panel-head')?.after(section);
-  }
-
-  App.on('profile', (msg) => {
-    if (String(msg.pid) !== selected || panel.hidden) return;
-    const samples = typeof msg.samples === 'number' ? msg.samples : 0;
-    const functions = Array.isArray(msg.functions) ? msg.functions : [];
-    const summary = el('p', { className: 'note' },
-      `${samples.toLocaleString('en-US')} samples in ${Number(msg.ms || 0).toLocaleString('en-US')} ms` +
-      (samples === 0 ? ': it was never inside a poll' : ''));
-    const list = el('ol', { className: 'hot-functions' });
-    for (const f of functions) {
-      const share = samples ? (100 * f.samples / samples) : 0;
-      const bar = el('span', { className: 'share-bar' });
-      bar.style.width = `${share.toFixed(1)}%`;
-      list.append(el('li', { dataset: { share: share.toFixed(1) } },
-        el('span', { className: 'share' }, `${share.toFixed(1)} %`), ' ',
-        el('span', { className: 'function' }, String(f.function)), bar));
-    }
-    showProfile(summary, list);
-  });
-
-  // The trace button of the info panel: asks for a `trace` of the panel's
-  // process and shows its events (pid, call, result, when) and why it
-  // ended, in one section replaced by each new trace.
-  function traceButton() {
-    function showTrace(...content) {
-      const old = panel.querySelector('section.call-trace');
-      const section = el('section', { className: 'call-trace' },
-        el('h3', null, 'calls traced (50 calls or one second)'), ...content);
-      if (old) old.replaceWith(section);
-      else panel.querySelector('.panel-head')?.after(section);
-    }
-    panel.addEventListener('click', (ev) => {
-      const btn = ev.target.closest('button.trace[data-pid]');
-      if (!btn) return;
-      if (!App.send({ type: 'trace', pid: btn.dataset.pid })) return flashKill('not connected', true);
-      showTrace(el('p', { className: 'pending' }, 'tracing…'));
-    });
-    App.on('trace', (msg) => {
-      if (String(msg.pid) !== selected || panel.hidden) return;
-      const events = Array.isArray(msg.events) ? msg.events : [];
-      const list = el('ol', { className: 'trace-events' });
-      for (const e of events) {
-        list.append(el('li', null,
-          el('span', { className: 'at num' }, `${Number(e.at_ms || 0)} ms `),
-          el('span', { className: 'pid' }, String(e.pid)), ' ',
-          el('span', { className: 'call' }, String(e.call)),
-          e.result == null ? '' : el('span', { className: 'result' }, ` → ${e.result}`)));
-      }
-      showTrace(el('p', { className: 'note trace-ended', dataset: { ended: String(msg.ended) } },
-        `${events.length} events; ended by ${msg.ended}`), list);
-    });
-  }
-  traceButton();
-
-  App.on('kill', (msg) => {
-    flashKill(msg.killed ? `killed ${msg.pid}` : `${msg.pid} was not alive`, !msg.killed);
-    if (String(msg.pid) === selected && !panel.hidden) {
-      const head = panel.querySelector('.panel-head');
-      if (head && !panel.querySelector('.dead')) head.after(el('p', { className: 'dead' }, 'killed'));
-    }
-  });
-
-  App.on('error', (msg) => flashKill(String(msg.message || 'error'), true));
 
   App.subscribe('top');
 })();

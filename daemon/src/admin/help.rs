@@ -13,6 +13,7 @@ The console speaks Rhai (https://rhai.rs), with the talk's IEx habits:
   name = expr    at the top level of a line, binds a new variable (as `let name = expr`)
 
 Process.list()                          every live pid
+Process.list(#{sort: :memory, limit: 20, name: \"sum\"})   a page of processes (sort :reductions :cpu :memory :age :name :pid; order, offset, status)
 Process.info(pid)                       #{pid, name, initial_call, status, reductions, ...} or ()
 Process.info(pid, :current_stacktrace)  one key's value (inside a poll: its native frames first); also :reductions, :memory, :status, ...
 Process.info(pid, :links)               its links (pids); also :parent, :monitors, :monitored_by, :message_queue_len
@@ -24,6 +25,7 @@ Process.whereis(\"admin_server\")         the pid of a named process, or ()
 Process.alive(pid)  Process.count()     bool, number of processes
 Runtime.top()                           the ten busiest processes over 1 s (= Runtime.top(:reductions))
 Runtime.top(:memory)                    the ten biggest holders of memory now
+Runtime.tree()                          the supervision tree, uniform branches folded
 Runtime.trace(pid)                      its calls for 1 s (at most 50)
 Runtime.trace(:sum, #{calls: 30, per_second: 100, ms: 5000})   every sum's calls until a limit: #{events, ended}
 Runtime.traces()                        how many traces run now

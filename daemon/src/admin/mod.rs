@@ -14,9 +14,11 @@ pub mod budget;
 pub mod frame;
 pub mod help;
 pub mod nesting;
+pub mod processes;
 pub mod render;
 pub mod reply;
 pub mod session;
+pub mod tree;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;

@@ -8,6 +8,7 @@ use rhai::{Array, Dynamic, Map};
 use serde_json::{Value, json};
 
 use super::help::{self, Help};
+use super::tree::TreeText;
 use system_runtime::Pid;
 
 /// Inline forms longer than this are broken over several lines.
@@ -20,6 +21,9 @@ pub const SHOWN: usize = 100;
 pub fn text(value: &Dynamic) -> String {
     if value.is::<Help>() {
         return help::TEXT.to_owned();
+    }
+    if let Some(tree) = value.clone().try_cast::<TreeText>() {
+        return tree.0;
     }
     if let Ok(array) = value.as_array_ref()
         && array.len() > SHOWN
@@ -51,6 +55,9 @@ pub fn json(value: &Dynamic) -> Value {
     }
     if value.is::<Help>() {
         return json!(help::TEXT);
+    }
+    if let Some(tree) = value.clone().try_cast::<TreeText>() {
+        return json!(tree.0);
     }
     if let Ok(flag) = value.as_bool() {
         return json!(flag);

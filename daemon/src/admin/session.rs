@@ -595,6 +595,7 @@ fn engine(
         }
     });
     api.register(&mut engine);
+    super::processes::register(&api, &mut engine);
     nesting::register(&mut engine);
     engine
 }

@@ -1,5 +1,6 @@
 //! The HTTP listener process: serves the pages, `/health`, the load API and
-//! `/metrics` (see `api` and `prometheus`) and the WebSocket endpoint on the listening
+//! `/metrics` (see `api` and `prometheus`), the process table and the
+//! supervision tree (`processes`) and the WebSocket endpoint on the listening
 //! socket the server bound at start.
 //!
 //! Each accepted connection takes a slot under the cap (`limits`), gets
@@ -14,6 +15,7 @@ mod api;
 pub mod connection;
 pub(crate) mod guard;
 pub(crate) mod limits;
+pub(crate) mod processes;
 mod prometheus;
 pub(crate) mod throttle;
 pub(crate) mod token;
@@ -182,6 +184,7 @@ fn routes(
         warp::reply::json(&serde_json::json!({"status": "ok", "log": log}))
     });
     let load_api = api::routes(node.clone());
+    let process_api = processes::routes(node.clone());
     let websocket = warp::path!("ws")
         .and(warp::ws())
         .and(warp::ext::get::<Peer>())
@@ -227,7 +230,7 @@ fn routes(
                     None => Err(warp::reject::not_found()),
                 }
             });
-    health.or(load_api).or(websocket).or(assets)
+    health.or(load_api).or(process_api).or(websocket).or(assets)
 }
 
 /// Largest WebSocket message accepted from a client.

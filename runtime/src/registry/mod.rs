@@ -54,10 +54,19 @@ use crate::kill::Handle;
 use crate::low_priority::LowPriority;
 use crate::memory;
 use crate::relations::{Relations, Watch, Watcher};
+use crate::supervision::{Supervises, Supervising, Supervisors};
 use crate::timer::Timers;
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
 
+/// Shards of the process table. A walk of the whole table (a page of
+/// `processes`, `tree`, `top`) holds one shard's read lock at a time, and
+/// a spawn or an exit on a scheduler waits for the shard it needs: with a
+/// million processes in 1,024 shards a shard holds ~1,000, read in well
+/// under a millisecond, where the default (4 × the CPUs) made it hundreds
+/// of thousands and a spawn could wait tens of ms (measured in
+/// docs/performance.md, issue 26).
+const SHARDS: usize = 1024;
 mod traces;
 use self::traces::NameTrace;
 
@@ -84,6 +93,8 @@ pub struct ProcessRegistry {
     low_priority: LowPriority,
     /// The wheels processes sleep on (`ProcessContext::sleep_until`).
     timers: Arc<Timers>,
+    /// The supervisors running now and their views of their children.
+    supervisors: Arc<Supervisors>,
     /// Traces of every process of a name: a new process of that name is
     /// attached to them at its spawn.
     name_traces: std::sync::Mutex<Vec<NameTrace>>,
@@ -168,13 +179,14 @@ impl ProcessRegistry {
         Arc::new(ProcessRegistry {
             // Low pids are the BEAM's own; start where a fresh node's user processes do.
             next_pid: AtomicU64::new(100),
-            table: DashMap::new(),
+            table: DashMap::with_shard_amount(SHARDS),
             exit_reasons: DashMap::new(),
             task_names: AtomicBool::new(false),
             crash_reports: AtomicU64::new(0),
             memory_limit_kills: AtomicU64::new(0),
             low_priority: LowPriority::default(),
             timers: Timers::new(),
+            supervisors: Arc::default(),
             name_traces: std::sync::Mutex::new(Vec::new()),
             name_trace_hint: AtomicUsize::new(0),
             traces_running: AtomicUsize::new(0),
@@ -416,6 +428,54 @@ impl ProcessRegistry {
 
     pub fn count(&self) -> usize {
         self.table.len()
+    }
+
+    /// Calls `visit` with every live entry (the whole table: off the
+    /// schedulers; `visit` must not touch the table).
+    pub(crate) fn for_each_entry(&self, mut visit: impl FnMut(&ProcessEntry)) {
+        for entry in self.table.iter() {
+            visit(entry.value());
+        }
+    }
+
+    /// Calls `visit` with the live entries a batch at a time (up to 64), so
+    /// a walk can ask for a batch's memory before it reads it (the whole
+    /// table: off the schedulers; `visit` must not touch the table).
+    pub(crate) fn for_each_batch(&self, mut visit: impl FnMut(&[&ProcessEntry])) {
+        const BATCH: usize = 64;
+        let mut iter = self.table.iter();
+        let mut held = Vec::with_capacity(BATCH);
+        loop {
+            held.clear();
+            held.extend(iter.by_ref().take(BATCH));
+            if held.is_empty() {
+                return;
+            }
+            let batch: Vec<&ProcessEntry> = held.iter().map(|entry| &**entry.value()).collect();
+            visit(&batch);
+        }
+    }
+
+    /// `read` of `pid`'s entry while it is alive, without taking a
+    /// reference to it (for walks that look up many pids).
+    pub(crate) fn with_entry<R>(
+        &self,
+        pid: Pid,
+        read: impl FnOnce(&ProcessEntry) -> R,
+    ) -> Option<R> {
+        self.table.get(&pid.0).map(|entry| read(entry.value()))
+    }
+
+    /// Records that `pid` supervises what `view` lists, until the returned
+    /// registration drops (held by the supervisor's own body, so it ends
+    /// with it): what `Runtime.tree()` draws.
+    pub fn supervising(&self, pid: Pid, view: Arc<dyn Supervises>) -> Supervising {
+        self.supervisors.insert(pid, view)
+    }
+
+    /// The supervisors registered now, by ascending pid.
+    pub(crate) fn supervisors(&self) -> Vec<(Pid, Arc<dyn Supervises>)> {
+        self.supervisors.all()
     }
 
     /// Process sleeps registered on the runtime's timer wheels and not yet

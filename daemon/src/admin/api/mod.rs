@@ -61,7 +61,7 @@ type Fallible<T> = Result<T, Box<EvalAltResult>>;
 /// session's interrupt flag (so a wait ends early on Ctrl-C).
 #[derive(Clone)]
 pub struct Api {
-    node: Arc<Node>,
+    pub(super) node: Arc<Node>,
     handle: Handle,
     interrupt: Arc<AtomicBool>,
 }
@@ -318,7 +318,7 @@ impl Api {
 
     /// Waits for `future` on the daemon's runtime; ends early with an
     /// `interrupted` error if the client interrupts.
-    fn wait<T>(&self, future: impl Future<Output = T>) -> Fallible<T> {
+    pub(super) fn wait<T>(&self, future: impl Future<Output = T>) -> Fallible<T> {
         let interrupt = self.interrupt.clone();
         self.handle.block_on(async move {
             let watch = async {

@@ -6,10 +6,12 @@
 //! Changing the setting only records what is wanted and wakes the load
 //! supervisor; it never starts or stops a worker itself (that is
 //! `supervisor`'s job, in batches, inside its own process). `pool` is what
-//! the supervisor shares with its workers, `worker` one worker's life.
+//! the supervisor shares with its workers, `slots` what it shares with the
+//! supervision tree, `worker` one worker's life.
 
 mod memory;
 mod pool;
+mod slots;
 mod supervisor;
 mod worker;
 

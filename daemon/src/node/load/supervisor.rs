@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Load;
 use super::pool::{Exit, Pool};
+use super::slots::Slots;
 use super::{memory, worker};
-use system_runtime::{ProcessContext, ProcessRegistry, Spec};
+use system_runtime::{Pid, ProcessContext, ProcessRegistry, Spec};
 
 /// Workers started, or exit notices handled, before the supervisor yields.
 const BATCH: usize = 1_000;
@@ -33,10 +34,13 @@ pub async fn run(
 ) {
     ctx.enter(&"Load.Supervisor.loop/1");
     let (pool, mut notices) = Pool::new(load.clone());
+    let slots = Arc::new(Slots::default());
+    // Its workers appear under it in the supervision tree while it runs.
+    let _supervising = registry.supervising(ctx.pid(), slots.clone());
     let mut workers = Workers {
         pool,
         registry,
-        slots: Vec::new(),
+        slots,
         running: 0,
         cursor: 0,
     };
@@ -90,7 +94,7 @@ pub async fn run(
 struct Workers {
     pool: Arc<Pool>,
     registry: Arc<ProcessRegistry>,
-    slots: Vec<u64>,
+    slots: Arc<Slots>,
     running: u64,
     /// Slots below it have been filled since the setting last changed.
     cursor: usize,
@@ -107,13 +111,15 @@ impl Workers {
     fn start_batch(&mut self, target: u64) {
         let target = usize::try_from(target).unwrap_or(usize::MAX);
         let end = target.min(self.cursor.saturating_add(SCAN));
-        if self.slots.len() < end {
-            self.slots.resize(end, 0);
+        let slots = self.slots.clone();
+        let mut slots = slots.lock();
+        if slots.len() < end {
+            slots.resize(end, 0);
         }
         let mut started = 0;
         while self.cursor < end && started < BATCH {
-            if self.slots[self.cursor] == 0 {
-                self.start(self.cursor);
+            if slots[self.cursor] == 0 {
+                slots[self.cursor] = self.start(self.cursor).0;
                 self.running += 1;
                 started += 1;
             }
@@ -124,21 +130,24 @@ impl Workers {
     /// Handles one exit notice: restarts the worker if it is still wanted.
     fn handle(&mut self, exit: Exit, target: u64) {
         let index = exit.index as usize;
-        if self.slots.get(index) != Some(&exit.pid.0) {
+        let slots = self.slots.clone();
+        let mut slots = slots.lock();
+        if slots.get(index) != Some(&exit.pid.0) {
             return;
         }
         if exit.crashed {
             self.pool.load.restarts.fetch_add(1, Relaxed);
         }
         if u64::from(exit.index) < target {
-            self.start(index);
+            slots[index] = self.start(index).0;
         } else {
-            self.slots[index] = 0;
+            slots[index] = 0;
             self.running -= 1;
         }
     }
 
-    fn start(&mut self, index: usize) {
+    /// Starts worker `index`; the caller puts its pid in the slot.
+    fn start(&self, index: usize) -> Pid {
         let pool = self.pool.clone();
         // Indices stay below the cap, which is at most u32::MAX.
         let index_u32 = u32::try_from(index).unwrap_or(u32::MAX);
@@ -148,27 +157,27 @@ impl Workers {
             .killable_from_web()
             // Low by default: requests and sums answer ahead of the load.
             .priority(priority);
-        let pid = self
-            .registry
-            .spawn(spec, move |ctx| worker::run(ctx, pool, index_u32, priority));
-        self.slots[index] = pid.0;
+        self.registry
+            .spawn(spec, move |ctx| worker::run(ctx, pool, index_u32, priority))
     }
 
     /// Gives back the memory of slots no worker uses any more.
     fn compact(&mut self) {
+        let mut slots = self.slots.lock();
         if self.running == 0 {
-            if self.slots.capacity() > 0 {
-                self.slots = Vec::new();
+            if slots.capacity() > 0 {
+                *slots = Vec::new();
                 self.cursor = 0;
+                drop(slots);
                 memory::give_back();
             }
             return;
         }
-        while self.slots.last() == Some(&0) {
-            self.slots.pop();
+        while slots.last() == Some(&0) {
+            slots.pop();
         }
-        if self.slots.capacity() > 2 * self.slots.len() + 4 * BATCH {
-            self.slots.shrink_to_fit();
+        if slots.capacity() > 2 * slots.len() + 4 * BATCH {
+            slots.shrink_to_fit();
         }
     }
 
