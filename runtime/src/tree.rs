@@ -168,8 +168,11 @@ impl Names {
     #[allow(clippy::ptr_arg)]
     fn number(&mut self, name: &Cow<'static, str>) -> u32 {
         let at = (name.as_ptr() as usize, name.len());
+        // The address alone could be a freed name's, reused by another of
+        // the same length: the text is compared too (a short memcmp).
         if let Some((address, len, number)) = self.last
             && (address, len) == at
+            && self.names[number as usize] == *name
         {
             return number;
         }
@@ -350,14 +353,14 @@ fn worker(pid: Pid, name: String, restart: Option<Restart>) -> Node {
 mod tests {
     use super::*;
 
-    fn leaves(names: &mut Names, kinds: &[&'static str]) -> Vec<Item> {
+    fn leaves(names: &mut Names, kinds: &[&str]) -> Vec<Item> {
         kinds
             .iter()
             .enumerate()
             .map(|(pid, name)| {
                 Item::Leaf(Leaf {
                     pid: Pid(pid as u64 + 1),
-                    name: names.number(&Cow::Borrowed(*name)),
+                    name: names.number(&Cow::Owned(name.to_string())),
                     restart: Some(Restart::Transient),
                 })
             })
@@ -384,9 +387,10 @@ mod tests {
         let mut names = Names::default();
         let few = leaves(&mut names, &["w"; FOLD_AT - 1]);
         assert_eq!(fold(few, &names).len(), FOLD_AT - 1);
-        let kinds: Vec<&'static str> = (0..100)
-            .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
-            .collect();
+        // Owned names, each freed after it is numbered: an address reused
+        // by the next one must not give it the last one's number.
+        let owned: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        let kinds: Vec<&str> = owned.iter().map(String::as_str).collect();
         let capped = fold(leaves(&mut names, &kinds), &names);
         assert_eq!(capped.len(), MAX_CHILDREN);
         let last = capped.last().expect("the group");
