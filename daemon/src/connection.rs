@@ -83,6 +83,9 @@ enum Request {
         failure_rate: Option<f64>,
     },
     Reset,
+    Schedulers {
+        online: u64,
+    },
     Info {
         pid: String,
     },
@@ -224,7 +227,7 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: We
         infos: FuturesUnordered::new(),
         running: HashSet::new(),
     };
-    let hello = json!({"type": "hello", "node": node.name, "version": node.version, "schedulers": node.schedulers, "started_at": node.started_at});
+    let hello = json!({"type": "hello", "node": node.name, "version": node.version, "schedulers": node.schedulers.online(), "max_schedulers": node.schedulers.max(), "started_at": node.started_at});
     // Text frames to send, in order.
     let mut pending: Vec<String> = vec![hello.to_string()];
     let mut top_feed: Option<TopFeed> = None;
@@ -424,6 +427,7 @@ impl Connection {
             Request::Sum { id, input } => self.sum(id, input),
             Request::Load { jobs, failure_rate } => vec![self.set_load(jobs, failure_rate)],
             Request::Reset => vec![self.reset_load()],
+            Request::Schedulers { online } => vec![self.set_schedulers(online)],
             Request::Info { pid } => self.queue(&pid, |node, pid| info(node, pid).boxed()),
             Request::Profile { pid } => self.queue(&pid, |node, pid| profile(node, pid).boxed()),
             Request::Kill { pid } => match pid.parse::<Pid>() {
@@ -445,6 +449,15 @@ impl Connection {
                 );
                 load_reply(setting)
             }
+            Err(error) => error_reply(error.to_string()),
+        }
+    }
+
+    /// Sets the schedulers online; the reply is `schedulers` or `error`.
+    fn set_schedulers(&self, online: u64) -> Value {
+        let schedulers = &self.node.schedulers;
+        match schedulers.set(usize::try_from(online).unwrap_or(0)) {
+            Ok(_) => json!({"type": "schedulers", "online": schedulers.online(), "max": schedulers.max()}),
             Err(error) => error_reply(error.to_string()),
         }
     }

@@ -16,6 +16,7 @@ pub mod log;
 pub mod memory;
 pub mod metrics;
 pub mod node;
+pub mod online;
 pub mod server;
 pub mod service;
 pub mod sum;

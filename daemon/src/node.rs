@@ -15,6 +15,7 @@ use crate::code::{Check, CodeServer};
 use crate::home::Home;
 use crate::load::Load;
 use crate::metrics::Metrics;
+use crate::online::SchedulersOnline;
 use system_runtime::long_schedule::LongSchedules;
 use system_runtime::{ProcessRegistry, top};
 
@@ -24,8 +25,10 @@ pub struct Node {
     pub name: String,
     pub version: &'static str,
     pub home: Home,
-    pub schedulers: usize,
-    /// The schedulers' runtime (where processes run, whose usage is charted).
+    /// The runtime's schedulers (where processes run, whose usage is
+    /// charted) and how many are online.
+    pub schedulers: Arc<SchedulersOnline>,
+    /// The tokio runtime whose drivers serve the processes' I/O and timers.
     pub scheduler: Handle,
     /// A small runtime of its own for the admin socket and console sessions,
     /// so the system stays inspectable while the schedulers are saturated.
@@ -70,7 +73,7 @@ impl Node {
 
     pub fn new(
         home: Home,
-        schedulers: usize,
+        schedulers: Arc<system_runtime::scheduler::Schedulers>,
         scheduler: Handle,
         console: Handle,
         check: Check,
@@ -81,19 +84,22 @@ impl Node {
             .ok()
             .and_then(|name| name.into_string().ok())
             .unwrap_or_else(|| "localhost".to_owned());
+        let registry = ProcessRegistry::new();
+        // A fresh registry: it has no schedulers yet.
+        let _ = registry.run_on(schedulers.clone());
         Arc::new(Node {
             name: format!("system@{host}"),
             version: env!("CARGO_PKG_VERSION"),
             code: CodeServer::new(home.plugins_dir(), check),
             home,
-            schedulers,
+            schedulers: Arc::new(SchedulersOnline::new(schedulers)),
             scheduler,
             console,
             started: Instant::now(),
             started_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            registry: ProcessRegistry::new(),
+            registry,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             load: Arc::new(Load::new()),

@@ -30,7 +30,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Config {
     pub home: Home,
     pub http: SocketAddr,
+    /// Schedulers online at start (unless a restart restores another count).
     pub schedulers: usize,
+    /// The most schedulers that can be online (threads started).
+    pub max_schedulers: usize,
     /// The math plugin to load at start; by default the one next to the binary.
     pub plugin: Option<PathBuf>,
     /// Serve tokio-console's API on this address (and name every task).
@@ -101,14 +104,27 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
             anyhow::bail!(message);
         }
     };
+    // Processes run on the runtime's own schedulers; tokio's runtime keeps
+    // the I/O and time drivers (and plain tokio tasks: hyper's connections).
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.schedulers.max(1))
-        .thread_name("scheduler")
-        .on_thread_start(system_runtime::watch::scheduler_thread_started)
-        .on_thread_park(system_runtime::watch::scheduler_thread_parks)
+        .worker_threads(1)
+        .thread_name("io")
         .enable_all()
         .build()
         .context("building the runtime")?;
+    let max = config.max_schedulers.max(1);
+    let schedulers = match system_runtime::scheduler::Schedulers::start(
+        runtime.handle().clone(),
+        config.schedulers,
+        max,
+    ) {
+        Ok(schedulers) => schedulers,
+        Err(error) => {
+            let message = format!("{error}");
+            ready(Err(message.clone()));
+            anyhow::bail!(message);
+        }
+    };
     let console = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("console")
@@ -117,8 +133,16 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         .context("building the console's runtime")?;
     let handles = (runtime.handle().clone(), console.handle().clone());
     let mut unloader = None;
-    let result = runtime.block_on(serve(config.clone(), handles, check, ready, &mut unloader));
+    let result = runtime.block_on(serve(
+        config.clone(),
+        (handles, schedulers.clone()),
+        check,
+        ready,
+        &mut unloader,
+    ));
     console.shutdown_timeout(Duration::from_secs(1));
+    // Every process ends (its DOWN sent) while the drivers still run.
+    schedulers.shutdown(Duration::from_secs(1));
     runtime.shutdown_timeout(Duration::from_secs(1));
     // The versions the dropped processes held are closed and their copies
     // removed (on the code server's thread) before the daemon says it stopped.
@@ -136,7 +160,7 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
 
 async fn serve(
     config: Config,
-    handles: (Handle, Handle),
+    (handles, schedulers): ((Handle, Handle), Arc<system_runtime::scheduler::Schedulers>),
     check: ChildCheck,
     ready: impl FnOnce(Result<&DaemonState, String>),
     unloader: &mut Option<crate::code::Unloader>,
@@ -145,7 +169,7 @@ async fn serve(
     // as `start` returns must find its handler (SIGHUP would otherwise kill).
     let started = async {
         let signals = Signals::install()?;
-        Ok::<_, anyhow::Error>((start(&config, handles, check).await?, signals))
+        Ok::<_, anyhow::Error>((start(&config, handles, schedulers, check).await?, signals))
     }
     .await;
     let (started, mut signals) = match started {
@@ -159,9 +183,10 @@ async fn serve(
     let (node, state, root) = started;
     *unloader = Some(node.code.unloader());
     tracing::info!(
-        "serving {} with {} scheduler(s)",
+        "serving {} with {} scheduler(s) online (at most {})",
         state.url,
-        node.schedulers
+        node.schedulers.online(),
+        node.schedulers.max()
     );
     // The start-up lines are in the log before anyone is told it serves.
     crate::log::flush(Duration::from_secs(1)); // (on the main thread, not a scheduler)
@@ -225,6 +250,7 @@ impl Signals {
 async fn start(
     config: &Config,
     (scheduler, console): (Handle, Handle),
+    schedulers: Arc<system_runtime::scheduler::Schedulers>,
     check: ChildCheck,
 ) -> anyhow::Result<(Arc<Node>, DaemonState, system_runtime::Monitor)> {
     if !config.http.ip().is_loopback() && !config.access_token && !config.insecure_http {
@@ -270,7 +296,7 @@ async fn start(
     });
     let node = Node::new(
         config.home.clone(),
-        config.schedulers,
+        schedulers,
         scheduler,
         console,
         Check::Child(check),
@@ -305,6 +331,8 @@ async fn start(
     node.load.set_cap(config.max_load);
     node.load
         .remember_in(config.home.load_file(), config.restart);
+    node.schedulers
+        .remember_in(config.home.schedulers_file(), config.restart);
     // A restart resumes the kept current version; a start loads the one asked for.
     let kept = config
         .restart
@@ -356,7 +384,7 @@ async fn start(
         started_at_unix: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        schedulers: config.schedulers,
+        schedulers: node.schedulers.online(),
         version: node.version.to_owned(),
         heart_pid: config.heart_pid,
     };
@@ -415,8 +443,7 @@ fn children(
                     metrics: node.metrics.clone(),
                     load: node.load.clone(),
                     registry: node.registry.clone(),
-                    scheduler: node.scheduler.clone(),
-                    schedulers: node.schedulers,
+                    schedulers: node.schedulers.schedulers().clone(),
                     started: node.started,
                     shutdown: node.shutdown.clone(),
                 };

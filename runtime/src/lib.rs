@@ -21,6 +21,7 @@ mod low_priority;
 pub mod memory;
 mod pid;
 mod registry;
+pub mod scheduler;
 pub mod stack;
 pub mod supervisor;
 pub mod symbols;

@@ -44,6 +44,7 @@ use crate::entry::{Priority, ProcessEntry, ProcessInfo, Spec};
 use crate::kill::Handle;
 use crate::low_priority::LowPriority;
 use crate::memory;
+use crate::scheduler::Schedulers;
 use crate::timer::Timers;
 use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
@@ -71,6 +72,10 @@ pub struct ProcessRegistry {
     low_priority: LowPriority,
     /// The wheels processes sleep on (`ProcessContext::sleep_until`).
     timers: Arc<Timers>,
+    /// The runtime's own schedulers, once the host gave them
+    /// ([`ProcessRegistry::run_on`]); until then processes are tokio tasks
+    /// of the current runtime.
+    schedulers: std::sync::OnceLock<Arc<Schedulers>>,
 }
 
 /// One process and the bytes it holds, from [`ProcessRegistry::memory`].
@@ -122,7 +127,20 @@ impl ProcessRegistry {
             memory_limit_kills: AtomicU64::new(0),
             low_priority: LowPriority::default(),
             timers: Timers::new(),
+            schedulers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Runs every process spawned from now on on `schedulers` (their
+    /// number online can then change while they run). Once: a second call
+    /// is refused and gives them back.
+    pub fn run_on(&self, schedulers: Arc<Schedulers>) -> Result<(), Arc<Schedulers>> {
+        self.schedulers.set(schedulers)
+    }
+
+    /// The schedulers processes run on, if the host gave them.
+    pub fn schedulers(&self) -> Option<&Arc<Schedulers>> {
+        self.schedulers.get()
     }
 
     /// Names every task spawned from now on after its process, so that
@@ -201,8 +219,27 @@ impl ProcessRegistry {
             },
             _pinned: PhantomPinned,
         };
+        let schedulers = self.schedulers.get();
         let handle = if entry.spec.priority == Priority::Low {
-            Handle::Low(self.low_priority.spawn(task))
+            let cancel = match schedulers {
+                Some(schedulers) => self.low_priority.spawn(
+                    task,
+                    || schedulers.max(),
+                    |runner| drop(schedulers.spawn(runner, false)),
+                ),
+                None => self.low_priority.spawn(
+                    task,
+                    || {
+                        tokio::runtime::Handle::current()
+                            .metrics()
+                            .num_workers()
+                    },
+                    |runner| drop(tokio::spawn(runner)),
+                ),
+            };
+            Handle::Low(cancel)
+        } else if let Some(schedulers) = schedulers {
+            Handle::Scheduled(schedulers.spawn(task, entry.spec.priority == Priority::High))
         } else if self.task_names.load(Relaxed) {
             let name = format!("{} {pid}", entry.spec.name);
             match tokio::task::Builder::new().name(&name).spawn(task) {

@@ -23,8 +23,8 @@
 //! frees it. Sleeps longer than the wheel's span wait in an overflow map and
 //! are removed from it when dropped, so a killed long sleeper holds no memory.
 //!
-//! A wheel's driver is spawned on the runtime of the thread that first
-//! sleeps on it and restarted by the next sleep if that runtime ends; a
+//! A wheel's driver is spawned on the scheduler (`scheduler`) or tokio
+//! runtime of the thread that first sleeps on it and restarted by the next sleep if that runtime ends; a
 //! registry whose threads (over `SHARDS`) share wheels across runtimes
 //! relies on that.
 //!
@@ -173,7 +173,11 @@ impl Timers {
         }
         drop(wheel);
         if start_driver {
-            tokio::spawn(drive(self.clone(), shard_index));
+            // On a scheduler thread, the driver is a task of that
+            // scheduler: its wakes are pushes onto the same thread's queue.
+            if let Err(drive) = crate::scheduler::spawn_here(drive(self.clone(), shard_index)) {
+                tokio::spawn(drive);
+            }
         } else if wake_driver {
             shard.earlier.notify_one();
         }

@@ -87,7 +87,10 @@ pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<To
         long_schedules,
         schedulers,
     } = sources;
-    let mut usage = UsageMeter::new(schedulers.clone());
+    let mut usage = match registry.schedulers() {
+        Some(own) => UsageMeter::of_schedulers(own.clone()),
+        None => UsageMeter::new(schedulers.clone()),
+    };
     let stuck_before = long_schedules.running();
     let before = snapshot(registry).await;
     tokio::time::sleep(window).await;
