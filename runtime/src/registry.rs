@@ -1,4 +1,5 @@
-//! The process registry: spawns processes as tokio tasks, keeps one entry per
+//! The process registry: spawns processes (on the runtime's own schedulers,
+//! or as tokio tasks if the host gave none), keeps one entry per
 //! live process, and delivers kills and DOWN messages.
 //!
 //! The table is sharded (no global lock); the poll path touches no entry,
@@ -224,7 +225,9 @@ impl ProcessRegistry {
             let cancel = match schedulers {
                 Some(schedulers) => self.low_priority.spawn(
                     task,
-                    || schedulers.max(),
+                    // Four runners per scheduler: they spread evenly
+                    // over any count online that divides them.
+                    || schedulers.max() * 4,
                     |runner| drop(schedulers.spawn(runner, false)),
                 ),
                 None => self.low_priority.spawn(
