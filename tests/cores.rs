@@ -49,12 +49,17 @@ fn jobs_keep_succeeding(daemon: &Daemon, by: f64) {
     eventually(PATIENCE, "the load's jobs keep succeeding", || {
         daemon.metric("system_jobs_succeeded_total") > from + by
     });
-    assert_eq!(daemon.metric("system_jobs_failed_total"), 0.0, "a job failed");
+    assert_eq!(
+        daemon.metric("system_jobs_failed_total"),
+        0.0,
+        "a job failed"
+    );
 }
 
 /// The sum's reductions, from the console.
 fn reductions(daemon: &Daemon, pid: &str) -> i64 {
-    daemon.rpc(&format!("Process.info(pid(\"{pid}\")).reductions"))
+    daemon
+        .rpc(&format!("Process.info(pid(\"{pid}\")).reductions"))
         .as_i64()
         .unwrap_or(0)
 }

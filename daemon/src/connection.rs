@@ -457,7 +457,9 @@ impl Connection {
     fn set_schedulers(&self, online: u64) -> Value {
         let schedulers = &self.node.schedulers;
         match schedulers.set(usize::try_from(online).unwrap_or(0)) {
-            Ok(_) => json!({"type": "schedulers", "online": schedulers.online(), "max": schedulers.max()}),
+            Ok(_) => {
+                json!({"type": "schedulers", "online": schedulers.online(), "max": schedulers.max()})
+            }
             Err(error) => error_reply(error.to_string()),
         }
     }

@@ -66,7 +66,9 @@ impl SchedulersOnline {
         {
             match self.schedulers.set_online(saved.online) {
                 Ok(_) => tracing::info!("schedulers online restored to {}", saved.online),
-                Err(error) => tracing::warn!("the saved schedulers online are not restored: {error}"),
+                Err(error) => {
+                    tracing::warn!("the saved schedulers online are not restored: {error}")
+                }
             }
         }
         *crate::lock(&self.saved_in) = Some(file);

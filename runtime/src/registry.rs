@@ -232,11 +232,7 @@ impl ProcessRegistry {
                 ),
                 None => self.low_priority.spawn(
                     task,
-                    || {
-                        tokio::runtime::Handle::current()
-                            .metrics()
-                            .num_workers()
-                    },
+                    || tokio::runtime::Handle::current().metrics().num_workers(),
                     |runner| drop(tokio::spawn(runner)),
                 ),
             };

@@ -71,7 +71,9 @@ const LIVE_SHARDS: usize = 64;
 
 /// A count of schedulers online outside `1..=max`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("schedulers online must be between 1 and {max} (the maximum this node started with), not {asked}")]
+#[error(
+    "schedulers online must be between 1 and {max} (the maximum this node started with), not {asked}"
+)]
 pub struct OutOfRange {
     pub asked: usize,
     pub max: usize,
@@ -144,9 +146,7 @@ impl Schedulers {
             online: AtomicUsize::new(online),
             next_placement: AtomicUsize::new(0),
             shutdown: std::sync::atomic::AtomicBool::new(false),
-            live: (0..LIVE_SHARDS)
-                .map(|_| Mutex::new(Slab::new()))
-                .collect(),
+            live: (0..LIVE_SHARDS).map(|_| Mutex::new(Slab::new())).collect(),
             tokio,
         });
         let (started, all_started) = std::sync::mpsc::channel();
@@ -253,7 +253,11 @@ impl Schedulers {
         loop {
             let mut ended = Vec::new();
             for shard in self.shared.live.iter() {
-                ended.extend(std::mem::take(&mut *lock(shard)).into_iter().map(|(_, task)| task));
+                ended.extend(
+                    std::mem::take(&mut *lock(shard))
+                        .into_iter()
+                        .map(|(_, task)| task),
+                );
             }
             if ended.is_empty() {
                 break;
@@ -458,9 +462,10 @@ impl<F: Future<Output = ()> + Send + 'static> Job<F> {
     fn remove(&self) {
         let mut live = lock(&self.shared.live[self.placement % LIVE_SHARDS]);
         let key = self.key.load(Relaxed);
-        if live.get(key).is_some_and(|task| {
-            std::ptr::addr_eq(Arc::as_ptr(task), std::ptr::from_ref(self))
-        }) {
+        if live
+            .get(key)
+            .is_some_and(|task| std::ptr::addr_eq(Arc::as_ptr(task), std::ptr::from_ref(self)))
+        {
             live.remove(key);
         }
     }

@@ -87,7 +87,11 @@ fn processes_move_to_the_schedulers_online_and_nothing_is_lost() {
     wait_until("the processes keep running", || {
         polls.load(Relaxed) > before + 20_000
     });
-    assert_eq!(seen_on(&scheduler(2)), on_two, "an offline scheduler polled");
+    assert_eq!(
+        seen_on(&scheduler(2)),
+        on_two,
+        "an offline scheduler polled"
+    );
     assert!(seen_on(&scheduler(1)) > both.0 + 10_000);
     for pid in &pids {
         assert!(registry.is_alive(*pid), "{pid} was lost");
@@ -129,15 +133,18 @@ fn an_endless_process_moves_and_can_still_be_killed() {
     });
     let monitor = {
         let (last_thread, spins) = (last_thread.clone(), spins.clone());
-        registry.spawn_monitor(Spec::new("endless", "Test.endless()"), move |ctx| async move {
-            loop {
-                ctx.add_reductions(4_000);
-                *last_thread.lock().expect("name") =
-                    std::thread::current().name().unwrap_or("").to_owned();
-                spins.fetch_add(1, Relaxed);
-                ctx.yield_now().await;
-            }
-        })
+        registry.spawn_monitor(
+            Spec::new("endless", "Test.endless()"),
+            move |ctx| async move {
+                loop {
+                    ctx.add_reductions(4_000);
+                    *last_thread.lock().expect("name") =
+                        std::thread::current().name().unwrap_or("").to_owned();
+                    spins.fetch_add(1, Relaxed);
+                    ctx.yield_now().await;
+                }
+            },
+        )
     };
     wait_until("it runs on scheduler 2", || {
         *last_thread.lock().expect("name") == "scheduler 2"

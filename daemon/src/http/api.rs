@@ -77,9 +77,7 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (impl Reply,), Error = R
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
         .and(with_node)
-        .map(|body: warp::hyper::body::Bytes, node: Arc<Node>| {
-            set_schedulers(&node, &body)
-        });
+        .map(|body: warp::hyper::body::Bytes, node: Arc<Node>| set_schedulers(&node, &body));
     metrics
         .or(get_load)
         .or(post_load)
@@ -103,10 +101,9 @@ fn set_schedulers(node: &Arc<Node>, body: &[u8]) -> warp::reply::WithStatus<warp
         Err(error) => return refuse(format!("malformed schedulers request: {error}")),
     };
     match node.schedulers.set(request.online) {
-        Ok(_) => warp::reply::with_status(
-            warp::reply::json(&schedulers_state(node)),
-            StatusCode::OK,
-        ),
+        Ok(_) => {
+            warp::reply::with_status(warp::reply::json(&schedulers_state(node)), StatusCode::OK)
+        }
         Err(error) => refuse(error.to_string()),
     }
 }
