@@ -100,10 +100,13 @@ struct Shared {
     online: AtomicUsize,
     next_placement: AtomicUsize,
     shutdown: std::sync::atomic::AtomicBool,
-    live: Box<[Mutex<Slab<Arc<dyn Task>>>]>,
+    live: Box<[LiveShard]>,
     /// The host's runtime: its drivers serve the processes' I/O and timers.
     tokio: tokio::runtime::Handle,
 }
+
+/// One shard of the live tasks, by placement.
+type LiveShard = Mutex<Slab<Arc<dyn Task>>>;
 
 /// One scheduler's queues and thread.
 struct Scheduler {
