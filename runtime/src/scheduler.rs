@@ -21,9 +21,10 @@
 //! every scheduler thread enters: a process's sockets and tokio timers
 //! register with that runtime's drivers, which wake the process through
 //! its waker, i.e. onto its scheduler's queue. A wheel of the runtime's own
-//! timer (`timer`) is driven by a task on the scheduler that first slept
-//! on it, so a million sleepers' wakes are pushes onto the same thread's
-//! queue.
+//! timer (`timer`) is driven by the scheduler thread that first slept on
+//! it (a [`Ticker`]: ticked at every turn, and the thread parks no longer
+//! than its next slot), so a million sleepers' wakes are pushes onto the
+//! same thread's queue and no other thread wakes it for them.
 //!
 //! # Protocol
 //!
@@ -36,6 +37,8 @@
 //! | a scheduler's queues | pushed by wakers (any thread) | popped by its own thread only | crossbeam's `SegQueue` |
 //! | a scheduler's `doorbell` | `low_priority::Doorbell`: the queuer rings, the thread goes idle | — | its `SeqCst` handshake (loom model `a_queued_task_never_waits_for_an_idle_runner`); a queuer on the target's own thread skips it (that thread looks at its queue before it sleeps) |
 //! | `shutdown` | [`Schedulers::shutdown`] | each thread at each turn; spawns | `Release` / `Acquire`; spawns after it end the future unpolled |
+//! | a scheduler's `nudged` | `Nudge::nudge` (another thread moved a ticker's deadline earlier), then it rings | the thread, as it goes idle (swap to false) | `Relaxed`, ordered by the doorbell's `SeqCst` fences as a queue push is: the thread sees it, or is unparked |
+//! | a thread's tickers (`TICKERS`) | that thread only (thread-local) | that thread, at each turn | — |
 //!
 //! Why nothing is lost: a task whose `scheduled` is true is in exactly one
 //! queue (or being forwarded between two by the thread that popped it), and
@@ -113,6 +116,8 @@ struct Scheduler {
     high: SegQueue<Arc<dyn Task>>,
     normal: SegQueue<Arc<dyn Task>>,
     doorbell: Doorbell,
+    /// A ticker's deadline moved earlier (`Nudge`): tick before parking.
+    nudged: std::sync::atomic::AtomicBool,
     thread: OnceLock<std::thread::Thread>,
     /// Its watch slot (its CPU clock), once its thread registered.
     slot: OnceLock<&'static watch::Slot>,
@@ -122,6 +127,68 @@ thread_local! {
     /// The scheduler this thread is: `(its schedulers, its index)`.
     static HERE: std::cell::RefCell<Option<(std::sync::Weak<Shared>, usize)>> =
         const { std::cell::RefCell::new(None) };
+    /// What this scheduler thread does besides polling (its timer wheels).
+    static TICKERS: std::cell::RefCell<Vec<Arc<dyn Ticker>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Work a scheduler thread does itself at every turn and when it wakes:
+/// a timer wheel fires what is due. The thread parks no longer than until
+/// the earliest instant its tickers name, so no other thread has to wake
+/// it for its own timers.
+pub(crate) trait Ticker {
+    /// Does what is due now; when it next has something to do, if ever.
+    fn tick(&self) -> Option<std::time::Instant>;
+}
+
+/// Rings one scheduler thread, so that it ticks again (a ticker's deadline
+/// moved earlier from another thread).
+pub(crate) struct Nudge {
+    shared: std::sync::Weak<Shared>,
+    index: usize,
+}
+
+impl Nudge {
+    pub(crate) fn nudge(&self) {
+        let on_it = HERE.with_borrow(|here| {
+            here.as_ref().is_some_and(|(shared, index)| {
+                *index == self.index && shared.ptr_eq(&self.shared)
+            })
+        });
+        if on_it {
+            // The thread is running: it ticks before it parks.
+            return;
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            let scheduler = &shared.schedulers[self.index];
+            // Before the ring's fence: a thread going idle sees the flag,
+            // or the ring sees it idle and unparks it (the doorbell's
+            // handshake, as for a queued task).
+            scheduler.nudged.store(true, Relaxed);
+            scheduler.ring();
+        }
+    }
+}
+
+/// Makes `ticker` part of the calling scheduler thread's turns (until the
+/// thread ends, when it is dropped); `None` (and the ticker back) if this
+/// is not a scheduler thread.
+pub(crate) fn add_ticker<T: Ticker + 'static>(ticker: Arc<T>) -> Result<Nudge, Arc<T>> {
+    let here = HERE.with_borrow(|here| here.clone());
+    match here {
+        Some((shared, index)) => {
+            TICKERS.with_borrow_mut(|tickers| tickers.push(ticker));
+            Ok(Nudge { shared, index })
+        }
+        None => Err(ticker),
+    }
+}
+
+/// Runs every ticker of this thread; the earliest instant one names.
+fn tick_all() -> Option<std::time::Instant> {
+    // Cloned out: a tick wakes tasks, and a wake may add a ticker.
+    let tickers = TICKERS.with_borrow(|tickers| tickers.clone());
+    tickers.iter().filter_map(|ticker| ticker.tick()).min()
 }
 
 impl Schedulers {
@@ -142,6 +209,7 @@ impl Schedulers {
                     high: SegQueue::new(),
                     normal: SegQueue::new(),
                     doorbell: Doorbell::default(),
+                    nudged: std::sync::atomic::AtomicBool::new(false),
                     thread: OnceLock::new(),
                     slot: OnceLock::new(),
                 })
@@ -282,19 +350,6 @@ impl Drop for Schedulers {
     }
 }
 
-/// Spawns onto the calling thread's schedulers if it is a scheduler thread,
-/// else gives the future back.
-pub(crate) fn spawn_here<F>(future: F) -> Result<Cancel, F>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let shared = HERE.with_borrow(|here| here.as_ref().and_then(|(shared, _)| shared.upgrade()));
-    match shared {
-        Some(shared) => Ok(spawn_on(&shared, future, false)),
-        None => Err(future),
-    }
-}
-
 fn spawn_on<F>(shared: &Arc<Shared>, future: F, high: bool) -> Cancel
 where
     F: Future<Output = ()> + Send + 'static,
@@ -393,6 +448,7 @@ fn run(shared: &Arc<Shared>, index: usize, started: &std::sync::mpsc::Sender<()>
     let _ = started.send(());
     let mut batch: Vec<Arc<dyn Task>> = Vec::with_capacity(BATCH);
     while !shared.shutdown.load(Acquire) {
+        let next_tick = tick_all();
         while batch.len() < BATCH {
             match me.high.pop() {
                 Some(task) => batch.push(task),
@@ -407,11 +463,18 @@ fn run(shared: &Arc<Shared>, index: usize, started: &std::sync::mpsc::Sender<()>
             }
         }
         if batch.is_empty() {
-            if me
-                .doorbell
-                .may_sleep(|| me.is_empty() || shared.shutdown.load(Acquire))
-            {
-                std::thread::park();
+            let nothing_to_do = || {
+                !shared.shutdown.load(Acquire)
+                    && me.is_empty()
+                    && !me.nudged.swap(false, Relaxed)
+            };
+            if me.doorbell.may_sleep(nothing_to_do) {
+                match next_tick {
+                    Some(at) => std::thread::park_timeout(
+                        at.saturating_duration_since(std::time::Instant::now()),
+                    ),
+                    None => std::thread::park(),
+                }
             }
             continue;
         }
@@ -426,6 +489,8 @@ fn run(shared: &Arc<Shared>, index: usize, started: &std::sync::mpsc::Sender<()>
         }
     }
     HERE.set(None);
+    // The wheels this thread drove are free for another driver.
+    TICKERS.with_borrow_mut(std::mem::take);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
