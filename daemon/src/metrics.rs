@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::load::Load;
-use system_runtime::usage::{Usage, UsageMeter};
+use system_runtime::usage::Usage;
 use system_runtime::{ProcessContext, ProcessRegistry};
 
 /// Time between two samples.
@@ -136,7 +136,7 @@ pub struct Sources {
     pub load: Arc<Load>,
     pub registry: Arc<ProcessRegistry>,
     /// The schedulers, whose usage is sampled.
-    pub schedulers: Arc<system_runtime::scheduler::Schedulers>,
+    pub schedulers: Arc<crate::online::SchedulersOnline>,
     /// When the daemon started (a sample's `t_ms` counts from it).
     pub started: Instant,
     /// Cancelled when the daemon stops.
@@ -146,7 +146,7 @@ pub struct Sources {
 /// The `metrics_sampler` process: one sample every [`PERIOD`] until the daemon stops.
 pub async fn sample_forever(ctx: ProcessContext, sources: Sources) {
     ctx.enter(&"Metrics.Sampler.loop/1");
-    let mut meter = UsageMeter::of_schedulers(sources.schedulers.clone());
+    let mut meter = sources.schedulers.usage_meter();
     // On the runtime's timer wheel; a late tick moves the next one back.
     let mut next = tokio::time::Instant::now() + PERIOD;
     let mut previous = Totals::read(&sources.load);

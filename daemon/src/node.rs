@@ -73,7 +73,7 @@ impl Node {
 
     pub fn new(
         home: Home,
-        schedulers: Arc<system_runtime::scheduler::Schedulers>,
+        schedulers: SchedulersOnline,
         scheduler: Handle,
         console: Handle,
         check: Check,
@@ -85,14 +85,16 @@ impl Node {
             .and_then(|name| name.into_string().ok())
             .unwrap_or_else(|| "localhost".to_owned());
         let registry = ProcessRegistry::new();
-        // A fresh registry: it has no schedulers yet.
-        let _ = registry.run_on(schedulers.clone());
+        if let Some(own) = schedulers.own_schedulers() {
+            // A fresh registry: it has no schedulers yet.
+            let _ = registry.run_on(own.clone());
+        }
         Arc::new(Node {
             name: format!("system@{host}"),
             version: env!("CARGO_PKG_VERSION"),
             code: CodeServer::new(home.plugins_dir(), check),
             home,
-            schedulers: Arc::new(SchedulersOnline::new(schedulers)),
+            schedulers: Arc::new(schedulers),
             scheduler,
             console,
             started: Instant::now(),

@@ -106,24 +106,43 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
     };
     // Processes run on the runtime's own schedulers; tokio's runtime keeps
     // the I/O and time drivers (and plain tokio tasks: hyper's connections).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("io")
-        .enable_all()
-        .build()
-        .context("building the runtime")?;
-    let max = config.max_schedulers.max(1);
-    let schedulers = match system_runtime::scheduler::Schedulers::start(
-        runtime.handle().clone(),
-        config.schedulers,
-        max,
-    ) {
-        Ok(schedulers) => schedulers,
-        Err(error) => {
-            let message = format!("{error}");
-            ready(Err(message.clone()));
-            anyhow::bail!(message);
+    // With --tokio-console they are tokio tasks (the console names them),
+    // on N workers fixed at start, as before issue 27.
+    let runtime = if config.tokio_console.is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.schedulers.max(1))
+            .thread_name("scheduler")
+            .on_thread_start(system_runtime::watch::scheduler_thread_started)
+            .on_thread_park(system_runtime::watch::scheduler_thread_parks)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("io")
+            .enable_all()
+            .build()
+    }
+    .context("building the runtime")?;
+    let schedulers = if config.tokio_console.is_some() {
+        None
+    } else {
+        match system_runtime::scheduler::Schedulers::start(
+            runtime.handle().clone(),
+            config.schedulers,
+            config.max_schedulers.max(1),
+        ) {
+            Ok(schedulers) => Some(schedulers),
+            Err(error) => {
+                let message = format!("{error}");
+                ready(Err(message.clone()));
+                anyhow::bail!(message);
+            }
         }
+    };
+    let online = match &schedulers {
+        Some(own) => crate::online::SchedulersOnline::own(own.clone()),
+        None => crate::online::SchedulersOnline::tokio(runtime.handle().clone(), config.schedulers),
     };
     let console = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -135,14 +154,16 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
     let mut unloader = None;
     let result = runtime.block_on(serve(
         config.clone(),
-        (handles, schedulers.clone()),
+        (handles, online),
         check,
         ready,
         &mut unloader,
     ));
     console.shutdown_timeout(Duration::from_secs(1));
     // Every process ends (its DOWN sent) while the drivers still run.
-    schedulers.shutdown(Duration::from_secs(1));
+    if let Some(schedulers) = schedulers {
+        schedulers.shutdown(Duration::from_secs(1));
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     // The versions the dropped processes held are closed and their copies
     // removed (on the code server's thread) before the daemon says it stopped.
@@ -160,7 +181,7 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
 
 async fn serve(
     config: Config,
-    (handles, schedulers): ((Handle, Handle), Arc<system_runtime::scheduler::Schedulers>),
+    (handles, schedulers): ((Handle, Handle), crate::online::SchedulersOnline),
     check: ChildCheck,
     ready: impl FnOnce(Result<&DaemonState, String>),
     unloader: &mut Option<crate::code::Unloader>,
@@ -250,7 +271,7 @@ impl Signals {
 async fn start(
     config: &Config,
     (scheduler, console): (Handle, Handle),
-    schedulers: Arc<system_runtime::scheduler::Schedulers>,
+    schedulers: crate::online::SchedulersOnline,
     check: ChildCheck,
 ) -> anyhow::Result<(Arc<Node>, DaemonState, system_runtime::Monitor)> {
     if !config.http.ip().is_loopback() && !config.access_token && !config.insecure_http {
@@ -443,7 +464,7 @@ fn children(
                     metrics: node.metrics.clone(),
                     load: node.load.clone(),
                     registry: node.registry.clone(),
-                    schedulers: node.schedulers.schedulers().clone(),
+                    schedulers: node.schedulers.clone(),
                     started: node.started,
                     shutdown: node.shutdown.clone(),
                 };

@@ -151,9 +151,8 @@ pub(crate) struct Nudge {
 impl Nudge {
     pub(crate) fn nudge(&self) {
         let on_it = HERE.with_borrow(|here| {
-            here.as_ref().is_some_and(|(shared, index)| {
-                *index == self.index && shared.ptr_eq(&self.shared)
-            })
+            here.as_ref()
+                .is_some_and(|(shared, index)| *index == self.index && shared.ptr_eq(&self.shared))
         });
         if on_it {
             // The thread is running: it ticks before it parks.
@@ -464,9 +463,7 @@ fn run(shared: &Arc<Shared>, index: usize, started: &std::sync::mpsc::Sender<()>
         }
         if batch.is_empty() {
             let nothing_to_do = || {
-                !shared.shutdown.load(Acquire)
-                    && me.is_empty()
-                    && !me.nudged.swap(false, Relaxed)
+                !shared.shutdown.load(Acquire) && me.is_empty() && !me.nudged.swap(false, Relaxed)
             };
             if me.doorbell.may_sleep(nothing_to_do) {
                 match next_tick {
@@ -604,5 +601,39 @@ impl<F: Future<Output = ()> + Send + 'static> Wake for Job<F> {
             let shared = self.shared.clone();
             shared.schedule(self);
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::atomic::Ordering::Relaxed;
+
+    use crate::low_priority::Doorbell;
+
+    /// Another thread moves a ticker's deadline earlier (`Nudge`: the flag,
+    /// then the ring) while the scheduler, having found nothing to do, goes
+    /// idle: if it parks, it was unparked, or it saw the flag and ticks
+    /// first. (A loom atomic stands for the scheduler's `nudged`.)
+    #[test]
+    fn a_nudge_is_never_lost_to_a_scheduler_going_idle() {
+        crate::loom_builder().check(|| {
+            let doorbell = Arc::new(Doorbell::default());
+            let nudged = Arc::new(AtomicBool::new(false));
+            let nudger = {
+                let (doorbell, nudged) = (doorbell.clone(), nudged.clone());
+                loom::thread::spawn(move || {
+                    nudged.store(true, Relaxed);
+                    doorbell.ring()
+                })
+            };
+            let parks = doorbell.may_sleep(|| !nudged.swap(false, Relaxed));
+            let unparked = nudger.join().expect("the nudger");
+            assert!(
+                !parks || unparked,
+                "the scheduler parks past an earlier deadline and nobody woke it"
+            );
+        });
     }
 }

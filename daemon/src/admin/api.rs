@@ -281,11 +281,12 @@ impl Api {
     fn set_schedulers_online(&self, online: i64) -> Fallible<i64> {
         let schedulers = &self.node.schedulers;
         let asked = usize::try_from(online).unwrap_or(0);
-        let before = schedulers.set(asked).map_err(|_| {
-            format!(
+        let before = schedulers.set(asked).map_err(|error| match error {
+            crate::online::SetError::Range(_) => format!(
                 "schedulers online must be between 1 and {} (--max-schedulers), not {online}",
                 schedulers.max()
-            )
+            ),
+            fixed => fixed.to_string(),
         })?;
         Ok(before as i64)
     }
