@@ -185,10 +185,23 @@ pub(crate) fn add_ticker<T: Ticker + 'static>(ticker: Arc<T>) -> Result<Nudge, A
 
 /// Runs every ticker of this thread; the earliest instant one names.
 fn tick_all() -> Option<std::time::Instant> {
-    // Cloned out: a tick wakes tasks, and a wake may add a ticker.
-    let tickers = TICKERS.with_borrow(|tickers| tickers.clone());
-    tickers.iter().filter_map(|ticker| ticker.tick()).min()
+    // Taken out while they tick (no allocation): a tick only wakes, but
+    // should one add a ticker, it is kept.
+    let tickers = TICKERS.with_borrow_mut(std::mem::take);
+    let next = tickers.iter().filter_map(|ticker| ticker.tick()).min();
+    TICKERS.with_borrow_mut(|now| {
+        let added = std::mem::replace(now, tickers);
+        now.extend(added);
+    });
+    next
 }
+
+/// How long past a ticker's instant an idle scheduler parks: the slot
+/// after it comes due meanwhile and fires in the same wake-up (as tokio's
+/// millisecond timer did for the wheel: one wake-up per ~2 ms, not per
+/// ms). A sleep still never ends early; it ends within 1–2 ms after its
+/// deadline, as `timer` says.
+const TICK_SLACK: Duration = Duration::from_millis(1);
 
 impl Schedulers {
     /// Starts `max` scheduler threads, `online` of them online, serving
@@ -468,7 +481,7 @@ fn run(shared: &Arc<Shared>, index: usize, started: &std::sync::mpsc::Sender<()>
             if me.doorbell.may_sleep(nothing_to_do) {
                 match next_tick {
                     Some(at) => std::thread::park_timeout(
-                        at.saturating_duration_since(std::time::Instant::now()),
+                        at.saturating_duration_since(std::time::Instant::now()) + TICK_SLACK,
                     ),
                     None => std::thread::park(),
                 }
