@@ -22,8 +22,8 @@
 //! register with that runtime's drivers, which wake the process through
 //! its waker, i.e. onto its scheduler's queue. A wheel of the runtime's own
 //! timer (`timer`) is driven by the scheduler thread that first slept on
-//! it (a [`Ticker`]: ticked at every turn, and the thread parks no longer
-//! than its next slot), so a million sleepers' wakes are pushes onto the
+//! it (a `Ticker`: ticked at every turn, and the thread parks until just
+//! past its next slot), so a million sleepers' wakes are pushes onto the
 //! same thread's queue and no other thread wakes it for them.
 //!
 //! # Protocol
@@ -134,8 +134,8 @@ thread_local! {
 
 /// Work a scheduler thread does itself at every turn and when it wakes:
 /// a timer wheel fires what is due. The thread parks no longer than until
-/// the earliest instant its tickers name, so no other thread has to wake
-/// it for its own timers.
+/// the earliest instant its tickers name (plus `TICK_SLACK`), so no other
+/// thread has to wake it for its own timers.
 pub(crate) trait Ticker {
     /// Does what is due now; when it next has something to do, if ever.
     fn tick(&self) -> Option<std::time::Instant>;

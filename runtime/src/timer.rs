@@ -178,7 +178,7 @@ impl Timers {
         drop(wheel);
         if start_driver {
             // On a scheduler thread, that thread drives the wheel itself
-            // (at each turn, and parking no longer than its next slot):
+            // (at each turn, and parking until just past its next slot):
             // its wakes are pushes onto the same thread's queue, and no
             // other thread wakes it for them. Elsewhere, a tokio task.
             let ticker = Arc::new(WheelTicker {
