@@ -76,10 +76,9 @@
       setText('workers', num(latest.workers).toLocaleString('en-US'));
       setText('processes', num(latest.processes).toLocaleString('en-US'));
       setText('failed-latest', Chart.rate(num(latest.failed_per_sec)));
-      if (typeof latest.schedulers === 'number') {
-        setText('schedulers', String(latest.schedulers));
-        if (document.activeElement !== schedulersInput && schedulersInput.value === '') schedulersInput.value = String(latest.schedulers);
-      }
+      // (The input is filled from hello and the schedulers reply only: a
+      // sample must not refill it while someone is typing a new count.)
+      if (typeof latest.schedulers === 'number') setText('schedulers', String(latest.schedulers));
     }
     const online = latest && typeof latest.schedulers === 'number' ? latest.schedulers : 0;
     const per = latest && Array.isArray(latest.scheduler_usages) ? latest.scheduler_usages : [];
