@@ -220,7 +220,13 @@ impl ProcessRegistry {
             },
             _pinned: PhantomPinned,
         };
-        let schedulers = self.schedulers.get();
+        // A spawn from inside another tokio runtime (the host's console)
+        // stays a tokio task there, off the schedulers, as before them: a
+        // console must answer while every scheduler is held.
+        let schedulers = self
+            .schedulers
+            .get()
+            .filter(|schedulers| !schedulers.called_from_another_runtime());
         let handle = if entry.spec.priority == Priority::Low {
             let cancel = match schedulers {
                 Some(schedulers) => self.low_priority.spawn(

@@ -264,6 +264,14 @@ impl Schedulers {
         self.shared.online.load(Acquire)
     }
 
+    /// True if the calling thread is inside a tokio runtime other than the
+    /// one whose drivers these schedulers use (the host's console runtime):
+    /// a process spawned there stays there, off the schedulers.
+    pub(crate) fn called_from_another_runtime(&self) -> bool {
+        tokio::runtime::Handle::try_current()
+            .is_ok_and(|current| current.id() != self.shared.tokio.id())
+    }
+
     /// The most schedulers that can be online.
     pub fn max(&self) -> usize {
         self.shared.schedulers.len()
