@@ -128,7 +128,7 @@ thread_local! {
     static HERE: std::cell::RefCell<Option<(std::sync::Weak<Shared>, usize)>> =
         const { std::cell::RefCell::new(None) };
     /// What this scheduler thread does besides polling (its timer wheels).
-    static TICKERS: std::cell::RefCell<Vec<Arc<dyn Ticker>>> =
+    static TICKERS: std::cell::RefCell<Vec<Box<dyn Ticker>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -172,7 +172,7 @@ impl Nudge {
 /// Makes `ticker` part of the calling scheduler thread's turns (until the
 /// thread ends, when it is dropped); `None` (and the ticker back) if this
 /// is not a scheduler thread.
-pub(crate) fn add_ticker<T: Ticker + 'static>(ticker: Arc<T>) -> Result<Nudge, Arc<T>> {
+pub(crate) fn add_ticker<T: Ticker + 'static>(ticker: Box<T>) -> Result<Nudge, Box<T>> {
     let here = HERE.with_borrow(|here| here.clone());
     match here {
         Some((shared, index)) => {

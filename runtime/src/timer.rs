@@ -181,7 +181,7 @@ impl Timers {
             // (at each turn, and parking until just past its next slot):
             // its wakes are pushes onto the same thread's queue, and no
             // other thread wakes it for them. Elsewhere, a tokio task.
-            let ticker = Arc::new(WheelTicker {
+            let ticker = Box::new(WheelTicker {
                 timers: self.clone(),
                 shard: shard_index,
                 batch: std::cell::RefCell::new(Vec::new()),
