@@ -386,6 +386,60 @@ async fn load_page_charts_ten_thousand_jobs_per_second() {
     browser.screenshot("load").await;
 }
 
+/// Issue 27: the load page's schedulers input changes the schedulers
+/// online live (the page's WebSocket stays open through it), and the usage
+/// chart shows one series per scheduler online.
+#[tokio::test]
+async fn load_page_changes_the_schedulers_online_and_shows_each_ones_usage() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let daemon = Daemon::start_with(&["--schedulers", "1", "--max-schedulers", "2"]);
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/load", daemon.url)).await;
+    browser
+        .until("the maximum from hello", || async {
+            (browser.text("#max-schedulers").await? == "2").then_some(())
+        })
+        .await;
+    browser
+        .until("one scheduler's usage", || async {
+            let values = browser.attr("#usage-each", "data-values").await?;
+            (values.split(',').count() == 1 && !values.is_empty()).then_some(())
+        })
+        .await;
+    browser.type_into("#schedulers-online", "2").await;
+    browser.click("#set-schedulers").await;
+    browser
+        .until("two schedulers online", || async {
+            let status = browser.text("#load-status").await?;
+            (status.contains("schedulers online: 2 of 2")
+                && browser.text("#schedulers").await? == "2")
+                .then_some(())
+        })
+        .await;
+    assert_eq!(daemon.rpc("System.schedulers_online()"), 2);
+    browser
+        .until("two schedulers' usage", || async {
+            let values = browser.attr("#usage-each", "data-values").await?;
+            (values.split(',').count() == 2).then_some(())
+        })
+        .await;
+    // Outside 1..=2: the page says why, and nothing changes.
+    browser.type_into("#schedulers-online", "3").await;
+    browser.click("#set-schedulers").await;
+    browser
+        .until("the refusal", || async {
+            let status = browser.text("#load-status").await?;
+            status.contains("between 1 and 2").then_some(())
+        })
+        .await;
+    assert_eq!(daemon.rpc("System.schedulers_online()"), 2);
+    assert_eq!(
+        browser.text("#ws-state").await.as_deref(),
+        Some("connected")
+    );
+    browser.screenshot("load-schedulers").await;
+}
+
 /// `1.5 KiB` → 1536.
 fn bytes_of(text: &str) -> Option<f64> {
     let (number, unit) = text.split_once(' ')?;

@@ -13,6 +13,7 @@ mod support;
 
 mod browser;
 mod console;
+mod cores;
 mod demo;
 mod faults;
 mod fuzz;

@@ -25,6 +25,11 @@ pub struct Daemon {
 impl Daemon {
     /// `system --home TMP start --http 127.0.0.1:0 --schedulers 1`.
     pub fn start(binary: &Path, cpu: Option<usize>) -> anyhow::Result<Daemon> {
+        Daemon::start_with(binary, cpu.map_or(Cpus::Any, Cpus::One), &[])
+    }
+
+    /// [`Daemon::start`] on `cpus`, with more `start` arguments.
+    pub fn start_with(binary: &Path, cpus: Cpus, extra: &[&str]) -> anyhow::Result<Daemon> {
         let home = tempfile::Builder::new()
             .prefix("system-bench-")
             .tempdir()
@@ -40,9 +45,12 @@ impl Daemon {
             .arg("--home")
             .arg(home.path())
             .args(["start", "--http", "127.0.0.1:0", "--schedulers", "1"])
+            .args(extra)
             .env_remove("SYSTEM_HOME");
-        if let Some(cpu) = cpu {
-            os::pin_command(&mut command, cpu);
+        match cpus {
+            Cpus::Any => {}
+            Cpus::One(cpu) => os::pin_command(&mut command, cpu),
+            Cpus::First(count) => os::spread_command(&mut command, count),
         }
         let output = command
             .output()
@@ -77,6 +85,10 @@ impl Daemon {
         format!("{}/ws", self.url.replacen("http://", "ws://", 1))
     }
 
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     pub fn admin_socket(&self) -> PathBuf {
         self.home.path().join("admin.sock")
     }
@@ -109,6 +121,17 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// Where a daemon may run.
+#[derive(Clone, Copy, Debug)]
+pub enum Cpus {
+    /// Wherever the benchmark's spawning thread may.
+    Any,
+    /// On this CPU only.
+    One(usize),
+    /// On CPUs 0..N.
+    First(usize),
 }
 
 impl Drop for Daemon {

@@ -9,6 +9,7 @@
 mod admin;
 mod bare;
 mod chart;
+mod cores;
 mod daemon;
 mod feed;
 mod http;
@@ -127,6 +128,7 @@ async fn phases_in_order(run: &mut Run) -> anyhow::Result<()> {
             "processes" => phases::processes(run).await?,
             "overhead" => phases::overhead(run).await?,
             "bare-scale" => phases::bare_scale(run).await?,
+            "cores" => cores::cores(run).await?,
             other => unreachable!("phase {other} is in PHASES but has no code"),
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 /// Every phase, in the order they run.
-pub const PHASES: [&str; 10] = [
+pub const PHASES: [&str; 11] = [
     "baseline",
     "naive",
     "rogues",
@@ -20,6 +20,7 @@ pub const PHASES: [&str; 10] = [
     "processes",
     "overhead",
     "bare-scale",
+    "cores",
 ];
 
 #[derive(Parser, Clone, Debug)]
@@ -42,7 +43,7 @@ pub struct Options {
     #[arg(long)]
     pub bench_cpu: Option<usize>,
     /// Comma-separated phases to run (default: all): baseline, naive,
-    /// rogues, kill, upgrade, scale, console, processes, overhead, bare-scale.
+    /// rogues, kill, upgrade, scale, console, processes, overhead, bare-scale, cores.
     #[arg(long, value_delimiter = ',')]
     pub phases: Vec<String>,
     /// Shorter windows (5 s instead of 10 s, 2 s settling instead of 3 s).
@@ -58,6 +59,18 @@ pub struct Options {
     /// Worker counts for the overhead phase.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pub overhead_loads: Vec<u64>,
+    /// Worker counts the cores phase raises through at each count of
+    /// schedulers online (it stops at a count once a window's min < 90 %).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "500000,1000000,1500000,2000000,2500000,3000000,3500000,4000000"
+    )]
+    pub cores_loads: Vec<u64>,
+    /// The cores phase's `--max-schedulers` (default: the CPUs this
+    /// benchmark may use); it measures 1..=this many online.
+    #[arg(long)]
+    pub max_schedulers: Option<usize>,
     /// Where to write the chart of jobs/s over the run (SVG).
     #[arg(long, default_value = "docs/performance-scenario.svg")]
     pub chart: PathBuf,

@@ -15,12 +15,18 @@ pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
 }
 
 fn set_affinity(cpu: usize) -> std::io::Result<()> {
+    set_affinity_to(cpu..cpu + 1)
+}
+
+fn set_affinity_to(cpus: std::ops::Range<usize>) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; zeroed is the empty set, CPU_SET
     // writes inside it (it checks the index), and sched_setaffinity(0, …)
     // only reads the set we own. All of it is async-signal-safe.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -35,6 +41,16 @@ pub fn pin_command(command: &mut Command, cpu: usize) {
     // one system call and allocates nothing.
     unsafe {
         command.pre_exec(move || set_affinity(cpu));
+    }
+}
+
+/// Lets `command`'s process run on the first `count` CPUs (whatever the
+/// affinity of the thread that spawns it).
+pub fn spread_command(command: &mut Command, count: usize) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: as in `pin_command`: one system call, no allocation.
+    unsafe {
+        command.pre_exec(move || set_affinity_to(0..count));
     }
 }
 
@@ -92,8 +108,14 @@ pub fn named_threads_cpu_ns(pid: i32, name: &str) -> anyhow::Result<u64> {
     let mut total = 0;
     for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
         let task = task?.path();
-        let named =
-            std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == name);
+        // `scheduler`, or `scheduler 1`, `scheduler 2`, … (issue 27).
+        let named = std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| {
+            let comm = comm.trim();
+            comm == name
+                || comm
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' '))
+        });
         if named && let Ok(ns) = schedstat_ns(&task.join("schedstat")) {
             total += ns;
         }

@@ -106,9 +106,13 @@ struct ServerArgs {
     /// Address for the web UI and HTTP API.
     #[arg(long, default_value = "127.0.0.1:4000")]
     http: SocketAddr,
-    /// Scheduler (worker) threads; 1 shows a single-core machine.
+    /// Schedulers online at start; 1 shows a single-core machine. The
+    /// console and the /load page change it while the node runs.
     #[arg(long, default_value_t = 1)]
     schedulers: usize,
+    /// The most schedulers that can be online (default: the machine's CPUs).
+    #[arg(long)]
+    max_schedulers: Option<usize>,
     /// The math plugin library to load (default: next to this binary).
     #[arg(long, env = "SYSTEM_PLUGIN")]
     plugin: Option<PathBuf>,
@@ -205,6 +209,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         home: home.clone(),
         http: args.http,
         schedulers: args.schedulers,
+        max_schedulers: args.max_schedulers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .max(args.schedulers)
+        }),
         plugin: args.plugin,
         tokio_console: args.tokio_console,
         max_load: args.max_load,

@@ -30,7 +30,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Config {
     pub home: Home,
     pub http: SocketAddr,
+    /// Schedulers online at start (unless a restart restores another count).
     pub schedulers: usize,
+    /// The most schedulers that can be online (threads started).
+    pub max_schedulers: usize,
     /// The math plugin to load at start; by default the one next to the binary.
     pub plugin: Option<PathBuf>,
     /// Serve tokio-console's API on this address (and name every task).
@@ -101,14 +104,49 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
             anyhow::bail!(message);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.schedulers.max(1))
-        .thread_name("scheduler")
-        .on_thread_start(system_runtime::watch::scheduler_thread_started)
-        .on_thread_park(system_runtime::watch::scheduler_thread_parks)
-        .enable_all()
-        .build()
-        .context("building the runtime")?;
+    // Processes run on the runtime's own schedulers; tokio's runtime keeps
+    // the I/O and time drivers (and plain tokio tasks: hyper's connections).
+    // With --tokio-console they are tokio tasks (the console names them),
+    // on N workers fixed at start, as before issue 27.
+    let runtime = if config.tokio_console.is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.schedulers.max(1))
+            .thread_name("scheduler")
+            .on_thread_start(system_runtime::watch::scheduler_thread_started)
+            .on_thread_park(system_runtime::watch::scheduler_thread_parks)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("io")
+            .enable_all()
+            .build()
+    }
+    .context("building the runtime")?;
+    let schedulers = if config.tokio_console.is_some() {
+        None
+    } else {
+        match system_runtime::scheduler::Schedulers::start(
+            runtime.handle().clone(),
+            config.schedulers,
+            config.max_schedulers.max(1),
+        ) {
+            Ok(schedulers) => Some(schedulers),
+            Err(error) => {
+                let message = format!("{error}");
+                ready(Err(message.clone()));
+                anyhow::bail!(message);
+            }
+        }
+    };
+    let online = match &schedulers {
+        Some(own) => crate::node::online::SchedulersOnline::own(own.clone()),
+        None => crate::node::online::SchedulersOnline::tokio(
+            runtime.handle().clone(),
+            config.schedulers,
+        ),
+    };
     let console = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("console")
@@ -117,8 +155,18 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
         .context("building the console's runtime")?;
     let handles = (runtime.handle().clone(), console.handle().clone());
     let mut unloader = None;
-    let result = runtime.block_on(serve(config.clone(), handles, check, ready, &mut unloader));
+    let result = runtime.block_on(serve(
+        config.clone(),
+        (handles, online),
+        check,
+        ready,
+        &mut unloader,
+    ));
     console.shutdown_timeout(Duration::from_secs(1));
+    // Every process ends (its DOWN sent) while the drivers still run.
+    if let Some(schedulers) = schedulers {
+        schedulers.shutdown(Duration::from_secs(1));
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     // The versions the dropped processes held are closed and their copies
     // removed (on the code server's thread) before the daemon says it stopped.
@@ -136,7 +184,7 @@ pub fn run(config: Config, ready: impl FnOnce(Result<&DaemonState, String>)) -> 
 
 async fn serve(
     config: Config,
-    handles: (Handle, Handle),
+    (handles, schedulers): ((Handle, Handle), crate::node::online::SchedulersOnline),
     check: ChildCheck,
     ready: impl FnOnce(Result<&DaemonState, String>),
     unloader: &mut Option<crate::node::code::Unloader>,
@@ -145,7 +193,7 @@ async fn serve(
     // as `start` returns must find its handler (SIGHUP would otherwise kill).
     let started = async {
         let signals = Signals::install()?;
-        Ok::<_, anyhow::Error>((start(&config, handles, check).await?, signals))
+        Ok::<_, anyhow::Error>((start(&config, handles, schedulers, check).await?, signals))
     }
     .await;
     let (started, mut signals) = match started {
@@ -159,9 +207,10 @@ async fn serve(
     let (node, state, root) = started;
     *unloader = Some(node.code.unloader());
     tracing::info!(
-        "serving {} with {} scheduler(s)",
+        "serving {} with {} scheduler(s) online (at most {})",
         state.url,
-        node.schedulers
+        node.schedulers.online(),
+        node.schedulers.max()
     );
     // The start-up lines are in the log before anyone is told it serves.
     crate::log::flush(Duration::from_secs(1)); // (on the main thread, not a scheduler)
@@ -225,6 +274,7 @@ impl Signals {
 async fn start(
     config: &Config,
     (scheduler, console): (Handle, Handle),
+    schedulers: crate::node::online::SchedulersOnline,
     check: ChildCheck,
 ) -> anyhow::Result<(Arc<Node>, DaemonState, system_runtime::Monitor)> {
     if !config.http.ip().is_loopback() && !config.access_token && !config.insecure_http {
@@ -270,7 +320,7 @@ async fn start(
     });
     let node = Node::new(
         config.home.clone(),
-        config.schedulers,
+        schedulers,
         scheduler,
         console,
         Check::Child(check),
@@ -305,6 +355,8 @@ async fn start(
     node.load.set_cap(config.max_load);
     node.load
         .remember_in(config.home.load_file(), config.restart);
+    node.schedulers
+        .remember_in(config.home.schedulers_file(), config.restart);
     // A restart resumes the kept current version; a start loads the one asked for.
     let kept = config
         .restart
@@ -356,7 +408,7 @@ async fn start(
         started_at_unix: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        schedulers: config.schedulers,
+        schedulers: node.schedulers.online(),
         version: node.version.to_owned(),
         heart_pid: config.heart_pid,
     };
@@ -415,8 +467,7 @@ fn children(
                     metrics: node.metrics.clone(),
                     load: node.load.clone(),
                     registry: node.registry.clone(),
-                    scheduler: node.scheduler.clone(),
-                    schedulers: node.schedulers,
+                    schedulers: node.schedulers.clone(),
                     started: node.started,
                     shutdown: node.shutdown.clone(),
                 };

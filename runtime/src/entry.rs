@@ -49,10 +49,11 @@ pub type Frame = Box<dyn fmt::Display + Send + Sync>;
 /// How a process is scheduled against others (Erlang's priorities).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Priority {
-    /// A tokio task, as `normal`: tokio has one run queue, so `high` cannot
-    /// overtake `normal`; both go ahead of every `low` process.
+    /// On the runtime's schedulers: polled ahead of every `normal` process
+    /// of its scheduler (each turn takes the `high` queue first). As a
+    /// tokio task (no schedulers): as `normal`, tokio has one run queue.
     High,
-    /// A tokio task.
+    /// A task on the runtime's schedulers (or a tokio task).
     #[default]
     Normal,
     /// Polled by the runtime's own low-priority runners, a batch at a time,

@@ -43,6 +43,7 @@ impl Abort for tokio::task::AbortHandle {
 pub(crate) enum Handle {
     Task(tokio::task::AbortHandle),
     Low(crate::low_priority::Cancel),
+    Scheduled(crate::scheduler::Cancel),
 }
 
 impl Abort for Handle {
@@ -50,6 +51,7 @@ impl Abort for Handle {
         match self {
             Handle::Task(handle) => handle.abort(),
             Handle::Low(cancel) => cancel.cancel(),
+            Handle::Scheduled(cancel) => cancel.cancel(),
         }
     }
 }

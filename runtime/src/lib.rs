@@ -2,7 +2,8 @@
 //! of its own that knows nothing of its host (no plugin ABI, no JSON, no
 //! web server, no console).
 //!
-//! A process is a tokio task registered under a [`Pid`], measured on every
+//! A process is a task on the runtime's own [`scheduler`]s (or a tokio task,
+//! if the host gives none) registered under a [`Pid`], measured on every
 //! poll, killable at its next yield, and observable by monitors that get
 //! exactly one [`Down`]. What a process runs is opaque here: a host labels
 //! it with a displayable [`Frame`] and a code version number. The runtime
@@ -23,6 +24,7 @@ mod pid;
 pub mod processes;
 mod registry;
 mod relations;
+pub mod scheduler;
 pub mod stack;
 pub mod supervision;
 pub mod supervisor;

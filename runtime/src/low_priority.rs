@@ -51,21 +51,23 @@ impl Cancel {
 
 impl LowPriority {
     /// Queues `future` to run on one of the runners; the returned handle
-    /// cancels it. Must be called inside a tokio runtime (the first call
-    /// starts the runners there, one per worker thread).
-    pub(crate) fn spawn<F>(&self, future: F) -> Cancel
+    /// cancels it. The first call starts `count` runners, each by
+    /// `start_runner` (a tokio task on the current runtime, or a task on the
+    /// host's schedulers: see `registry`).
+    pub(crate) fn spawn<F>(
+        &self,
+        future: F,
+        count: impl FnOnce() -> usize,
+        start_runner: impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>),
+    ) -> Cancel
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let runners = self.runners.get_or_init(|| {
-            let count = tokio::runtime::Handle::current()
-                .metrics()
-                .num_workers()
-                .max(1);
-            (0..count)
+            (0..count().max(1))
                 .map(|_| {
                     let runner = Arc::new(Runner::default());
-                    tokio::spawn(run(CloseOnDrop(runner.clone())));
+                    start_runner(Box::pin(run(CloseOnDrop(runner.clone()))));
                     runner
                 })
                 .collect()
@@ -116,21 +118,21 @@ struct Runner {
 /// lost; at worst a runner that saw the work is woken once more for nothing.
 /// `loom_models::a_queued_task_never_waits_for_an_idle_runner` checks it.
 #[derive(Default)]
-struct Doorbell {
+pub(crate) struct Doorbell {
     idle: crate::sync::AtomicBool,
 }
 
 impl Doorbell {
     /// After queueing work: true if the runner is idle and must be woken
     /// (the flag is taken, so one queuer wakes it).
-    fn ring(&self) -> bool {
+    pub(crate) fn ring(&self) -> bool {
         crate::sync::fence(SeqCst);
         self.idle.swap(false, SeqCst)
     }
 
     /// The runner found no work: true if it may wait for a wake, having
     /// looked at the queue (`is_empty`) again after saying it is idle.
-    fn may_sleep(&self, is_empty: impl FnOnce() -> bool) -> bool {
+    pub(crate) fn may_sleep(&self, is_empty: impl FnOnce() -> bool) -> bool {
         self.idle.store(true, SeqCst);
         crate::sync::fence(SeqCst);
         if is_empty() {

@@ -23,8 +23,9 @@
 //! frees it. Sleeps longer than the wheel's span wait in an overflow map and
 //! are removed from it when dropped, so a killed long sleeper holds no memory.
 //!
-//! A wheel's driver is spawned on the runtime of the thread that first
-//! sleeps on it and restarted by the next sleep if that runtime ends; a
+//! A wheel is driven by the runtime's scheduler thread (`scheduler`'s
+//! `Ticker`) that first sleeps on it, or else by a tokio task spawned on
+//! the runtime of the thread that first sleeps on it, and restarted by the next sleep if that runtime ends; a
 //! registry whose threads (over `SHARDS`) share wheels across runtimes
 //! relies on that.
 //!
@@ -68,6 +69,8 @@ struct Shard {
     fired_through: AtomicU64,
     /// Tells the driver an earlier slot was filled than the one it waits for.
     earlier: Notify,
+    /// Rings the scheduler thread driving this wheel, if one does.
+    nudge: Mutex<Option<crate::scheduler::Nudge>>,
 }
 
 #[derive(Default)]
@@ -110,6 +113,7 @@ impl Timers {
                     }),
                     fired_through: AtomicU64::new(0),
                     earlier: Notify::new(),
+                    nudge: Mutex::new(None),
                 })
                 .collect(),
         })
@@ -173,9 +177,27 @@ impl Timers {
         }
         drop(wheel);
         if start_driver {
-            tokio::spawn(drive(self.clone(), shard_index));
+            // On a scheduler thread, that thread drives the wheel itself
+            // (at each turn, and parking until just past its next slot):
+            // its wakes are pushes onto the same thread's queue, and no
+            // other thread wakes it for them. Elsewhere, a tokio task.
+            let ticker = Box::new(WheelTicker {
+                timers: self.clone(),
+                shard: shard_index,
+                batch: std::cell::RefCell::new(Vec::new()),
+            });
+            match crate::scheduler::add_ticker(ticker) {
+                Ok(nudge) => *lock(&shard.nudge) = Some(nudge),
+                Err(_) => {
+                    *lock(&shard.nudge) = None;
+                    tokio::spawn(drive(self.clone(), shard_index));
+                }
+            }
         } else if wake_driver {
             shard.earlier.notify_one();
+            if let Some(nudge) = lock(&shard.nudge).as_ref() {
+                nudge.nudge();
+            }
         }
         true
     }
@@ -303,6 +325,41 @@ async fn drive(timers: Arc<Timers>, shard_index: usize) {
             }
             None => shard.earlier.notified().await,
         }
+    }
+}
+
+/// A wheel driven by the scheduler thread that first slept on it
+/// (`scheduler::Ticker`): each tick wakes what is due and names the next
+/// slot's instant. Dropped with its thread: the wheel is then free for
+/// the next registration to start another driver.
+struct WheelTicker {
+    timers: Arc<Timers>,
+    shard: usize,
+    /// The batch's buffer, kept between ticks (its thread's only).
+    batch: std::cell::RefCell<Vec<Waker>>,
+}
+
+impl crate::scheduler::Ticker for WheelTicker {
+    fn tick(&self) -> Option<std::time::Instant> {
+        let shard = &self.timers.shards[self.shard];
+        let mut batch = self.batch.take();
+        let next = shard.take_due(self.timers.elapsed_ms(), &mut batch);
+        wake_all(&mut batch);
+        self.batch.replace(batch);
+        let at = self
+            .timers
+            .epoch
+            .checked_add(std::time::Duration::from_millis(next?))?;
+        Some(at.into_std())
+    }
+}
+
+impl Drop for WheelTicker {
+    fn drop(&mut self) {
+        let shard = &self.timers.shards[self.shard];
+        let mut wheel = lock(&shard.wheel);
+        wheel.driver_running = false;
+        wheel.driver_target = u64::MAX;
     }
 }
 

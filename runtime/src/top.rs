@@ -87,7 +87,10 @@ pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<To
         long_schedules,
         schedulers,
     } = sources;
-    let mut usage = UsageMeter::new(schedulers.clone());
+    let mut usage = match registry.schedulers() {
+        Some(own) => UsageMeter::of_schedulers(own.clone()),
+        None => UsageMeter::new(schedulers.clone()),
+    };
     let stuck_before = long_schedules.running();
     let before = snapshot(registry).await;
     tokio::time::sleep(window).await;
@@ -107,12 +110,18 @@ pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<To
             stuck.push(latest.cloned().unwrap_or(before));
         }
     }
+    // A stuck process holds one whole scheduler of those online.
+    let online = match registry.schedulers() {
+        Some(own) => own.online(),
+        None => schedulers.metrics().num_workers(),
+    }
+    .max(1);
     let mut rows: Vec<TopRow> = stuck
         .iter()
         .map(|event| TopRow {
             pid: event.pid.clone(),
             name: event.name.clone(),
-            cpu: (1000.0 / schedulers.metrics().num_workers().max(1) as f64).round() / 10.0,
+            cpu: (1000.0 / online as f64).round() / 10.0,
             reductions: 0,
             memory: 0,
             stuck_ms: Some(event.ms),

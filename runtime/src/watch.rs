@@ -171,6 +171,12 @@ fn register() -> Option<&'static Slot> {
     Some(slot)
 }
 
+/// The calling thread's slot, registering it if it was marked a scheduler
+/// thread ([`scheduler_thread_started`]); `None` for other threads.
+pub fn this_thread_slot() -> Option<&'static Slot> {
+    slot()
+}
+
 /// A process's poll starts on this thread: records it if this is a
 /// scheduler thread; the caller calls [`Slot::leave`] when it ends.
 #[inline]

@@ -172,7 +172,14 @@ mod tests {
         ] {
             assert!(load.contains(&id), "/load lacks #{id}");
         }
-        assert!(text("/load").contains("--schedulers"));
+        for id in [
+            "schedulers-online",
+            "set-schedulers",
+            "max-schedulers",
+            "usage-each",
+        ] {
+            assert!(load.contains(&id), "/load lacks #{id}");
+        }
         let top = ids(text("/top"));
         for id in ["top", "info-panel"] {
             assert!(top.contains(&id), "/top lacks #{id}");

@@ -123,6 +123,20 @@
       ctx.fillText(s === 0 ? 'now' : `-${s}s`, s === 0 ? x1 : x, y1 + 8);
     }
 
+    // thin lines first (e.g. one per scheduler), under the main series
+    for (const line of opts.lines || []) {
+      const r = line.ring;
+      let k0 = -1;
+      for (let k = 0; k < r.len; k++) if (r.tAt(k) >= tStart) { k0 = k; break; }
+      if (k0 < 0) continue;
+      ctx.beginPath();
+      ctx.moveTo(X(r.tAt(k0)), Y(r.vAt(k0)));
+      for (let k = k0 + 1; k < r.len; k++) ctx.lineTo(X(r.tAt(k)), Y(r.vAt(k)));
+      ctx.strokeStyle = line.color || fg;
+      ctx.lineWidth = 1;
+      ctx.stroke();
+    }
+
     // line + area
     let first = -1;
     for (let k = 0; k < ring.len; k++) if (ring.tAt(k) >= tStart) { first = k; break; }

@@ -19,6 +19,12 @@
   const usage = new Chart.Ring(POINTS);
   const jobsAvg = new Chart.MovingAverage(SMOOTH);
   const usageAvg = new Chart.MovingAverage(SMOOTH);
+  // One ring per scheduler (index = scheduler - 1), made when first seen;
+  // at most the node's maximum, so memory stays bounded.
+  const each = [];
+  const COLORS = ['#5c940d', '#1971c2', '#ae3ec9', '#e67700', '#0c8599', '#c2255c', '#495057', '#2b8a3e'];
+  const schedulersForm = $('schedulers-form');
+  const schedulersInput = $('schedulers-online');
   let latest = null;      // last raw sample
   let seeded = false;     // inputs filled from the server once
   let frameQueued = false;
@@ -28,6 +34,7 @@
 
   function clearSeries() {
     jobs.clear(); usage.clear(); jobsAvg.clear(); usageAvg.clear();
+    for (const e of each) { e.ring.clear(); e.avg.clear(); }
   }
 
   function addSample(s) {
@@ -35,6 +42,11 @@
     if (jobs.len && t < jobs.lastT()) clearSeries(); // the daemon restarted
     jobs.push(t, jobsAvg.push(num(s.jobs_per_sec)));
     usage.push(t, usageAvg.push(num(s.scheduler_usage) * 100));
+    const per = Array.isArray(s.scheduler_usages) ? s.scheduler_usages : [];
+    for (let i = 0; i < per.length && i < 1024; i++) {
+      if (!each[i]) each[i] = { ring: new Chart.Ring(POINTS), avg: new Chart.MovingAverage(SMOOTH) };
+      each[i].ring.push(t, each[i].avg.push(num(per[i]) * 100));
+    }
     latest = s;
   }
 
@@ -64,8 +76,16 @@
       setText('workers', num(latest.workers).toLocaleString('en-US'));
       setText('processes', num(latest.processes).toLocaleString('en-US'));
       setText('failed-latest', Chart.rate(num(latest.failed_per_sec)));
+      // (The input is filled from hello and the schedulers reply only: a
+      // sample must not refill it while someone is typing a new count.)
       if (typeof latest.schedulers === 'number') setText('schedulers', String(latest.schedulers));
     }
+    const online = latest && typeof latest.schedulers === 'number' ? latest.schedulers : 0;
+    const per = latest && Array.isArray(latest.scheduler_usages) ? latest.scheduler_usages : [];
+    const eachText = per.map((v, i) => `${i + 1}: ${Math.round(num(v) * 100)} %`).join(', ');
+    setText('usage-each', eachText || '–');
+    $('usage-each').dataset.values = per.map((v) => String(Math.round(num(v) * 1000) / 1000)).join(',');
+    const lines = each.slice(0, online).filter(Boolean).map((e, i) => ({ ring: e.ring, color: COLORS[i % COLORS.length] }));
     const j = jobs.len ? jobs.lastV() : 0;
     const u = usage.len ? usage.lastV() : 0;
     const jl = $('jobs-latest');
@@ -75,7 +95,7 @@
     ul.textContent = `${Math.round(u)} %`;
     ul.dataset.value = String(Math.round(u * 10) / 10);
     Chart.draw(jobsCanvas, jobs, { minMax: 10, format: Chart.short, color: '#2a6fdb' });
-    Chart.draw(usageCanvas, usage, { max: 100, format: (v) => `${Math.round(v)}%`, color: '#d9480f' });
+    Chart.draw(usageCanvas, usage, { max: 100, format: (v) => `${Math.round(v)}%`, color: '#d9480f', lines });
   }
 
   function redraw() {
@@ -85,7 +105,29 @@
   }
 
   App.on('hello', (msg) => {
-    if (typeof msg.schedulers === 'number') setText('schedulers', String(msg.schedulers));
+    if (typeof msg.schedulers === 'number') {
+      setText('schedulers', String(msg.schedulers));
+      if (document.activeElement !== schedulersInput) schedulersInput.value = String(msg.schedulers);
+    }
+    if (typeof msg.max_schedulers === 'number') {
+      setText('max-schedulers', String(msg.max_schedulers));
+      schedulersInput.max = String(msg.max_schedulers);
+    }
+  });
+
+  App.on('schedulers', (msg) => {
+    if (typeof msg.online === 'number') {
+      setText('schedulers', String(msg.online));
+      if (document.activeElement !== schedulersInput) schedulersInput.value = String(msg.online);
+    }
+    showStatus(`schedulers online: ${num(msg.online)} of ${num(msg.max)}`);
+  });
+
+  schedulersForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const text = schedulersInput.value.trim();
+    if (!/^\d+$/.test(text)) return showStatus('schedulers online: a whole number ≥ 1, please', true);
+    if (!App.send({ type: 'schedulers', online: Number(text) })) showStatus('not connected', true);
   });
 
   App.on('history', (msg) => {

@@ -33,6 +33,7 @@ Runtime.profile(pid)  Runtime.profile(pid, 500)   where it spends its time (nati
 Runtime.profile(pid, #{folded: true})   the same as folded stacks (for flame-graph tools)
 Runtime.long_schedules()                the last polls that held a scheduler too long, with their stacks
 System.info()                           node, version, uptime, schedulers, plugin, memory by process name
+System.schedulers_online()  System.schedulers_online(2)   schedulers online; set it (1..=--max-schedulers), answers the count before
 Load.get()  Load.set(1000)  Load.set(1000, 5)   the synthetic load (jobs, failure rate %)
 Load.priority(:normal)                  the workers' priority (:low, the default, or :normal)
 Code.versions()  Code.purge()           loaded plugin versions; kill what runs old code

@@ -1,6 +1,7 @@
 //! The load's and the metrics' HTTP face: `GET /metrics` (Prometheus text,
 //! see `prometheus`), `GET /api/load` (the setting and counters) and
-//! `POST /api/load` with `{"jobs":N,"failure_rate":P}` (either field optional).
+//! `POST /api/load` with `{"jobs":N,"failure_rate":P}` (either field optional),
+//! and `GET`/`POST /api/schedulers` (`{"online":N}`: schedulers online).
 //!
 //! It only translates HTTP to the load calls; the listener owns the socket.
 
@@ -21,6 +22,12 @@ const MAX_BODY: u64 = 4 * 1024;
 struct LoadRequest {
     jobs: Option<u64>,
     failure_rate: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchedulersRequest {
+    online: usize,
 }
 
 /// The routes above, for the HTTP listener to mount.
@@ -59,9 +66,46 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (impl Reply,), Error = R
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_BODY))
         .and(warp::body::bytes())
-        .and(with_node)
+        .and(with_node.clone())
         .map(|body: warp::hyper::body::Bytes, node: Arc<Node>| set(&node, &body));
-    metrics.or(get_load).or(post_load)
+    let get_schedulers = warp::path!("api" / "schedulers")
+        .and(warp::get())
+        .and(with_node.clone())
+        .map(|node: Arc<Node>| warp::reply::json(&schedulers_state(&node)));
+    let post_schedulers = warp::path!("api" / "schedulers")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(MAX_BODY))
+        .and(warp::body::bytes())
+        .and(with_node)
+        .map(|body: warp::hyper::body::Bytes, node: Arc<Node>| set_schedulers(&node, &body));
+    metrics
+        .or(get_load)
+        .or(post_load)
+        .or(get_schedulers)
+        .or(post_schedulers)
+}
+
+fn schedulers_state(node: &Node) -> serde_json::Value {
+    json!({"online": node.schedulers.online(), "max": node.schedulers.max()})
+}
+
+fn set_schedulers(node: &Arc<Node>, body: &[u8]) -> warp::reply::WithStatus<warp::reply::Json> {
+    let refuse = |message: String| {
+        warp::reply::with_status(
+            warp::reply::json(&json!({ "error": message })),
+            StatusCode::BAD_REQUEST,
+        )
+    };
+    let request: SchedulersRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(error) => return refuse(format!("malformed schedulers request: {error}")),
+    };
+    match node.schedulers.set(request.online) {
+        Ok(_) => {
+            warp::reply::with_status(warp::reply::json(&schedulers_state(node)), StatusCode::OK)
+        }
+        Err(error) => refuse(error.to_string()),
+    }
 }
 
 fn set(node: &Arc<Node>, body: &[u8]) -> warp::reply::WithStatus<warp::reply::Json> {

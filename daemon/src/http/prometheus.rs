@@ -16,7 +16,7 @@ pub fn render(node: &Node) -> String {
     let latest = node.metrics.latest().unwrap_or_default();
     let load = &node.load;
     let memory = crate::node::memory::Breakdown::of(&node.registry);
-    let metrics: [(&str, &str, &str, f64); 19] = [
+    let metrics: [(&str, &str, &str, f64); 20] = [
         (
             "system_jobs_succeeded_total",
             "counter",
@@ -86,8 +86,14 @@ pub fn render(node: &Node) -> String {
         (
             "system_schedulers",
             "gauge",
-            "Scheduler (worker) threads.",
-            node.schedulers as f64,
+            "Schedulers online.",
+            node.schedulers.online() as f64,
+        ),
+        (
+            "system_schedulers_max",
+            "gauge",
+            "The most schedulers that can be online (--max-schedulers).",
+            node.schedulers.max() as f64,
         ),
         (
             "system_processes",
@@ -137,6 +143,18 @@ pub fn render(node: &Node) -> String {
         let _ = writeln!(
             text,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let name = "system_scheduler_usage_ratio";
+    let _ = writeln!(
+        text,
+        "# HELP {name}_by_scheduler On-CPU time of each online scheduler's thread over wall time (last 100 ms sample).\n# TYPE {name}_by_scheduler gauge"
+    );
+    for (index, usage) in latest.scheduler_usages.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "{name}_by_scheduler{{scheduler=\"{}\"}} {usage}",
+            index + 1
         );
     }
     let name = "system_process_memory_bytes";

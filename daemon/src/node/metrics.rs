@@ -11,12 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::runtime::Handle;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::load::Load;
-use system_runtime::usage::UsageMeter;
+use system_runtime::usage::Usage;
 use system_runtime::{ProcessContext, ProcessRegistry};
 
 /// Time between two samples.
@@ -29,7 +28,7 @@ pub const HISTORY: usize = 600;
 const FEED_CAPACITY: usize = 64;
 
 /// One reading, as the `metrics` WebSocket message carries it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Sample {
     /// Milliseconds since the daemon started.
     pub t_ms: u64,
@@ -41,9 +40,14 @@ pub struct Sample {
     pub workers: u64,
     /// The failure rate setting, in percent.
     pub failure_rate: f64,
-    /// Busy fraction (0.0–1.0) of all schedulers over the last interval.
+    /// On-CPU fraction (0.0–1.0) of all schedulers online over the last
+    /// interval (their threads' CPU time over wall time: see `usage`).
     pub scheduler_usage: f64,
+    /// Schedulers online.
     pub schedulers: usize,
+    /// On-CPU fraction (0.0–1.0 of one core) of each scheduler online, in
+    /// scheduler order.
+    pub scheduler_usages: Vec<f64>,
     /// Processes in the registry.
     pub processes: usize,
     /// Resident memory of the daemon, in MB (10^6 bytes).
@@ -87,7 +91,7 @@ impl Metrics {
         if history.len() == HISTORY {
             history.pop_front();
         }
-        history.push_back(sample);
+        history.push_back(sample.clone());
         // Sent under the lock, so a subscriber sees each sample exactly once.
         let _ = self.feed.send(sample);
     }
@@ -95,11 +99,11 @@ impl Metrics {
     /// The history (oldest first) and a feed that continues it without a gap.
     pub fn subscribe(&self) -> (Vec<Sample>, Feed) {
         let history = self.history();
-        (history.iter().copied().collect(), self.feed.subscribe())
+        (history.iter().cloned().collect(), self.feed.subscribe())
     }
 
     pub fn latest(&self) -> Option<Sample> {
-        self.history().back().copied()
+        self.history().back().cloned()
     }
 
     /// Forgets the history (the reset button).
@@ -131,9 +135,8 @@ pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub load: Arc<Load>,
     pub registry: Arc<ProcessRegistry>,
-    /// The schedulers' runtime, whose usage is sampled.
-    pub scheduler: Handle,
-    pub schedulers: usize,
+    /// The schedulers, whose usage is sampled.
+    pub schedulers: Arc<crate::node::online::SchedulersOnline>,
     /// When the daemon started (a sample's `t_ms` counts from it).
     pub started: Instant,
     /// Cancelled when the daemon stops.
@@ -143,7 +146,7 @@ pub struct Sources {
 /// The `metrics_sampler` process: one sample every [`PERIOD`] until the daemon stops.
 pub async fn sample_forever(ctx: ProcessContext, sources: Sources) {
     ctx.enter(&"Metrics.Sampler.loop/1");
-    let mut meter = UsageMeter::new(sources.scheduler.clone());
+    let mut meter = sources.schedulers.usage_meter();
     // On the runtime's timer wheel; a late tick moves the next one back.
     let mut next = tokio::time::Instant::now() + PERIOD;
     let mut previous = Totals::read(&sources.load);
@@ -161,7 +164,7 @@ pub async fn sample_forever(ctx: ProcessContext, sources: Sources) {
         let totals = Totals::read(&sources.load);
         sources
             .metrics
-            .record(sample(&sources, &previous, &totals, meter.sample()));
+            .record(sample(&sources, &previous, &totals, meter.sample_each()));
         previous = totals;
         ctx.enter(&"Metrics.Sampler.loop/1");
     }
@@ -184,7 +187,7 @@ impl Totals {
     }
 }
 
-fn sample(sources: &Sources, previous: &Totals, now: &Totals, scheduler_usage: f64) -> Sample {
+fn sample(sources: &Sources, previous: &Totals, now: &Totals, usage: Usage) -> Sample {
     let seconds = now.at.duration_since(previous.at).as_secs_f64();
     let rate = |before: u64, after: u64| {
         if seconds > 0.0 {
@@ -199,8 +202,9 @@ fn sample(sources: &Sources, previous: &Totals, now: &Totals, scheduler_usage: f
         failed_per_sec: rate(previous.failed, now.failed),
         workers: sources.load.workers(),
         failure_rate: sources.load.failure_rate(),
-        scheduler_usage,
-        schedulers: sources.schedulers,
+        scheduler_usage: usage.total,
+        schedulers: usage.online,
+        scheduler_usages: usage.each.into_iter().take(usage.online).collect(),
         processes: sources.registry.count(),
         memory_mb: resident_bytes().unwrap_or(0) as f64 / 1e6,
         jobs_total: now.succeeded,

@@ -8,6 +8,7 @@ pub mod code;
 pub mod load;
 pub mod memory;
 pub(crate) mod metrics;
+pub mod online;
 pub(crate) mod sum;
 pub mod upgrade;
 
@@ -21,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::node::code::{Check, CodeServer};
 use crate::node::load::Load;
 use crate::node::metrics::Metrics;
+use crate::node::online::SchedulersOnline;
 use crate::os::home::Home;
 use system_runtime::long_schedule::LongSchedules;
 use system_runtime::{ProcessRegistry, top};
@@ -31,8 +33,10 @@ pub struct Node {
     pub name: String,
     pub version: &'static str,
     pub home: Home,
-    pub schedulers: usize,
-    /// The schedulers' runtime (where processes run, whose usage is charted).
+    /// The runtime's schedulers (where processes run, whose usage is
+    /// charted) and how many are online.
+    pub schedulers: Arc<SchedulersOnline>,
+    /// The tokio runtime whose drivers serve the processes' I/O and timers.
     pub scheduler: Handle,
     /// A small runtime of its own for the admin socket and console sessions,
     /// so the system stays inspectable while the schedulers are saturated.
@@ -77,7 +81,7 @@ impl Node {
 
     pub fn new(
         home: Home,
-        schedulers: usize,
+        schedulers: SchedulersOnline,
         scheduler: Handle,
         console: Handle,
         check: Check,
@@ -88,19 +92,24 @@ impl Node {
             .ok()
             .and_then(|name| name.into_string().ok())
             .unwrap_or_else(|| "localhost".to_owned());
+        let registry = ProcessRegistry::new();
+        if let Some(own) = schedulers.own_schedulers() {
+            // A fresh registry: it has no schedulers yet.
+            let _ = registry.run_on(own.clone());
+        }
         Arc::new(Node {
             name: format!("system@{host}"),
             version: env!("CARGO_PKG_VERSION"),
             code: CodeServer::new(home.plugins_dir(), check),
             home,
-            schedulers,
+            schedulers: Arc::new(schedulers),
             scheduler,
             console,
             started: Instant::now(),
             started_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            registry: ProcessRegistry::new(),
+            registry,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             load: Arc::new(Load::new()),

@@ -267,6 +267,10 @@ impl Home {
     pub fn load_file(&self) -> PathBuf {
         self.dir.join("load.json")
     }
+    /// Schedulers online, restored when heart restarts the daemon.
+    pub fn schedulers_file(&self) -> PathBuf {
+        self.dir.join("schedulers.json")
+    }
     /// The access token (0600), while a daemon that requires one runs.
     pub fn token_file(&self) -> PathBuf {
         self.dir.join("access_token")

@@ -1,4 +1,5 @@
-//! The process registry: spawns processes as tokio tasks, keeps one entry per
+//! The process registry: spawns processes (on the runtime's own schedulers,
+//! or as tokio tasks if the host gave none), keeps one entry per
 //! live process, and delivers kills and DOWN messages.
 //!
 //! The table is sharded (no global lock); the poll path touches no entry,
@@ -54,6 +55,7 @@ use crate::kill::Handle;
 use crate::low_priority::LowPriority;
 use crate::memory;
 use crate::relations::{Relations, Watch, Watcher};
+use crate::scheduler::Schedulers;
 use crate::supervision::{Supervises, Supervising, Supervisors};
 use crate::timer::Timers;
 use crate::watch;
@@ -102,6 +104,10 @@ pub struct ProcessRegistry {
     name_trace_hint: AtomicUsize,
     /// Traces running now (of a pid or a name).
     traces_running: AtomicUsize,
+    /// The runtime's own schedulers, once the host gave them
+    /// ([`ProcessRegistry::run_on`]); until then processes are tokio tasks
+    /// of the current runtime.
+    schedulers: std::sync::OnceLock<Arc<Schedulers>>,
 }
 
 /// One process and the bytes it holds, from [`ProcessRegistry::memory`].
@@ -190,7 +196,20 @@ impl ProcessRegistry {
             name_traces: std::sync::Mutex::new(Vec::new()),
             name_trace_hint: AtomicUsize::new(0),
             traces_running: AtomicUsize::new(0),
+            schedulers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Runs every process spawned from now on on `schedulers` (their
+    /// number online can then change while they run). Once: a second call
+    /// is refused and gives them back.
+    pub fn run_on(&self, schedulers: Arc<Schedulers>) -> Result<(), Arc<Schedulers>> {
+        self.schedulers.set(schedulers)
+    }
+
+    /// The schedulers processes run on, if the host gave them.
+    pub fn schedulers(&self) -> Option<&Arc<Schedulers>> {
+        self.schedulers.get()
     }
 
     /// Names every task spawned from now on after its process, so that
@@ -323,8 +342,31 @@ impl ProcessRegistry {
             },
             _pinned: PhantomPinned,
         };
+        // A spawn from inside another tokio runtime (the host's console)
+        // stays a tokio task there, off the schedulers, as before them: a
+        // console must answer while every scheduler is held.
+        let schedulers = self
+            .schedulers
+            .get()
+            .filter(|schedulers| !schedulers.called_from_another_runtime());
         let handle = if entry.spec.priority == Priority::Low {
-            Handle::Low(self.low_priority.spawn(task))
+            let cancel = match schedulers {
+                Some(schedulers) => self.low_priority.spawn(
+                    task,
+                    // Four runners per scheduler: they spread evenly
+                    // over any count online that divides them.
+                    || schedulers.max() * 4,
+                    |runner| drop(schedulers.spawn(runner, false)),
+                ),
+                None => self.low_priority.spawn(
+                    task,
+                    || tokio::runtime::Handle::current().metrics().num_workers(),
+                    |runner| drop(tokio::spawn(runner)),
+                ),
+            };
+            Handle::Low(cancel)
+        } else if let Some(schedulers) = schedulers {
+            Handle::Scheduled(schedulers.spawn(task, entry.spec.priority == Priority::High))
         } else if self.task_names.load(Relaxed) {
             let name = format!("{} {pid}", entry.spec.name);
             match tokio::task::Builder::new().name(&name).spawn(task) {

@@ -136,6 +136,14 @@ impl Api {
         self.register_long_schedules(engine);
         let api = self.clone();
         engine.register_fn("info", move |_: SystemModule| api.system_info());
+        let api = self.clone();
+        engine.register_fn("schedulers_online", move |_: SystemModule| {
+            api.node.schedulers.online() as i64
+        });
+        let api = self.clone();
+        engine.register_fn("schedulers_online", move |_: SystemModule, online: i64| {
+            api.set_schedulers_online(online)
+        });
         engine
             .register_type_with_name::<Help>("Help")
             .register_fn("to_string", |_: &mut Help| help::TEXT.to_owned())
@@ -272,6 +280,22 @@ impl Api {
         map.insert("killed".into(), Dynamic::from_int(to_int(killed as u64)));
         map.insert("unloaded".into(), Dynamic::from_bool(!old_left));
         map
+    }
+
+    /// `System.schedulers_online(n)`: sets how many schedulers are online
+    /// (1 to the node's maximum) and answers the count before, as
+    /// `erlang:system_flag(schedulers_online, N)` does.
+    fn set_schedulers_online(&self, online: i64) -> Fallible<i64> {
+        let schedulers = &self.node.schedulers;
+        let asked = usize::try_from(online).unwrap_or(0);
+        let before = schedulers.set(asked).map_err(|error| match error {
+            crate::node::online::SetError::Range(_) => format!(
+                "schedulers online must be between 1 and {} (--max-schedulers), not {online}",
+                schedulers.max()
+            ),
+            fixed => fixed.to_string(),
+        })?;
+        Ok(before as i64)
     }
 
     /// `Load.set(n)` / `Load.set(n, failure_rate)`: the new load, as `Load.get()` shows it.
@@ -436,7 +460,11 @@ impl Api {
         );
         map.insert(
             "schedulers".into(),
-            Dynamic::from_int(node.schedulers as i64),
+            Dynamic::from_int(node.schedulers.online() as i64),
+        );
+        map.insert(
+            "max_schedulers".into(),
+            Dynamic::from_int(node.schedulers.max() as i64),
         );
         map.insert(
             "processes".into(),

@@ -88,6 +88,9 @@ enum Request {
         failure_rate: Option<f64>,
     },
     Reset,
+    Schedulers {
+        online: u64,
+    },
     Info {
         pid: String,
     },
@@ -153,7 +156,8 @@ async fn run(ctx: ProcessContext, node: Arc<Node>, feeds: Arc<Feeds>, socket: We
     let hello = Reply::Hello {
         node: node.name.clone(),
         version: node.version.to_owned(),
-        schedulers: node.schedulers,
+        schedulers: node.schedulers.online(),
+        max_schedulers: node.schedulers.max(),
         started_at: node.started_at,
     };
     // Text frames to send, in order.
@@ -353,6 +357,7 @@ impl Connection {
             Request::Sum { id, input } => self.sum(id, input),
             Request::Load { jobs, failure_rate } => vec![self.set_load(jobs, failure_rate)],
             Request::Reset => vec![self.reset_load()],
+            Request::Schedulers { online } => vec![self.set_schedulers(online)],
             Request::Info { pid } => self.queue(&pid, |node, pid| info(node, pid).boxed()),
             Request::Profile { pid } => self.queue(&pid, |node, pid| profile(node, pid).boxed()),
             Request::Trace { pid } => self.queue(&pid, |node, pid| trace(node, pid).boxed()),
@@ -375,6 +380,18 @@ impl Connection {
                 );
                 load_reply(setting)
             }
+            Err(error) => Reply::error(error.to_string()),
+        }
+    }
+
+    /// Sets the schedulers online; the reply is `schedulers` or `error`.
+    fn set_schedulers(&self, online: u64) -> Reply {
+        let schedulers = &self.node.schedulers;
+        match schedulers.set(usize::try_from(online).unwrap_or(0)) {
+            Ok(_) => Reply::Schedulers {
+                online: schedulers.online(),
+                max: schedulers.max(),
+            },
             Err(error) => Reply::error(error.to_string()),
         }
     }

@@ -18,6 +18,7 @@ pub enum Reply {
         node: String,
         version: String,
         schedulers: usize,
+        max_schedulers: usize,
         started_at: u64,
     },
     /// A line of the sum page: its id, what was typed, and where it is.
@@ -36,6 +37,11 @@ pub enum Reply {
     Load {
         jobs: u64,
         failure_rate: f64,
+    },
+    /// Schedulers online now, of the most that may be.
+    Schedulers {
+        online: usize,
+        max: usize,
     },
     Top {
         rows: Vec<TopRow>,
@@ -181,6 +187,7 @@ mod tests {
                 node: "n".into(),
                 version: "v".into(),
                 schedulers: 1,
+                max_schedulers: 2,
                 started_at: 1,
             },
             sum(SumStatus::Calculating { pid: "p".into() }),
@@ -199,6 +206,7 @@ mod tests {
                 jobs: 1,
                 failure_rate: 0.0,
             },
+            Reply::Schedulers { online: 1, max: 2 },
             Reply::Top {
                 rows: vec![row()],
                 by_memory: vec![row()],
@@ -261,6 +269,7 @@ mod tests {
                 | Reply::History { .. }
                 | Reply::Metrics { .. }
                 | Reply::Load { .. }
+                | Reply::Schedulers { .. }
                 | Reply::Top { .. }
                 | Reply::Info { .. }
                 | Reply::Trace { .. }
