@@ -27,10 +27,17 @@ use crate::ws::Client;
 pub async fn cores(run: &mut Run) -> anyhow::Result<()> {
     let max = run.options.max_schedulers.unwrap_or_else(os::cpus).max(1);
     let binary = run.daemon.binary().to_owned();
+    // The load cap must not be the ceiling.
+    let highest = run.options.cores_loads.iter().max().copied().unwrap_or(0);
     let daemon = Daemon::start_with(
         &binary,
         Cpus::First(os::cpus()),
-        &["--max-schedulers", &max.to_string()],
+        &[
+            "--max-schedulers",
+            &max.to_string(),
+            "--max-load",
+            &highest.to_string(),
+        ],
     )?;
     let url = daemon.ws_url();
     // This phase's daemon takes the run's place, and gives it back after.

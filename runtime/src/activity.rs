@@ -340,7 +340,7 @@ impl Published {
     pub(crate) fn prefetch(&self) {
         let live = self.live.load(Relaxed);
         if !live.is_null() {
-            prefetch_line(live.cast());
+            crate::prefetch::prefetch_line(live.cast());
         }
     }
 
@@ -554,18 +554,4 @@ mod loom_models {
             assert_eq!(published.read().status, Status::Exiting);
         });
     }
-}
-
-/// Asks the CPU to bring the cache line at `data` closer; reads nothing.
-#[inline]
-pub(crate) fn prefetch_line(data: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: SSE is part of every x86_64 CPU; a prefetch is a hint that
-    // never faults and reads nothing, whatever the address (a freed one
-    // included).
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(data.cast());
-    }
-    #[cfg(any(not(target_arch = "x86_64"), miri))]
-    let _ = data;
 }

@@ -21,6 +21,7 @@ pub mod long_schedule;
 mod low_priority;
 pub mod memory;
 mod pid;
+mod prefetch;
 pub mod processes;
 mod registry;
 mod relations;

@@ -12,6 +12,21 @@
 //!
 //! It runs futures; it knows nothing of pids, monitors or exit reasons
 //! (the future given to it carries its own exit guard).
+//!
+//! # Protocol
+//!
+//! | field | writer | readers | ordering | why it is enough |
+//! |---|---|---|---|---|
+//! | `LowPriority::next` | each spawn, `fetch_add` | — | `Relaxed` | Round robin needs a number, not an order. |
+//! | `LowTask::key` | the spawner, once, before the task is first queued | the runner (`run`, `end`) | `Relaxed` | The runner only sees the task after popping it from `ready`, whose push/pop synchronise (crossbeam's `SegQueue`): the store happens-before the pop. Never written again; it ends with the task. |
+//! | `LowTask::scheduled` | a waker (`swap(true)`), the runner (`swap(false)` before the poll) | both | `AcqRel` | At most one queue entry per task: only the waker that flips it to `true` pushes. The runner clears it *before* polling, so a wake during the poll queues the task again (no lost wake-up); `AcqRel` makes what a waker published before waking visible to that poll. |
+//! | `LowTask::cancelled` | `cancel`, once | the runner, before each poll | `Release` / `Acquire` | Set before the wake that queues the task; the runner that pops it sees it and drops the future instead of polling it. |
+//! | `Doorbell::idle` | the runner going idle (`true`), a queuer (`swap(false)`) | both | `SeqCst` with a `SeqCst` fence each side (Dekker) | Below, on `Doorbell`: the runner sees the work or the queuer sees it idle and wakes it; `loom_models::a_queued_task_never_waits_for_an_idle_runner` checks it. |
+//! | `Runner::waker` | the runner (registers before it parks) | queuers (`wake`) | `AtomicWaker`'s own | futures' `AtomicWaker` protocol: a wake after a register is never lost. |
+//!
+//! A task's future sits under its own mutex, taken only by its runner
+//! (`run`, `end`) and by the runner's drop: never by two threads at once in
+//! practice, so never contended.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -289,7 +304,7 @@ impl<F: Future<Output = ()> + Send + 'static> Task for LowTask<F> {
             .div_ceil(64)
             .min(PREFETCHED_LINES);
         for line in 0..lines {
-            prefetch_line(start.wrapping_add(64 * line));
+            crate::prefetch::prefetch_line(start.wrapping_add(64 * line));
         }
     }
 
@@ -310,19 +325,6 @@ impl<F: Future<Output = ()> + Send + 'static> Task for LowTask<F> {
 /// The cache lines of a task a poll touches first: its flags, its lock and
 /// the start of its future (a process's counters, then its body's state).
 const PREFETCHED_LINES: usize = 3;
-
-/// Asks the CPU to bring the cache line at `data` closer; reads nothing.
-#[inline]
-fn prefetch_line(data: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: SSE is part of every x86_64 CPU; a prefetch is a hint that
-    // never faults and reads nothing, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(data.cast());
-    }
-    #[cfg(any(not(target_arch = "x86_64"), miri))]
-    let _ = data;
-}
 
 impl<F: Future<Output = ()> + Send + 'static> Wake for LowTask<F> {
     fn wake(self: Arc<Self>) {

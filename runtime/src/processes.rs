@@ -268,7 +268,7 @@ pub fn select(registry: &ProcessRegistry, query: &Query) -> Page {
         // task): asked for a batch ahead, they overlap.
         if needs_activity {
             for entry in batch {
-                crate::activity::prefetch_line(std::ptr::from_ref(*entry).cast());
+                crate::prefetch::prefetch_line(std::ptr::from_ref(*entry).cast());
             }
             for entry in batch {
                 entry.activity.prefetch();

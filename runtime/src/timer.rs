@@ -32,6 +32,16 @@
 //! This module must not block (the lock is held for a few pushes or one
 //! slot's swap, never across a wake) and knows nothing of processes beyond
 //! the waker it is given.
+//!
+//! # Protocol
+//!
+//! | field | writer | readers | ordering | why it is enough |
+//! |---|---|---|---|---|
+//! | `Shard::fired_through` | the wheel's driver (`take_due`), under the wheel's lock, after taking the due slots and before waking them | `register` (under the lock), `Sleep::poll` (no lock), `Sleep`'s drop (no lock) | `Release` store; `Acquire` in `poll`; `Relaxed` under the lock and in drop | A sleep that reads its millisecond as fired returns `Ready`: the `Acquire` pairs with the `Release`, so it ends after its slot was taken, never before its deadline (a slot fires only once the clock reached it). A stale, smaller value only makes a sleep register, and `register` looks again under the lock, where the driver's store is ordered by the lock itself. Drop's read only decides whether to remove an overflow entry at once; a stale value leaves it to the slot, which cleans it lazily. It ends with the `Timers` (nothing reads it after). |
+//! | `NEXT` (a thread's shard) | each thread once, `fetch_add` | — | `Relaxed` | Only a number per thread is needed, not an order. |
+//!
+//! The wheels themselves (`Wheel`) are only touched under their shard's
+//! mutex; the driver's `Notify` and the scheduler's nudge carry no data.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,6 +54,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::prefetch::prefetch_line;
 use crate::sync::{Mutex, lock};
 
 /// Slots of one wheel, 1 ms each: a span of 2.048 s holds the load
@@ -369,28 +380,15 @@ impl Drop for WheelTicker {
 fn wake_all(batch: &mut Vec<Waker>) {
     const AHEAD: usize = 8;
     for waker in batch.iter().take(AHEAD) {
-        prefetch(waker.data());
+        prefetch_line(waker.data().cast());
     }
     let mut wakers = batch.drain(..);
     while let Some(waker) = wakers.next() {
         if let Some(ahead) = wakers.as_slice().get(AHEAD - 1) {
-            prefetch(ahead.data());
+            prefetch_line(ahead.data().cast());
         }
         waker.wake();
     }
-}
-
-/// Asks the CPU to bring the cache line at `data` closer; reads nothing.
-#[inline]
-fn prefetch(data: *const ()) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of every x86_64 CPU; a prefetch is a hint that
-    // never faults and reads nothing, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(data.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
 }
 
 /// A waker's identity (what `Waker::will_wake` compares), kept without a

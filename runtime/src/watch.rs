@@ -10,6 +10,16 @@
 //! written once, when the thread registers (before `live` is published), and
 //! never again. Nothing here may block, allocate or take a lock on the poll
 //! path.
+//!
+//! # Protocol
+//!
+//! | field | writer | readers | ordering | why it is enough |
+//! |---|---|---|---|---|
+//! | `Slot::pid`, `started`, `ended` | the slot's own thread, at each poll's start (`pid`, then `started`) and end (`ended`) | the long-schedule monitor, usage, the stack sampler, a fatal handler on the same thread | `Release` stores, `Acquire` loads | `polling` loads `started`, `pid`, `ended`, then `started` again: it reports a poll only if `started` did not change across its reads and `ended < started`. The writer stores `pid` before `started`, and the next poll's `pid` only after this poll's `ended`, so the pid read belongs to the poll reported. A racing reader at worst reports no poll, or one that just ended; never a wrong pid for it. |
+//! | `Slot::clock`, `tid`, `stack_low`, `stack_high` | the slot's thread, once, in `register` | readers, after `live` | `Relaxed`, published by `live` | Written before `live`'s `Release` store; read only after an `Acquire` load of `live` sees `true`. Never written again. |
+//! | `Slot::live` | `register`, once | `schedulers()` walkers | `Release` / `Acquire` | Publishes the fields above. A slot is never unregistered: a thread's slot lives as long as the process (the `SLOTS` array is static). |
+//! | `REGISTERED` | `register` (`fetch_add`) | `schedulers()` | `Relaxed` write, `Acquire` read; `live` decides | The count only bounds the walk; a slot counted but not yet `live` is skipped. |
+//! | `SLOT` (thread-local) | its thread | its thread (and a signal handler on it) | — | A marker or an index into `SLOTS`, never an address: `slot()` is a bounds-checked lookup. |
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -107,19 +117,20 @@ impl Slot {
 }
 
 // Each slot fills one cache line of its own (no two schedulers write the
-// same line), and a slot's address is never mistaken for the `SLOT`
-// markers 0 and 1 (`slot` turns any larger value back into a `&Slot`).
+// same line).
 const _: () = assert!(std::mem::align_of::<Slot>() == 64);
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
-const _: () = assert!(std::mem::align_of::<Slot>() > UNREGISTERED);
 
 static SLOTS: [Slot; MAX_SCHEDULERS] = [const { Slot::idle() }; MAX_SCHEDULERS];
 static REGISTERED: AtomicUsize = AtomicUsize::new(0);
 
 /// 0: not a scheduler thread; 1: a scheduler thread without a slot yet;
-/// otherwise the address of its slot.
+/// otherwise its slot's index in `SLOTS` plus [`FIRST_INDEX`] (an index,
+/// not an address: turning it back into a slot is a bounds-checked lookup,
+/// no `unsafe`).
 const NOT_A_SCHEDULER: usize = 0;
 const UNREGISTERED: usize = 1;
+const FIRST_INDEX: usize = 2;
 
 thread_local! {
     static SLOT: Cell<usize> = const { Cell::new(NOT_A_SCHEDULER) };
@@ -144,9 +155,7 @@ fn slot() -> Option<&'static Slot> {
     match SLOT.get() {
         NOT_A_SCHEDULER => None,
         UNREGISTERED => register(),
-        // SAFETY: only `register` stores values above 1, each the address
-        // of an element of the static `SLOTS`.
-        address => Some(unsafe { &*(address as *const Slot) }),
+        marker => SLOTS.get(marker - FIRST_INDEX),
     }
 }
 
@@ -167,7 +176,7 @@ fn register() -> Option<&'static Slot> {
         slot.stack_high.store(high, Relaxed);
     }
     slot.live.store(true, Release);
-    SLOT.set(std::ptr::from_ref(slot) as usize);
+    SLOT.set(index + FIRST_INDEX);
     Some(slot)
 }
 
@@ -193,10 +202,9 @@ pub(crate) fn enter_poll(pid: u64, started: u64) -> Option<&'static Slot> {
 pub fn polled_on_this_thread() -> Option<u64> {
     match SLOT.get() {
         NOT_A_SCHEDULER | UNREGISTERED => None,
-        // SAFETY: only `register` stores values above 1, each the address
-        // of an element of the static `SLOTS`.
-        address => unsafe { &*(address as *const Slot) }
-            .polling()
+        marker => SLOTS
+            .get(marker - FIRST_INDEX)
+            .and_then(Slot::polling)
             .map(|(pid, _)| pid),
     }
 }

@@ -35,7 +35,6 @@ use std::any::Any;
 use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomPinned;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,10 +43,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 
-use crate::activity::{self, Activity, Status};
+use crate::activity::Activity;
 use crate::burst::Burst;
 use crate::current;
 use crate::entry::{Priority, ProcessEntry, ProcessInfo, Spec};
@@ -58,7 +56,6 @@ use crate::relations::{Relations, Watch, Watcher};
 use crate::scheduler::Schedulers;
 use crate::supervision::{Supervises, Supervising, Supervisors};
 use crate::timer::Timers;
-use crate::watch;
 use crate::{Down, ExitReason, Pid, ProcessContext};
 
 /// Shards of the process table. A walk of the whole table (a page of
@@ -69,7 +66,9 @@ use crate::{Down, ExitReason, Pid, ProcessContext};
 /// of thousands and a spawn could wait tens of ms (measured in
 /// docs/performance.md, issue 26).
 const SHARDS: usize = 1024;
+mod harness;
 mod traces;
+use self::harness::{ExitGuard, Instrumented};
 use self::traces::NameTrace;
 
 /// Crash reports of processes: at most 500 a second are logged; the host's
@@ -665,107 +664,6 @@ impl ProcessRegistry {
                 self.exit_signal(peer.pid, &format!("linked {pid} exited: {reason}"));
             }
         }
-    }
-}
-
-/// Ends the process exactly once, however its task ends (return, panic, abort, runtime drop).
-struct ExitGuard {
-    entry: Arc<ProcessEntry>,
-    registry: Arc<ProcessRegistry>,
-    reason: Option<ExitReason>,
-}
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        let reason = self.reason.take().unwrap_or_else(|| {
-            if self.entry.kill.is_killed() {
-                match self.registry.exit_reasons.remove(&self.entry.pid.0) {
-                    Some((_, reason)) => ExitReason::Exit(reason.into()),
-                    None => ExitReason::Killed,
-                }
-            } else {
-                ExitReason::Shutdown
-            }
-        });
-        self.registry.exit(&self.entry, reason);
-    }
-}
-
-pin_project! {
-    /// A process's future: measures every poll into its own `activity`
-    /// (published to the entry on the first poll) and turns a panic into an
-    /// exit reason.
-    // `repr(C)`, counters first: what every poll writes sits right after
-    // tokio's task header instead of after the (large) inner future.
-    // Fields drop in this order: `inner` before `exit`, so the process's own
-    // cleanup (its drop guards) is done before its DOWN is sent. `activity`
-    // drops first but has no drop glue (asserted in `activity`): observers
-    // may still read it until `exit` retires it; tokio frees the memory after.
-    #[repr(C)]
-    struct Instrumented<F> {
-        activity: Activity,
-        // A copy of the pid, for the scheduler's watch slot (see `watch`).
-        pid: u64,
-        // A copy of the spec's limit (0: none), so a poll reads no entry.
-        memory_limit: u64,
-        published: bool,
-        #[pin]
-        inner: F,
-        exit: ExitGuard,
-        // Observers read `activity` through a pointer while the task runs:
-        // the future must never move, and `&mut` to it must not claim
-        // exclusive access (the `!Unpin` exemption).
-        #[pin]
-        _pinned: PhantomPinned,
-    }
-}
-
-impl<F: Future<Output: Into<ExitReason>>> Future for Instrumented<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let activity: &Activity = this.activity;
-        let process = this.exit.entry.identity();
-        if !*this.published {
-            this.exit.entry.activity.publish(activity);
-            *this.published = true;
-        }
-        activity.set_status(Status::Running);
-        let started = activity::clock_ticks();
-        let watched = watch::enter_poll(*this.pid, started);
-        let (allocated, freed) = memory::thread_bytes();
-        let inner = this.inner;
-        let polled = {
-            let _polling = current::polling(activity, process);
-            catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
-        };
-        let (allocated_after, freed_after) = memory::thread_bytes();
-        let ended = activity::clock_ticks();
-        if let Some(slot) = watched {
-            slot.leave(ended);
-        }
-        activity.account_poll(ended.wrapping_sub(started));
-        let held = activity.account_memory(
-            allocated_after.wrapping_sub(allocated),
-            freed_after.wrapping_sub(freed),
-        );
-        let limit = *this.memory_limit;
-        let reason = match polled {
-            Ok(Poll::Pending) if limit != 0 && held > limit => ExitReason::MemoryLimit {
-                limit,
-                reached: held,
-            },
-            Ok(Poll::Pending) => {
-                activity.park();
-                return Poll::Pending;
-            }
-            Ok(Poll::Ready(ended)) => ended.into(),
-            Err(payload) => ExitReason::Panic(panic_message(payload.as_ref())),
-        };
-        // (tokio never polls a finished task again.)
-        this.exit.reason = Some(reason);
-        Poll::Ready(())
     }
 }
 
