@@ -255,7 +255,7 @@ pub fn fold(frames: Vec<NativeFrame>) -> Vec<NativeFrame> {
 /// wrapper and task harness. The outer ones matter when the sample caught
 /// the wrapper's own entry or exit, whose frame a frame-pointer walk skips.
 fn is_poll_wrapper(function: &str) -> bool {
-    function.contains("system_runtime::registry::Instrumented<")
+    function.contains(crate::registry::POLL_FRAME)
         || function.starts_with("system_runtime::low_priority::")
         || function.starts_with("<system_runtime::low_priority::")
         || function.starts_with("<tracing::instrument::Instrumented<")
@@ -470,7 +470,7 @@ mod tests {
                 "<core::panic::unwind_safe::AssertUnwindSafe<F> as core::ops::function::FnOnce<()>>::call_once",
             ),
             frame(
-                "<system_runtime::registry::Instrumented<F> as core::future::future::Future>::poll",
+                "<system_runtime::registry::harness::Instrumented<F> as core::future::future::Future>::poll",
             ),
             frame("tokio::runtime::task::harness::poll_future"),
         ];
@@ -502,7 +502,7 @@ mod tests {
             frame("std::thread::local::LocalKey<T>::with"),
             frame("system_runtime::memory::thread_bytes"),
             frame(
-                "<system_runtime::registry::Instrumented<F> as core::future::future::Future>::poll",
+                "<system_runtime::registry::harness::Instrumented<F> as core::future::future::Future>::poll",
             ),
             frame("tokio::runtime::task::harness::poll_future"),
         ];

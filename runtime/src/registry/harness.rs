@@ -20,6 +20,11 @@ use crate::activity::{self, Activity, Status};
 use crate::entry::ProcessEntry;
 use crate::{ExitReason, current, memory, watch};
 
+/// How [`Instrumented`]'s poll shows in a symbolised native stack: the
+/// sampler folds the frames below it away (`symbols`). A test checks it
+/// against the type's real name, so a move or rename cannot go unseen.
+pub(crate) const POLL_FRAME: &str = "system_runtime::registry::harness::Instrumented<";
+
 /// Ends the process exactly once, however its task ends (return, panic, abort, runtime drop).
 pub(super) struct ExitGuard {
     pub(super) entry: Arc<ProcessEntry>,
@@ -118,5 +123,16 @@ impl<F: Future<Output: Into<ExitReason>>> Future for Instrumented<F> {
         // (tokio never polls a finished task again.)
         this.exit.reason = Some(reason);
         Poll::Ready(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_poll_frame_is_the_harness_types_name() {
+        let name = std::any::type_name::<Instrumented<std::future::Ready<ExitReason>>>();
+        assert!(name.starts_with(POLL_FRAME), "{name}");
     }
 }

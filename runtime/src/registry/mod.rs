@@ -68,6 +68,7 @@ use crate::{Down, ExitReason, Pid, ProcessContext};
 const SHARDS: usize = 1024;
 mod harness;
 mod traces;
+pub(crate) use self::harness::POLL_FRAME;
 use self::harness::{ExitGuard, Instrumented};
 use self::traces::NameTrace;
 
