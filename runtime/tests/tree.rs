@@ -35,6 +35,10 @@ fn counted(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "walks the 1,024-shard table again and again: far too slow under Miri (the selection and folding have no unsafe; their unit tests run under it)"
+)]
 async fn a_page_is_what_a_full_sort_would_give_filtered_and_paged() {
     let registry = ProcessRegistry::new();
     let mut expected = Vec::new();
@@ -153,6 +157,10 @@ async fn tree_when(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    miri,
+    ignore = "walks the 1,024-shard table again and again: far too slow under Miri (the selection and folding have no unsafe; their unit tests run under it)"
+)]
 async fn the_tree_shows_supervisors_children_folds_and_the_unsupervised() {
     let registry = ProcessRegistry::new();
     let shutdown = CancellationToken::new();
