@@ -13,115 +13,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::console::{Console, endless_sum, kill_taken};
 use crate::support::{Client, Daemon, PATIENCE};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-
-/// A client of the admin socket, speaking docs/admin-protocol.md.
-struct Console {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-    next_id: u64,
-    hello: Value,
-    /// What scripts printed, in order.
-    output: Vec<String>,
-}
-
-impl Console {
-    async fn open(daemon: &Daemon) -> Console {
-        Console::connect(&daemon.home().join("admin.sock"))
-            .await
-            .expect("the admin socket accepts a console")
-    }
-
-    async fn connect(socket: &Path) -> std::io::Result<Console> {
-        let (reader, writer) = UnixStream::connect(socket).await?.into_split();
-        let mut console = Console {
-            reader: BufReader::new(reader),
-            writer,
-            next_id: 1,
-            hello: Value::Null,
-            output: Vec::new(),
-        };
-        console.hello = console.frame().await;
-        assert_eq!(console.hello["type"], "hello", "{}", console.hello);
-        Ok(console)
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer
-            .write_all(bytes)
-            .await
-            .expect("write to the admin socket");
-    }
-
-    async fn send(&mut self, frame: Value) {
-        let mut bytes = frame.to_string().into_bytes();
-        bytes.push(b'\n');
-        self.send_raw(&bytes).await;
-    }
-
-    /// The next frame (within [`PATIENCE`]).
-    async fn frame(&mut self) -> Value {
-        let mut line = String::new();
-        let read = tokio::time::timeout(PATIENCE, self.reader.read_line(&mut line))
-            .await
-            .expect("a frame arrives in time")
-            .expect("read the admin socket");
-        assert!(read > 0, "the daemon closed the console");
-        serde_json::from_str(&line).expect("the daemon sends JSON lines")
-    }
-
-    /// Sends an `eval` without waiting; returns its id.
-    async fn start(&mut self, script: &str) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(json!({"type": "eval", "id": id, "script": script}))
-            .await;
-        id
-    }
-
-    /// The `result` or `error` frame of evaluation `id`, collecting output.
-    async fn reply(&mut self, id: u64) -> Value {
-        loop {
-            let frame = self.frame().await;
-            if frame["type"] == "output" {
-                self.output
-                    .push(frame["text"].as_str().unwrap_or("").to_owned());
-            } else if frame["id"] == id {
-                return frame;
-            }
-        }
-    }
-
-    async fn eval(&mut self, script: &str) -> Value {
-        let id = self.start(script).await;
-        self.reply(id).await
-    }
-
-    /// The JSON value of a script that must succeed.
-    async fn value(&mut self, script: &str) -> Value {
-        let reply = self.eval(script).await;
-        assert_eq!(reply["type"], "result", "{script}: {reply}");
-        reply["value"].clone()
-    }
-
-    /// The printed text of a script that must succeed.
-    async fn text(&mut self, script: &str) -> String {
-        let reply = self.eval(script).await;
-        assert_eq!(reply["type"], "result", "{script}: {reply}");
-        reply["text"].as_str().unwrap_or("").to_owned()
-    }
-}
-
-/// Starts `sum(-1)` (an endless loop) as sum `id`; returns its pid.
-async fn endless_sum(browser: &mut Client, id: i64) -> String {
-    browser.sum(id, "-1").await;
-    let calculating = browser.calculating(id).await;
-    calculating["pid"].as_str().unwrap_or("").to_owned()
-}
 
 /// The first arguments of the `calc_sum` calls in a trace.
 fn first_arguments(trace: &Value) -> Vec<i64> {
@@ -1156,13 +1052,4 @@ async fn a_closed_session_leaves_no_memory_behind() {
     println!("peak memory grew by {} MiB", grew / (1024 * 1024));
     assert!(grew < 320 * 1024 * 1024, "grew by {grew} bytes");
     assert!(daemon.is_alive());
-}
-
-/// A kill's answer for a live process: `true`, or, when the process is
-/// inside a long poll (a busy machine stretches one), "kill pending: …".
-fn kill_taken(answer: &Value) -> bool {
-    *answer == true
-        || answer
-            .as_str()
-            .is_some_and(|text| text.starts_with("kill pending"))
 }

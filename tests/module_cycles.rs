@@ -289,8 +289,10 @@ fn imports(modules: &BTreeMap<ModPath, String>) -> Imports {
     imports
 }
 
-/// Like `expand`, for a `use` tree: pushes (the name it binds, or `None`
-/// for a glob, and the full path) for each leaf; returns the index after it.
+/// Reads one path (tree) from `tokens[i]` on, relative to `base` (a `use`
+/// tree or a path in code): pushes, for each leaf, the name it binds (its
+/// last segment or its `as` alias; `None` for a glob) and the full path;
+/// returns the index after it.
 fn bindings(
     tokens: &[Token],
     mut i: usize,
@@ -406,8 +408,8 @@ fn edges(modules: &BTreeMap<ModPath, String>) -> BTreeMap<ModPath, BTreeSet<ModP
                     };
                     if let (false, true, Some((base, start))) = (after_sep, starts_path, base) {
                         let mut paths = Vec::new();
-                        let end = expand(&tokens, start, base, &mut paths);
-                        for path in paths {
+                        let end = bindings(&tokens, start, base, &mut paths);
+                        for (_, path) in paths {
                             if let Some(target) = resolve(modules, &imports, &path, 0)
                                 && &target != module
                             {
@@ -471,51 +473,6 @@ fn closing(tokens: &[Token], open: usize) -> usize {
         }
     }
     tokens.len()
-}
-
-/// Reads one path (tree) from `tokens[i]` on, relative to `base`; pushes
-/// every full path it names to `out`; returns the index after it.
-fn expand(tokens: &[Token], mut i: usize, base: ModPath, out: &mut Vec<ModPath>) -> usize {
-    let mut path = base;
-    loop {
-        match tokens.get(i) {
-            Some(Token::Ident(word)) => {
-                match word.as_str() {
-                    "super" => {
-                        path.pop();
-                    }
-                    "self" => {}
-                    _ => path.push(word.clone()),
-                }
-                i += 1;
-                if tokens.get(i) == Some(&Token::PathSep) {
-                    i += 1;
-                    continue;
-                }
-                out.push(path);
-                return i;
-            }
-            Some(Token::Open) => {
-                i += 1;
-                loop {
-                    match tokens.get(i) {
-                        None => return i,
-                        Some(Token::Close) => return i + 1,
-                        Some(Token::Comma) => i += 1,
-                        Some(Token::Ident(word)) if word == "as" => i += 2,
-                        Some(_) => {
-                            let next = expand(tokens, i, path.clone(), out);
-                            i = next.max(i + 1);
-                        }
-                    }
-                }
-            }
-            _ => {
-                out.push(path);
-                return i;
-            }
-        }
-    }
 }
 
 /// The module that defines what a path names: its longest prefix that is

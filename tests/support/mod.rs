@@ -3,6 +3,8 @@
 //!
 //! No mocks: everything goes through the binary, its sockets and its files.
 
+pub mod console;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
