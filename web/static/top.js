@@ -24,14 +24,7 @@
     memory: 'biggest holders of memory, now',
   };
 
-  function el(tag, props, ...children) {
-    const e = document.createElement(tag);
-    if (props) for (const [k, v] of Object.entries(props)) {
-      if (k === 'dataset') Object.assign(e.dataset, v); else e[k] = v;
-    }
-    e.append(...children);
-    return e;
-  }
+  const el = window.ProcessPanel.el;
 
   function button(cls, pid) {
     return el('button', { type: 'button', className: cls, dataset: { pid } }, cls);
