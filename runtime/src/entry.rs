@@ -464,6 +464,25 @@ pub(crate) struct Tracing {
     id: u64,
 }
 
+/// Processes attached to a trace now, node-wide (the `TRACES` hint).
+#[cfg(all(test, not(loom)))]
+pub(crate) fn attachments() -> usize {
+    TRACES.load(Relaxed)
+}
+
+impl Tracing {
+    /// The traced process's pid.
+    pub(crate) fn pid(&self) -> u64 {
+        self.entry.pid.0
+    }
+
+    /// True once the process has ended and nothing but this trace holds
+    /// its entry (the registry's table and its task let go at its end).
+    pub(crate) fn ended(&self) -> bool {
+        Arc::strong_count(&self.entry) == 1
+    }
+}
+
 impl Drop for Tracing {
     fn drop(&mut self) {
         let mut tracers = lock(&self.entry.tracers);

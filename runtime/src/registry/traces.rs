@@ -28,14 +28,37 @@ pub(super) struct NameTrace {
 }
 
 /// The processes a name trace follows, each once.
-#[derive(Default)]
 struct Attached {
     pids: HashSet<u64>,
     tracings: Vec<Tracing>,
+    /// At this many tracings, those of ended processes are dropped: a name
+    /// trace over processes that come and go (load workers restarted a
+    /// million times a second) must not hold every one it ever attached
+    /// to until its window ends.
+    prune_at: usize,
+}
+
+/// The first [`Attached::prune_at`]; it then doubles past what is live.
+const PRUNE_FIRST: usize = 1024;
+
+impl Default for Attached {
+    fn default() -> Attached {
+        Attached {
+            pids: HashSet::new(),
+            tracings: Vec::new(),
+            prune_at: PRUNE_FIRST,
+        }
+    }
 }
 
 impl Attached {
     fn attach(&mut self, entry: &Arc<ProcessEntry>, tracer: &Tracer) {
+        if self.tracings.len() >= self.prune_at {
+            // Amortised: a pass every time the live ones double.
+            self.tracings.retain(|tracing| !tracing.ended());
+            self.pids = self.tracings.iter().map(Tracing::pid).collect();
+            self.prune_at = (self.tracings.len() * 2).max(PRUNE_FIRST);
+        }
         if self.pids.insert(entry.pid.0) {
             self.tracings.push(entry.trace(tracer.clone()));
         }
@@ -137,5 +160,45 @@ impl ProcessRegistry {
         for hook in hooks.iter().filter(|hook| hook.name == entry.spec.name) {
             lock(&hook.attached).attach(entry, &hook.tracer);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{ProcessRegistry, Spec, TraceLimits, TraceTarget};
+
+    /// A name trace over processes that come and go holds the live ones,
+    /// not every one it ever attached to (each held its ended entry until
+    /// the trace's window ended: a million restarts a second, for ten
+    /// minutes, from one console line).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_name_trace_lets_go_of_ended_processes() {
+        let registry = ProcessRegistry::new();
+        let tracing = {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let limits = TraceLimits {
+                    calls: 10,
+                    window: Duration::from_secs(60),
+                    per_second: None,
+                };
+                registry
+                    .trace_with(TraceTarget::Name("churn".into()), limits)
+                    .await
+            })
+        };
+        while registry.traces_running() == 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10_000 {
+            let monitor =
+                registry.spawn_monitor(Spec::new("churn", "Churn.run()"), |_ctx| async {});
+            monitor.await;
+        }
+        let attached = crate::entry::attachments();
+        tracing.abort();
+        assert!(attached < 3_000, "{attached} processes still attached");
     }
 }
