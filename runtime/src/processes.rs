@@ -2,12 +2,15 @@
 //! `Process.list(opts)` and `/api/processes` show.
 //!
 //! A page of a million processes is chosen without sorting them all on a
-//! scheduler: the sort keys are gathered on the blocking pool (one walk of
-//! the table, which holds each of the registry's many small shards' read
-//! lock only briefly, so a spawn on a scheduler never waits long for it), the first `offset + limit` are picked by partial selection
-//! (`select_nth_unstable_by`, linear time), and only those are sorted and
-//! described. At most [`CONCURRENT_READS`] such reads run at once in the
-//! whole node; others wait their turn.
+//! scheduler: a census of every process's sort keys is taken on the
+//! blocking pool (one walk of the table, which holds each of the
+//! registry's many small shards' read lock only briefly, so a spawn on a
+//! scheduler never waits long for it) and serves every page for a few
+//! times what it cost (see `Census`); from it the first `offset + limit`
+//! are picked by partial selection (`select_nth_unstable_by`, linear
+//! time), and only those are sorted and described. At most
+//! [`CONCURRENT_READS`] such reads run at once in the whole node; others
+//! wait their turn.
 //!
 //! It knows nothing of how a page is shown (no JSON, no text): the host
 //! renders the [`Page`].
@@ -17,7 +20,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
 
@@ -203,155 +206,292 @@ pub struct Page {
     pub rows: Vec<Row>,
 }
 
-/// What the walk keeps of one process: its sort key (a number; for the
-/// name, the name's rank among the names seen) and its pid. 16 bytes, so
-/// a walk of a million processes holds 16 MB.
+/// A page's candidate: its sort key (a number; for the name, the name's
+/// rank) and its pid. 16 bytes, so a page of a million holds 16 MB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Gathered {
     key: u64,
     pid: u64,
 }
 
+/// What one walk of the table keeps of every process: enough to answer
+/// any query (every sort key, every filter) without walking again. It
+/// serves pages for a few times what the walk cost, at most [`MAX_AGE`]:
+/// so reading pages non-stop spends at most a fifth of one blocking-pool
+/// thread on walks, a table of a thousand processes is walked again after
+/// a few microseconds (fresh for any reader), and a million's after most
+/// of a second (one walk serves a screenful of pages, and the pages of
+/// one screen agree with each other).
+pub(crate) struct Census {
+    /// When the walk started (its rows are at least this old).
+    taken: Instant,
+    /// How long the walk took.
+    cost: Duration,
+    counted: Vec<Counted>,
+    /// Each name seen, by its number in `Counted::name`.
+    names: Vec<Cow<'static, str>>,
+}
+
+/// A census serves pages while younger than this many times its cost...
+const REUSE: u32 = 4;
+
+/// ... and never once older than this.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// One process in a census: 40 bytes, so a million hold 40 MB.
+#[derive(Clone, Copy, Debug)]
+struct Counted {
+    pid: u64,
+    reductions: u64,
+    cpu_ns: u64,
+    memory: u64,
+    name: u32,
+    status: Status,
+}
+
+/// The census a registry keeps between pages (`ProcessRegistry::census`).
+pub(crate) type Kept = tokio::sync::Mutex<Option<Arc<Census>>>;
+
 /// The names seen by one walk, each numbered in the order first seen
 /// (a node has a few kinds of process, so this stays small).
 #[derive(Default)]
 struct Names {
-    seen: HashMap<Cow<'static, str>, u64>,
+    seen: HashMap<Cow<'static, str>, u32>,
+    by_number: Vec<Cow<'static, str>>,
+    /// The last name numbered: neighbours in the table are mostly of one
+    /// kind, so this spares most lookups (compared by text: an address
+    /// may be reused by another name once the first is freed).
+    last: Option<(Cow<'static, str>, u32)>,
 }
 
 impl Names {
     // A `Cow`, not a `&str`: keeping a borrowed `'static` name copies no text.
     #[allow(clippy::ptr_arg)]
-    fn number(&mut self, name: &Cow<'static, str>) -> u64 {
-        let next = self.seen.len() as u64;
-        *self.seen.entry(name.clone()).or_insert(next)
-    }
-
-    /// Maps each name's number to its rank in alphabetical order.
-    fn ranks(self) -> Vec<u64> {
-        let mut names: Vec<(Cow<'static, str>, u64)> = self.seen.into_iter().collect();
-        names.sort_unstable();
-        let mut ranks = vec![0; names.len()];
-        for (rank, (_, number)) in names.into_iter().enumerate() {
-            ranks[number as usize] = rank as u64;
+    fn number(&mut self, name: &Cow<'static, str>) -> u32 {
+        if let Some((last, number)) = &self.last
+            && last == name
+        {
+            return *number;
         }
-        ranks
+        let next = self.by_number.len() as u32;
+        let number = *self.seen.entry(name.clone()).or_insert_with(|| {
+            self.by_number.push(name.clone());
+            next
+        });
+        self.last = Some((name.clone(), number));
+        number
     }
 }
 
+/// Each name's rank in alphabetical order, by its number.
+fn ranks(names: &[Cow<'static, str>]) -> Vec<u64> {
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_unstable_by(|&a, &b| names[a].cmp(&names[b]));
+    let mut ranks = vec![0; names.len()];
+    for (rank, number) in order.into_iter().enumerate() {
+        ranks[number] = rank as u64;
+    }
+    ranks
+}
+
 /// The page `query` asks for, read on the blocking pool (never on a
-/// scheduler); waits first if [`CONCURRENT_READS`] reads are running.
+/// scheduler), from the registry's census if it still serves, else from
+/// a new one; waits first if [`CONCURRENT_READS`] reads are running.
 pub async fn page(registry: &Arc<ProcessRegistry>, query: Query) -> Page {
+    let census = census(registry).await;
     // The semaphore is never closed, so acquiring cannot fail.
     let Ok(_permit) = read_permit().await else {
         return Page::default();
     };
     let registry = registry.clone();
-    tokio::task::spawn_blocking(move || select(&registry, &query))
+    tokio::task::spawn_blocking(move || census.page(&registry, &query))
         .await
         .unwrap_or_default()
 }
 
-/// The page `query` asks for, on the calling thread: walks the whole
-/// table, so never call it on a scheduler ([`page`] does not).
-pub fn select(registry: &ProcessRegistry, query: &Query) -> Page {
-    let needle = query.name.as_deref().filter(|needle| !needle.is_empty());
-    let needs_activity = query.status.is_some()
-        || matches!(
-            query.sort,
-            SortKey::Reductions | SortKey::Cpu | SortKey::Memory
-        );
-    let mut names = Names::default();
-    let mut keyed: Vec<Gathered> = Vec::with_capacity(registry.count() + 64);
-    registry.for_each_batch(|batch| {
-        // Each process's counters are two cache misses (its entry, then its
-        // task): asked for a batch ahead, they overlap.
-        if needs_activity {
+/// The registry's census if it still serves, else a new one (one walk at
+/// a time per registry: readers that come meanwhile wait for it).
+async fn census(registry: &Arc<ProcessRegistry>) -> Arc<Census> {
+    let mut kept = registry.census().lock().await;
+    if let Some(census) = kept.as_ref().filter(|census| census.serves()) {
+        return census.clone();
+    }
+    // The old one's memory goes before the new one's is taken.
+    *kept = None;
+    let census = {
+        let Ok(_permit) = read_permit().await else {
+            return Arc::new(Census::default());
+        };
+        let walked = registry.clone();
+        tokio::task::spawn_blocking(move || Census::take(&walked))
+            .await
+            .unwrap_or_default()
+    };
+    let census = Arc::new(census);
+    *kept = Some(census.clone());
+    drop(kept);
+    forget_later(registry, &census);
+    census
+}
+
+/// Drops the registry's hold on `census` once it no longer serves, so an
+/// idle node does not keep a million rows nobody reads.
+fn forget_later(registry: &Arc<ProcessRegistry>, census: &Arc<Census>) {
+    let (registry, census, after) = (
+        Arc::downgrade(registry),
+        Arc::downgrade(census),
+        census.serves_for(),
+    );
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        let mut kept = registry.census().lock().await;
+        if kept
+            .as_ref()
+            .is_some_and(|kept| std::ptr::eq(Arc::as_ptr(kept), census.as_ptr()))
+        {
+            *kept = None;
+        }
+    });
+}
+
+impl Default for Census {
+    fn default() -> Census {
+        Census {
+            taken: Instant::now(),
+            cost: Duration::ZERO,
+            counted: Vec::new(),
+            names: Vec::new(),
+        }
+    }
+}
+
+impl Census {
+    /// Walks the whole table: never call it on a scheduler.
+    fn take(registry: &ProcessRegistry) -> Census {
+        let taken = Instant::now();
+        let mut names = Names::default();
+        let mut counted: Vec<Counted> = Vec::with_capacity(registry.count() + 64);
+        registry.for_each_batch(|batch| {
+            // Each process's counters are two cache misses (its entry, then
+            // its task): asked for a batch ahead, they overlap.
             for entry in batch {
                 crate::prefetch::prefetch_line(std::ptr::from_ref(*entry).cast());
             }
             for entry in batch {
                 entry.activity.prefetch();
             }
-        }
-        for entry in batch {
-            if needle.is_some_and(|needle| !contains_ignoring_ascii_case(&entry.spec.name, needle))
-            {
-                continue;
+            for entry in batch {
+                let activity = entry.activity.read();
+                counted.push(Counted {
+                    pid: entry.pid.0,
+                    reductions: activity.reductions,
+                    cpu_ns: activity.cpu_ns,
+                    memory: activity.memory(),
+                    name: names.number(&entry.spec.name),
+                    status: activity.status,
+                });
             }
-            let activity = needs_activity.then(|| entry.activity.read());
-            if let (Some(status), Some(activity)) = (query.status, activity)
-                && activity.status != status
-            {
-                continue;
-            }
-            let key = match (query.sort, activity) {
-                (SortKey::Reductions, Some(activity)) => activity.reductions,
-                (SortKey::Cpu, Some(activity)) => activity.cpu_ns,
-                (SortKey::Memory, Some(activity)) => activity.memory(),
-                (SortKey::Name, _) => names.number(&entry.spec.name),
-                // Age and pid: the pid is the key (see `compare`).
-                _ => 0,
-            };
-            keyed.push(Gathered {
-                key,
-                pid: entry.pid.0,
-            });
-        }
-    });
-    if query.sort == SortKey::Name {
-        let ranks = names.ranks();
-        for gathered in &mut keyed {
-            gathered.key = ranks[gathered.key as usize];
+        });
+        Census {
+            taken,
+            cost: taken.elapsed(),
+            counted,
+            names: names.by_number,
         }
     }
-    let total = keyed.len();
-    if query.offset >= total || query.limit == 0 {
-        return Page {
-            total,
-            rows: Vec::new(),
+
+    fn serves_for(&self) -> Duration {
+        (self.cost * REUSE).min(MAX_AGE)
+    }
+
+    fn serves(&self) -> bool {
+        self.taken.elapsed() < self.serves_for()
+    }
+
+    /// The page `query` asks for, as this census saw the table (the rows'
+    /// other columns are read now; a process gone since is left out).
+    fn page(&self, registry: &ProcessRegistry, query: &Query) -> Page {
+        let needle = query.name.as_deref().filter(|needle| !needle.is_empty());
+        let named: Vec<bool> = self
+            .names
+            .iter()
+            .map(|name| needle.is_none_or(|needle| contains_ignoring_ascii_case(name, needle)))
+            .collect();
+        let ranks = if query.sort == SortKey::Name {
+            ranks(&self.names)
+        } else {
+            Vec::new()
         };
-    }
-    let wanted = query.offset.saturating_add(query.limit).min(total);
-    let compare = |a: &Gathered, b: &Gathered| compare(query, *a, *b);
-    if wanted < total {
-        keyed.select_nth_unstable_by(wanted - 1, compare);
-        keyed.truncate(wanted);
-    }
-    keyed.sort_unstable_by(compare);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let rows = keyed
-        .into_iter()
-        .skip(query.offset)
-        .filter_map(|Gathered { key, pid }| {
-            // Gone since the walk: left out (the page is one row short).
-            let info = registry.info(Pid(pid))?;
-            let mut row = Row {
-                pid: Pid(pid),
-                name: info.name,
-                // Filtered by status: the status it was chosen by.
-                status: query.status.unwrap_or(info.status),
-                priority: info.priority,
-                reductions: info.reductions,
-                cpu_us: info.cpu_time_us,
-                memory: info.memory,
-                age_ms: now.saturating_sub(info.spawned_at_ms),
-                current_function: info.current_function,
+        let mut keyed: Vec<Gathered> = self
+            .counted
+            .iter()
+            .filter(|counted| {
+                named[counted.name as usize]
+                    && query.status.is_none_or(|status| status == counted.status)
+            })
+            .map(|counted| Gathered {
+                key: match query.sort {
+                    SortKey::Reductions => counted.reductions,
+                    SortKey::Cpu => counted.cpu_ns,
+                    SortKey::Memory => counted.memory,
+                    SortKey::Name => ranks[counted.name as usize],
+                    // Age and pid: the pid is the key (see `compare`).
+                    SortKey::Age | SortKey::Pid => 0,
+                },
+                pid: counted.pid,
+            })
+            .collect();
+        let total = keyed.len();
+        if query.offset >= total || query.limit == 0 {
+            return Page {
+                total,
+                rows: Vec::new(),
             };
-            // The sorted column shows the value the page was chosen by
-            // (the others are read now).
-            match query.sort {
-                SortKey::Reductions => row.reductions = key,
-                SortKey::Cpu => row.cpu_us = key / 1_000,
-                SortKey::Memory => row.memory = key,
-                _ => {}
-            }
-            Some(row)
-        })
-        .collect();
-    Page { total, rows }
+        }
+        let wanted = query.offset.saturating_add(query.limit).min(total);
+        let compare = |a: &Gathered, b: &Gathered| compare(query, *a, *b);
+        if wanted < total {
+            keyed.select_nth_unstable_by(wanted - 1, compare);
+            keyed.truncate(wanted);
+        }
+        keyed.sort_unstable_by(compare);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let rows = keyed
+            .into_iter()
+            .skip(query.offset)
+            .filter_map(|Gathered { key, pid }| {
+                // Gone since the walk: left out (the page is one row short).
+                let info = registry.info(Pid(pid))?;
+                let mut row = Row {
+                    pid: Pid(pid),
+                    name: info.name,
+                    // Filtered by status: the status it was chosen by.
+                    status: query.status.unwrap_or(info.status),
+                    priority: info.priority,
+                    reductions: info.reductions,
+                    cpu_us: info.cpu_time_us,
+                    memory: info.memory,
+                    age_ms: now.saturating_sub(info.spawned_at_ms),
+                    current_function: info.current_function,
+                };
+                // The sorted column shows the value the page was chosen by
+                // (the others are read now).
+                match query.sort {
+                    SortKey::Reductions => row.reductions = key,
+                    SortKey::Cpu => row.cpu_us = key / 1_000,
+                    SortKey::Memory => row.memory = key,
+                    _ => {}
+                }
+                Some(row)
+            })
+            .collect();
+        Page { total, rows }
+    }
 }
 
 /// The page's order: the key in the asked order, then the pid ascending
@@ -414,11 +554,35 @@ mod tests {
     #[test]
     fn names_rank_alphabetically_whatever_order_they_come_in() {
         let mut names = Names::default();
-        let numbers: Vec<u64> = ["sum", "load_worker", "admin_server", "sum"]
+        let numbers: Vec<u32> = ["sum", "load_worker", "load_worker", "admin_server", "sum"]
             .into_iter()
             .map(|name| names.number(&Cow::Borrowed(name)))
             .collect();
-        assert_eq!(numbers, [0, 1, 2, 0]);
-        assert_eq!(names.ranks(), [2, 1, 0]);
+        assert_eq!(numbers, [0, 1, 1, 2, 0]);
+        assert_eq!(ranks(&names.by_number), [2, 1, 0]);
+    }
+
+    #[test]
+    fn a_census_serves_for_a_few_times_its_cost_and_at_most_max_age() {
+        let costing = |cost| Census {
+            cost,
+            ..Census::default()
+        };
+        assert_eq!(
+            costing(Duration::from_millis(100)).serves_for(),
+            Duration::from_millis(100) * REUSE
+        );
+        assert_eq!(costing(Duration::from_secs(2)).serves_for(), MAX_AGE);
+        assert!(!costing(Duration::ZERO).serves());
+    }
+
+    #[test]
+    fn a_name_at_the_last_ones_address_is_still_compared_by_text() {
+        let mut names = Names::default();
+        let first = Cow::Owned("sum".to_owned());
+        assert_eq!(names.number(&first), 0);
+        // Another text of the same length: whatever its address, a new name.
+        assert_eq!(names.number(&Cow::Owned("top".to_owned())), 1);
+        assert_eq!(names.number(&first), 0);
     }
 }

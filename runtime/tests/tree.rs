@@ -34,6 +34,28 @@ fn counted(
     (pid, counted)
 }
 
+/// A page comes from a census of the table that serves other pages for a
+/// while (`processes::Census`), but never one older than `MAX_AGE`: a
+/// process spawned after a page is on a page read `MAX_AGE` later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(miri, ignore = "walks the 1,024-shard table; waits a second")]
+async fn a_page_is_never_older_than_its_census_may_be() {
+    let registry = ProcessRegistry::new();
+    let named = |name: &str| Query {
+        name: Some(name.to_owned()),
+        ..Query::default()
+    };
+    let (_, counted_first) = counted(&registry, "first_one", 1);
+    counted_first.await.expect("counted");
+    assert_eq!(processes::page(&registry, named("_one")).await.total, 1);
+    let (late, counted_late) = counted(&registry, "late_one", 1);
+    counted_late.await.expect("counted");
+    tokio::time::sleep(processes::MAX_AGE).await;
+    let page = processes::page(&registry, named("_one")).await;
+    assert_eq!(page.total, 2);
+    assert!(page.rows.iter().any(|row| row.pid == late));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     miri,
