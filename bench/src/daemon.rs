@@ -1,6 +1,6 @@
 //! Starts the real `system` daemon in a temporary home on an ephemeral
-//! port with one scheduler (pinned to one CPU when asked), and stops it
-//! (removing the home) when dropped.
+//! port with one scheduler (pinned to one CPU when asked) or more, and
+//! stops it (removing the home) when dropped.
 //!
 //! It runs the binary's public commands only (`start`, `stop`, `upgrade`);
 //! it never signals the daemon itself.
@@ -23,9 +23,23 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// `system --home TMP start --http 127.0.0.1:0 --schedulers 1`.
-    pub fn start(binary: &Path, cpu: Option<usize>) -> anyhow::Result<Daemon> {
-        Daemon::start_with(binary, cpu.map_or(Cpus::Any, Cpus::One), &[])
+    /// `system --home TMP start --http 127.0.0.1:0 --schedulers 1`, pinned
+    /// to `cpu` if given; or, for more than one scheduler, `--schedulers N
+    /// --max-schedulers N` spread over the first N CPUs.
+    pub fn start(binary: &Path, cpu: Option<usize>, schedulers: usize) -> anyhow::Result<Daemon> {
+        if schedulers <= 1 {
+            return Daemon::start_with(
+                binary,
+                cpu.map_or(Cpus::Any, Cpus::One),
+                &["--schedulers", "1"],
+            );
+        }
+        let count = schedulers.to_string();
+        Daemon::start_with(
+            binary,
+            Cpus::First(schedulers),
+            &["--schedulers", &count, "--max-schedulers", &count],
+        )
     }
 
     /// [`Daemon::start`] on `cpus`, with more `start` arguments.
@@ -44,7 +58,7 @@ impl Daemon {
         command
             .arg("--home")
             .arg(home.path())
-            .args(["start", "--http", "127.0.0.1:0", "--schedulers", "1"])
+            .args(["start", "--http", "127.0.0.1:0"])
             .args(extra)
             .env_remove("SYSTEM_HOME");
         match cpus {

@@ -62,13 +62,14 @@ async fn scenario(options: Options, bench_cpu: Option<usize>) -> anyhow::Result<
         "cpus": os::cpus(),
         "cpu_model": os::cpu_model(),
         "daemon_cpu": options.cpu,
+        "schedulers": options.schedulers,
         "bench_cpu": bench_cpu,
         "system": binary.display().to_string(),
         "quick": options.quick,
         "loadavg": os::loadavg(),
     });
     println!("{machine}");
-    let daemon = Daemon::start(&binary, options.cpu)?;
+    let daemon = Daemon::start(&binary, options.cpu, options.schedulers)?;
     eprintln!("scenario: daemon {} at {}", daemon.pid, daemon.url);
     let url = daemon.ws_url();
     let feed = Feed::start(url.clone()).await?;

@@ -67,6 +67,10 @@ pub struct Options {
         default_value = "500000,1000000,1500000,2000000,2500000,3000000,3500000,4000000"
     )]
     pub cores_loads: Vec<u64>,
+    /// Schedulers of the daemon every phase but `cores` runs on (more than
+    /// one: spread over the first that many CPUs, `--cpu` ignored).
+    #[arg(long, default_value_t = 1)]
+    pub schedulers: usize,
     /// The cores phase's `--max-schedulers` (default: the CPUs this
     /// benchmark may use); it measures 1..=this many online.
     #[arg(long)]

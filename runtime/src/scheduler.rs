@@ -203,6 +203,16 @@ fn tick_all() -> Option<std::time::Instant> {
 /// deadline, as `timer` says.
 const TICK_SLACK: Duration = Duration::from_millis(1);
 
+/// How long a scheduler thread runs without parking before it gives its
+/// core to whatever else waits for it. Linux's scheduler (EEVDF, with
+/// `RUN_TO_PARITY`) lets a busy thread finish its slice, ~3 ms, before a
+/// thread woken on its core runs: with every core held by a busy
+/// scheduler, a request's I/O wake-up, or the other scheduler, waited
+/// that long (a `sum(5)` round trip's p99 3.4–4 ms with two schedulers
+/// and four endless sums, against 0.4 ms with one scheduler and a free
+/// core). Costs one `sched_yield` per this much busy time.
+const GIVE_WAY_AFTER: Duration = Duration::from_micros(500);
+
 impl Schedulers {
     /// Starts `max` scheduler threads, `online` of them online, serving
     /// processes with the drivers of the runtime `tokio`.
@@ -467,6 +477,7 @@ fn run(shared: &Arc<Shared>, index: usize, started: &std::sync::mpsc::Sender<()>
     let _entered = shared.tokio.enter();
     let _ = started.send(());
     let mut batch: Vec<Arc<dyn Task>> = Vec::with_capacity(BATCH);
+    let mut on_cpu_since = std::time::Instant::now();
     while !shared.shutdown.load(Acquire) {
         let next_tick = tick_all();
         while batch.len() < BATCH {
@@ -493,6 +504,7 @@ fn run(shared: &Arc<Shared>, index: usize, started: &std::sync::mpsc::Sender<()>
                     ),
                     None => std::thread::park(),
                 }
+                on_cpu_since = std::time::Instant::now();
             }
             continue;
         }
@@ -504,6 +516,13 @@ fn run(shared: &Arc<Shared>, index: usize, started: &std::sync::mpsc::Sender<()>
             } else {
                 shared.push(target, task);
             }
+        }
+        if on_cpu_since.elapsed() >= GIVE_WAY_AFTER {
+            // Lets a thread waiting for this core in (the I/O driver with a
+            // request, the other scheduler, the benchmark's client); if none
+            // waits, the kernel returns at once.
+            std::thread::yield_now();
+            on_cpu_since = std::time::Instant::now();
         }
     }
     HERE.set(None);

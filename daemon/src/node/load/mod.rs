@@ -7,12 +7,14 @@
 //! supervisor; it never starts or stops a worker itself (that is
 //! `supervisor`'s job, in batches, inside its own process). `pool` is what
 //! the supervisor shares with its workers, `slots` what it shares with the
-//! supervision tree, `worker` one worker's life.
+//! supervision tree, `worker` one worker's life, `tally` the job counters
+//! every scheduler adds to.
 
 mod memory;
 mod pool;
 mod slots;
 mod supervisor;
+mod tally;
 mod worker;
 
 use std::path::PathBuf;
@@ -22,6 +24,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use serde::{Deserialize, Serialize};
 use system_runtime::Priority;
 use tokio::sync::Notify;
+
+use tally::Tally;
 
 pub use supervisor::run as supervise;
 
@@ -87,8 +91,8 @@ pub struct Load {
     /// Workers the load supervisor has running (a crashed one counts until
     /// its restart, as in an OTP supervisor's `count_children`).
     workers: AtomicU64,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
+    succeeded: Tally,
+    failed: Tally,
     restarts: AtomicU64,
     /// Wakes the load supervisor when the setting changes.
     changed: Notify,
@@ -110,8 +114,8 @@ impl Load {
             cap: AtomicU64::new(DEFAULT_MAX_LOAD),
             priority: AtomicU8::new(Priority::Low as u8),
             workers: AtomicU64::new(0),
-            succeeded: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
+            succeeded: Tally::new(),
+            failed: Tally::new(),
             restarts: AtomicU64::new(0),
             changed: Notify::new(),
             saved_in: Mutex::new(None),
@@ -233,12 +237,12 @@ impl Load {
 
     /// Jobs that succeeded since the daemon started.
     pub fn succeeded(&self) -> u64 {
-        self.succeeded.load(Relaxed)
+        self.succeeded.sum()
     }
 
     /// Jobs that failed (panicked) since the daemon started.
     pub fn failed(&self) -> u64 {
-        self.failed.load(Relaxed)
+        self.failed.sum()
     }
 
     /// Workers restarted after a crash since the daemon started.

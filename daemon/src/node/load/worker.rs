@@ -9,7 +9,6 @@
 //! It never logs and never restarts itself; its supervisor does that.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -58,10 +57,10 @@ fn job(ctx: &ProcessContext, load: &Load) {
     ctx.add_reductions(50);
     let failure_rate = load.failure_rate();
     if failure_rate > 0.0 && rand::random::<f64>() * 100.0 < failure_rate {
-        load.failed.fetch_add(1, Relaxed);
+        load.failed.add_one();
         panic!("synthetic failure in Load.Worker.job/1");
     }
-    load.succeeded.fetch_add(1, Relaxed);
+    load.succeeded.add_one();
     ctx.enter(&"Load.Worker.loop/1");
 }
 
