@@ -222,7 +222,7 @@ struct Gathered {
 /// a few microseconds (fresh for any reader), and a million's after most
 /// of a second (one walk serves a screenful of pages, and the pages of
 /// one screen agree with each other).
-pub(crate) struct Census {
+struct Census {
     /// When the walk started (its rows are at least this old).
     taken: Instant,
     /// How long the walk took.
@@ -248,9 +248,6 @@ struct Counted {
     name: u32,
     status: Status,
 }
-
-/// The census a registry keeps between pages (`ProcessRegistry::census`).
-pub(crate) type Kept = tokio::sync::Mutex<Option<Arc<Census>>>;
 
 /// The names seen by one walk, each numbered in the order first seen
 /// (a node has a few kinds of process, so this stays small).
@@ -294,67 +291,85 @@ fn ranks(names: &[Cow<'static, str>]) -> Vec<u64> {
     ranks
 }
 
-/// The page `query` asks for, read on the blocking pool (never on a
-/// scheduler), from the registry's census if it still serves, else from
-/// a new one; waits first if [`CONCURRENT_READS`] reads are running.
-pub async fn page(registry: &Arc<ProcessRegistry>, query: Query) -> Page {
-    let census = census(registry).await;
-    // The semaphore is never closed, so acquiring cannot fail.
-    let Ok(_permit) = read_permit().await else {
-        return Page::default();
-    };
-    let registry = registry.clone();
-    tokio::task::spawn_blocking(move || census.page(&registry, &query))
-        .await
-        .unwrap_or_default()
+/// The pages of one registry's processes, and the census they are cut
+/// from while it serves (one per reader of pages: the host keeps one for
+/// its console and its web pages alike).
+pub struct ProcessPages {
+    registry: Arc<ProcessRegistry>,
+    /// The last census, while it serves; one walk at a time (readers that
+    /// come meanwhile wait for it).
+    census: Arc<tokio::sync::Mutex<Option<Arc<Census>>>>,
 }
 
-/// The registry's census if it still serves, else a new one (one walk at
-/// a time per registry: readers that come meanwhile wait for it).
-async fn census(registry: &Arc<ProcessRegistry>) -> Arc<Census> {
-    let mut kept = registry.census().lock().await;
-    if let Some(census) = kept.as_ref().filter(|census| census.serves()) {
-        return census.clone();
+impl ProcessPages {
+    pub fn new(registry: Arc<ProcessRegistry>) -> ProcessPages {
+        ProcessPages {
+            registry,
+            census: Arc::default(),
+        }
     }
-    // The old one's memory goes before the new one's is taken.
-    *kept = None;
-    let census = {
+
+    /// The page `query` asks for, read on the blocking pool (never on a
+    /// scheduler), from the census if it still serves, else from a new
+    /// one; waits first if [`CONCURRENT_READS`] reads are running.
+    pub async fn page(&self, query: Query) -> Page {
+        let census = self.census().await;
+        // The semaphore is never closed, so acquiring cannot fail.
         let Ok(_permit) = read_permit().await else {
-            return Arc::new(Census::default());
+            return Page::default();
         };
-        let walked = registry.clone();
-        tokio::task::spawn_blocking(move || Census::take(&walked))
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || census.page(&registry, &query))
             .await
             .unwrap_or_default()
-    };
-    let census = Arc::new(census);
-    *kept = Some(census.clone());
-    drop(kept);
-    forget_later(registry, &census);
-    census
-}
+    }
 
-/// Drops the registry's hold on `census` once it no longer serves, so an
-/// idle node does not keep a million rows nobody reads.
-fn forget_later(registry: &Arc<ProcessRegistry>, census: &Arc<Census>) {
-    let (registry, census, after) = (
-        Arc::downgrade(registry),
-        Arc::downgrade(census),
-        census.serves_for(),
-    );
-    tokio::spawn(async move {
-        tokio::time::sleep(after).await;
-        let Some(registry) = registry.upgrade() else {
-            return;
-        };
-        let mut kept = registry.census().lock().await;
-        if kept
-            .as_ref()
-            .is_some_and(|kept| std::ptr::eq(Arc::as_ptr(kept), census.as_ptr()))
-        {
-            *kept = None;
+    /// The census if it still serves, else a new one.
+    async fn census(&self) -> Arc<Census> {
+        let mut kept = self.census.lock().await;
+        if let Some(census) = kept.as_ref().filter(|census| census.serves()) {
+            return census.clone();
         }
-    });
+        // The old one's memory goes before the new one's is taken.
+        *kept = None;
+        let census = {
+            let Ok(_permit) = read_permit().await else {
+                return Arc::new(Census::default());
+            };
+            let walked = self.registry.clone();
+            tokio::task::spawn_blocking(move || Census::take(&walked))
+                .await
+                .unwrap_or_default()
+        };
+        let census = Arc::new(census);
+        *kept = Some(census.clone());
+        drop(kept);
+        self.forget_later(&census);
+        census
+    }
+
+    /// Lets go of `census` once it no longer serves, so an idle node does
+    /// not keep a million rows nobody reads.
+    fn forget_later(&self, census: &Arc<Census>) {
+        let (kept, census, after) = (
+            Arc::downgrade(&self.census),
+            Arc::downgrade(census),
+            census.serves_for(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(kept) = kept.upgrade() else {
+                return;
+            };
+            let mut kept = kept.lock().await;
+            if kept
+                .as_ref()
+                .is_some_and(|kept| std::ptr::eq(Arc::as_ptr(kept), census.as_ptr()))
+            {
+                *kept = None;
+            }
+        });
+    }
 }
 
 impl Default for Census {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use system_runtime::processes::{self, Order, Query, SortKey};
+use system_runtime::processes::{self, Order, ProcessPages, Query, SortKey};
 use system_runtime::supervision::{Policy, Restart, Strategy, SupervisedChild, Supervises};
 use system_runtime::supervisor::{self, Child, Intensity};
 use system_runtime::tree::{self, Kind, UNSUPERVISED};
@@ -41,17 +41,18 @@ fn counted(
 #[cfg_attr(miri, ignore = "walks the 1,024-shard table; waits a second")]
 async fn a_page_is_never_older_than_its_census_may_be() {
     let registry = ProcessRegistry::new();
+    let pages = ProcessPages::new(registry.clone());
     let named = |name: &str| Query {
         name: Some(name.to_owned()),
         ..Query::default()
     };
     let (_, counted_first) = counted(&registry, "first_one", 1);
     counted_first.await.expect("counted");
-    assert_eq!(processes::page(&registry, named("_one")).await.total, 1);
+    assert_eq!(pages.page(named("_one")).await.total, 1);
     let (late, counted_late) = counted(&registry, "late_one", 1);
     counted_late.await.expect("counted");
     tokio::time::sleep(processes::MAX_AGE).await;
-    let page = processes::page(&registry, named("_one")).await;
+    let page = pages.page(named("_one")).await;
     assert_eq!(page.total, 2);
     assert!(page.rows.iter().any(|row| row.pid == late));
 }
@@ -63,6 +64,7 @@ async fn a_page_is_never_older_than_its_census_may_be() {
 )]
 async fn a_page_is_what_a_full_sort_would_give_filtered_and_paged() {
     let registry = ProcessRegistry::new();
+    let pages = ProcessPages::new(registry.clone());
     let mut expected = Vec::new();
     for i in 0..200u64 {
         // Reductions in a scrambled order, some equal (ties go by pid).
@@ -82,7 +84,7 @@ async fn a_page_is_what_a_full_sort_would_give_filtered_and_paged() {
         name: None,
         status: None,
     };
-    let page = processes::page(&registry, query.clone()).await;
+    let page = pages.page(query.clone()).await;
     assert_eq!(page.total, 200);
     // (Each poll counts one reduction too: the same for all.)
     let got: Vec<Pid> = page.rows.iter().map(|row| row.pid).collect();
@@ -95,17 +97,15 @@ async fn a_page_is_what_a_full_sort_would_give_filtered_and_paged() {
     );
 
     // Ascending, filtered by a part of the name in another case.
-    let odd = processes::page(
-        &registry,
-        Query {
+    let odd = pages
+        .page(Query {
             order: Order::Ascending,
             offset: 0,
             limit: 1000,
             name: Some("ODD".into()),
             ..query.clone()
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!((odd.total, odd.rows.len()), (100, 100));
     assert!(odd.rows.iter().all(|row| row.name == "odd_one"));
     assert!(
@@ -117,29 +117,25 @@ async fn a_page_is_what_a_full_sort_would_give_filtered_and_paged() {
     // Every page once: no pid twice, none missed; past the end, nothing.
     let mut seen = std::collections::HashSet::new();
     for offset in (0..200).step_by(30) {
-        let page = processes::page(
-            &registry,
-            Query {
+        let page = pages
+            .page(Query {
                 sort: SortKey::Age,
                 offset,
                 limit: 30,
                 ..query.clone()
-            },
-        )
-        .await;
+            })
+            .await;
         for row in page.rows {
             assert!(seen.insert(row.pid), "{} twice", row.pid);
         }
     }
     assert_eq!(seen.len(), 200);
-    let beyond = processes::page(
-        &registry,
-        Query {
+    let beyond = pages
+        .page(Query {
             offset: 200,
             ..query
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!((beyond.total, beyond.rows.len()), (200, 0));
 }
 

@@ -10,7 +10,7 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 
 use super::api::{Api, ProcessModule, RuntimeModule};
 use super::tree::{self, TreeText};
-use system_runtime::processes::{self, Row};
+use system_runtime::processes::Row;
 
 type Fallible<T> = Result<T, Box<EvalAltResult>>;
 
@@ -36,8 +36,8 @@ fn list(api: &Api, opts: &Map) -> Fallible<Array> {
         .collect();
     let query =
         crate::http::processes::parse(&params).map_err(|error| format!("Process.list: {error}"))?;
-    let registry = api.node.registry.clone();
-    let page = api.wait(async move { processes::page(&registry, query).await })?;
+    let node = api.node.clone();
+    let page = api.wait(async move { node.pages.page(query).await })?;
     Ok(page.rows.into_iter().map(row).collect())
 }
 

@@ -27,7 +27,7 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (impl Reply,), Error = R
             |params: Vec<(String, String)>, node: Arc<Node>| async move {
                 let reply = match parse(&params) {
                     Ok(query) => {
-                        let page = processes::page(&node.registry, query).await;
+                        let page = node.pages.page(query).await;
                         warp::reply::with_status(
                             warp::reply::json(&page_json(&page)),
                             StatusCode::OK,

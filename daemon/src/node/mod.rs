@@ -25,6 +25,7 @@ use crate::node::metrics::Metrics;
 use crate::node::online::SchedulersOnline;
 use crate::os::home::Home;
 use system_runtime::long_schedule::LongSchedules;
+use system_runtime::processes::ProcessPages;
 use system_runtime::{ProcessRegistry, top};
 
 /// The running daemon.
@@ -46,6 +47,8 @@ pub struct Node {
     /// page that reconnects whether it reached the same node.
     pub started_at: u64,
     pub registry: Arc<ProcessRegistry>,
+    /// Pages of the registry's processes (the console's and the web's).
+    pub pages: ProcessPages,
     pub code: CodeServer,
     /// Cancelled once, when the daemon starts to stop.
     pub shutdown: CancellationToken,
@@ -109,6 +112,7 @@ impl Node {
             started_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            pages: ProcessPages::new(registry.clone()),
             registry,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),

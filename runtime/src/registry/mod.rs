@@ -109,8 +109,6 @@ pub struct ProcessRegistry {
     /// ([`ProcessRegistry::run_on`]); until then processes are tokio tasks
     /// of the current runtime.
     schedulers: std::sync::OnceLock<Arc<Schedulers>>,
-    /// The last census of the table, while it still serves pages.
-    census: crate::processes::Kept,
 }
 
 /// One process and the bytes it holds, from [`ProcessRegistry::memory`].
@@ -200,13 +198,7 @@ impl ProcessRegistry {
             name_trace_hint: AtomicUsize::new(0),
             traces_running: AtomicUsize::new(0),
             schedulers: std::sync::OnceLock::new(),
-            census: crate::processes::Kept::default(),
         })
-    }
-
-    /// The census kept between pages (`processes`).
-    pub(crate) fn census(&self) -> &crate::processes::Kept {
-        &self.census
     }
 
     /// Runs every process spawned from now on on `schedulers` (their
