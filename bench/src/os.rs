@@ -87,7 +87,9 @@ pub fn loadavg() -> String {
 }
 
 /// Nanoseconds on CPU of every thread of `pid` (sum of the first field of
-/// each `/proc/PID/task/TID/schedstat`). Threads that ended are not counted.
+/// each `/proc/PID/task/TID/schedstat`). Threads that ended are not
+/// counted (the daemon's walks of its table run on threads that end: see
+/// [`process_stat_ns`]).
 pub fn process_cpu_ns(pid: i32) -> anyhow::Result<u64> {
     let tasks = format!("/proc/{pid}/task");
     let mut total = 0;

@@ -515,16 +515,16 @@ pub async fn processes(run: &mut Run) -> anyhow::Result<()> {
     run.ensure_load(jobs).await?;
     // The same load with nothing read, just before: what the reads are
     // compared with (this machine's own dents show in both).
-    let cpu_before_quiet = os::process_cpu_ns(run.daemon.pid)?;
+    let cpu_before_quiet = os::process_stat_ns(run.daemon.pid)?;
     let quiet_began = Instant::now();
     let quiet = run.measure(run.options.window()).await;
-    let quiet_cpu_per_sec = (os::process_cpu_ns(run.daemon.pid)? - cpu_before_quiet) as f64
+    let quiet_cpu_per_sec = (os::process_stat_ns(run.daemon.pid)? - cpu_before_quiet) as f64
         / quiet_began.elapsed().as_secs_f64();
     let quiet = run.load_fields(&quiet);
     run.mark("processes 1000k");
     run.probe.resume();
     let from_ms = run.feed.now_ms();
-    let cpu_before_reads = os::process_cpu_ns(run.daemon.pid)?;
+    let cpu_before_reads = os::process_stat_ns(run.daemon.pid)?;
     let began = Instant::now();
     let sorts = ["reductions", "memory", "cpu", "age", "name"];
     let mut page_ms = Vec::new();
@@ -549,8 +549,10 @@ pub async fn processes(run: &mut Run) -> anyhow::Result<()> {
     }
     let reading = began.elapsed();
     // The daemon's CPU for the reads: what it used while they ran, less
-    // what it used in as long with nothing read (the load's own).
-    let reads_cpu_ns = (os::process_cpu_ns(run.daemon.pid)? - cpu_before_reads) as f64
+    // what it used in as long with nothing read (the load's own). From
+    // /proc/PID/stat: its walks run on threads that end (`background`),
+    // which the threads' schedstat no longer lists.
+    let reads_cpu_ns = (os::process_stat_ns(run.daemon.pid)? - cpu_before_reads) as f64
         - quiet_cpu_per_sec * reading.as_secs_f64();
     let rest = run.options.window().saturating_sub(reading);
     tokio::time::sleep(rest).await;

@@ -11,6 +11,7 @@
 //! says.
 
 mod activity;
+pub mod background;
 pub mod burst;
 mod context;
 mod current;

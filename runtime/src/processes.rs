@@ -2,8 +2,8 @@
 //! `Process.list(opts)` and `/api/processes` show.
 //!
 //! A page of a million processes is chosen without sorting them all on a
-//! scheduler: a census of every process's sort keys is taken on the
-//! blocking pool (one walk of the table, which holds each of the
+//! scheduler: a census of every process's sort keys is taken in the
+//! background (`background`: one walk of the table, which holds each of the
 //! registry's many small shards' read lock only briefly, so a spawn on a
 //! scheduler never waits long for it) and serves every page for a few
 //! times what it cost (see `Census`); from it the first `offset + limit`
@@ -309,8 +309,8 @@ impl ProcessPages {
         }
     }
 
-    /// The page `query` asks for, read on the blocking pool (never on a
-    /// scheduler), from the census if it still serves, else from a new
+    /// The page `query` asks for, read in the background (never on a
+    /// scheduler: `background`), from the census if it still serves, else from a new
     /// one; waits first if [`CONCURRENT_READS`] reads are running.
     pub async fn page(&self, query: Query) -> Page {
         let census = self.census().await;
@@ -319,7 +319,7 @@ impl ProcessPages {
             return Page::default();
         };
         let registry = self.registry.clone();
-        tokio::task::spawn_blocking(move || census.page(&registry, &query))
+        crate::background::run("page", move || census.page(&registry, &query))
             .await
             .unwrap_or_default()
     }
@@ -337,7 +337,7 @@ impl ProcessPages {
                 return Arc::new(Census::default());
             };
             let walked = self.registry.clone();
-            tokio::task::spawn_blocking(move || Census::take(&walked))
+            crate::background::run("census", move || Census::take(&walked))
                 .await
                 .unwrap_or_default()
         };

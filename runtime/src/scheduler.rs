@@ -210,7 +210,9 @@ const TICK_SLACK: Duration = Duration::from_millis(1);
 /// scheduler, a request's I/O wake-up, or the other scheduler, waited
 /// that long (a `sum(5)` round trip's p99 3.4–4 ms with two schedulers
 /// and four endless sums, against 0.4 ms with one scheduler and a free
-/// core). Costs one `sched_yield` per this much busy time.
+/// core). Costs one `sched_yield` per this much busy time. The node's
+/// own CPU-bound work must then run at a lower priority (`background`),
+/// or it takes every turn given away.
 const GIVE_WAY_AFTER: Duration = Duration::from_micros(500);
 
 impl Schedulers {

@@ -4,8 +4,9 @@
 //!
 //! Also [`by_memory`]: the biggest holders of memory right now.
 //!
-//! Snapshots of the whole registry are taken off the scheduler (on the
-//! blocking pool), so a registry of a million processes does not stall it.
+//! Snapshots of the whole registry are taken off the scheduler (in the
+//! background, at nice 10), so a registry of a million processes does not
+//! stall it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,16 +37,16 @@ pub struct TopRow {
     pub stuck_stack: Vec<String>,
 }
 
-/// Every process's reductions now, by pid: on the blocking pool.
+/// Every process's reductions now, by pid: in the background.
 async fn snapshot(registry: &Arc<ProcessRegistry>) -> HashMap<Pid, u64> {
     let registry = registry.clone();
-    tokio::task::spawn_blocking(move || registry.reductions().into_iter().collect())
+    crate::background::run("top", move || registry.reductions().into_iter().collect())
         .await
         .unwrap_or_default()
 }
 
-/// Each process's reductions since `before`, and their total: on the
-/// blocking pool too (a million entries to diff and select from).
+/// Each process's reductions since `before`, and their total: in the
+/// background too (a million entries to diff and select from).
 async fn deltas_since(
     registry: &Arc<ProcessRegistry>,
     before: HashMap<Pid, u64>,
@@ -69,7 +70,9 @@ async fn deltas_since(
         }
         (deltas, total)
     };
-    tokio::task::spawn_blocking(diff).await.unwrap_or_default()
+    crate::background::run("top", diff)
+        .await
+        .unwrap_or_default()
 }
 
 /// What `top` looks at: the processes, the polls that hold a scheduler,
@@ -164,7 +167,7 @@ pub async fn top(sources: Sources<'_>, window: Duration, count: usize) -> Vec<To
 pub async fn by_memory(registry: &Arc<ProcessRegistry>, count: usize) -> Vec<TopRow> {
     let snapshot = {
         let registry = registry.clone();
-        tokio::task::spawn_blocking(move || registry.memory())
+        crate::background::run("top", move || registry.memory())
     };
     let mut holders = snapshot.await.unwrap_or_default();
     let count = count.min(holders.len());

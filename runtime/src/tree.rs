@@ -77,7 +77,7 @@ impl Node {
     }
 }
 
-/// The tree now, read on the blocking pool, never on a scheduler; at most
+/// The tree now, read in the background, never on a scheduler; at most
 /// [`CONCURRENT_READS`](crate::processes::CONCURRENT_READS)
 /// (processes' and trees' together) at once.
 pub async fn tree(registry: &Arc<ProcessRegistry>) -> Vec<Node> {
@@ -85,7 +85,7 @@ pub async fn tree(registry: &Arc<ProcessRegistry>) -> Vec<Node> {
         return Vec::new();
     };
     let registry = registry.clone();
-    tokio::task::spawn_blocking(move || build(&registry))
+    crate::background::run("tree", move || build(&registry))
         .await
         .unwrap_or_default()
 }

@@ -37,10 +37,12 @@ pub fn routes(node: Arc<Node>) -> impl Filter<Extract = (impl Reply,), Error = R
         .and(warp::get())
         .and(with_node.clone())
         .and_then(|node: Arc<Node>| async move {
-            // It walks the registry: on the blocking pool, not a scheduler.
-            let text = tokio::task::spawn_blocking(move || super::prometheus::render(&node))
-                .await
-                .unwrap_or_default();
+            // It walks the registry: in the background, not on a scheduler.
+            let text = system_runtime::background::run("metrics", move || {
+                super::prometheus::render(&node)
+            })
+            .await
+            .unwrap_or_default();
             Ok::<_, Rejection>(warp::reply::with_header(
                 text,
                 "content-type",
