@@ -50,7 +50,8 @@ fn lower_this_threads_priority() {
 #[cfg(miri)]
 fn lower_this_threads_priority() {}
 
-#[cfg(test)]
+// Not under loom: its tokio cannot start a runtime with drivers.
+#[cfg(all(test, not(loom)))]
 mod tests {
     #[tokio::test]
     #[cfg_attr(miri, ignore = "Miri cannot call getpriority")]
