@@ -192,13 +192,19 @@ mod tests {
         while registry.traces_running() == 0 {
             tokio::task::yield_now().await;
         }
-        for _ in 0..10_000 {
+        // Under Miri (slow spawns), still past two prunes.
+        let (churn, most) = if cfg!(miri) {
+            (2_500, 1_800)
+        } else {
+            (10_000, 3_000)
+        };
+        for _ in 0..churn {
             let monitor =
                 registry.spawn_monitor(Spec::new("churn", "Churn.run()"), |_ctx| async {});
             monitor.await;
         }
         let attached = crate::entry::attachments();
         tracing.abort();
-        assert!(attached < 3_000, "{attached} processes still attached");
+        assert!(attached < most, "{attached} processes still attached");
     }
 }
