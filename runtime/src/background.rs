@@ -11,25 +11,39 @@
 //!
 //! It must not run anything a caller needs by a deadline (on a core held
 //! by other programs at normal priority it gets a tenth of their share);
-//! and its threads are not pooled: a walk of the table costs far more
-//! than starting a thread.
+//! its threads are not pooled (a walk of the table costs far more than
+//! starting a thread), but at most [`AT_ONCE`] run in the whole process:
+//! however many requests ask (`/metrics` from many clients at once), the
+//! others wait as futures, not as threads each walking the table.
+
+use tokio::sync::Semaphore;
 
 /// The nice value of a background thread (10: a tenth of a normal
 /// thread's weight; raising a thread's nice needs no privilege).
 pub const NICE: i32 = 10;
 
-/// Runs `work` on a new thread at [`NICE`]; `None` if no thread could be
-/// started or `work` panicked.
+/// Background threads that may run at once, process-wide.
+pub const AT_ONCE: usize = 4;
+
+static RUNNING: Semaphore = Semaphore::const_new(AT_ONCE);
+
+/// Runs `work` on a new thread at [`NICE`], once fewer than [`AT_ONCE`]
+/// run; `None` if no thread could be started or `work` panicked.
 pub async fn run<T: Send + 'static>(
     name: &'static str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
+    // Never closed, so acquiring cannot fail. The thread holds the turn
+    // until `work` returns, even if this future is dropped meanwhile (a
+    // client that went away must not free a turn its walk still takes).
+    let turn = RUNNING.acquire().await.ok()?;
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
             lower_this_threads_priority();
             let _ = done.send(work());
+            drop(turn);
         })
         .ok()?;
     result.await.ok()
@@ -68,5 +82,26 @@ mod tests {
         .expect("the work ran");
         assert_eq!(nice, super::NICE);
         assert_ne!(there, here);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(miri, ignore = "starts 40 threads that sleep")]
+    async fn no_more_than_at_once_run_however_many_ask() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let asks = (0..40).map(|_| {
+            let (running, most) = (running.clone(), most.clone());
+            super::run("test", move || {
+                let now = running.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                // Long enough for unbounded threads to overlap.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                running.fetch_sub(1, SeqCst);
+            })
+        });
+        let done = futures::future::join_all(asks).await;
+        assert!(done.iter().all(Option::is_some));
+        assert!(most.load(SeqCst) <= super::AT_ONCE, "{most:?} at once");
     }
 }
