@@ -140,16 +140,18 @@ async fn each_limit_ends_a_trace() {
         window: Duration::from_millis(ms),
         per_second,
     };
-    // Calls, over every process of the name.
+    // Calls, over every process of the name (enough of them that the first
+    // worker, attached first, cannot spend them all before the second is
+    // attached: 200 once could).
     let report = registry
         .trace_with(
             TraceTarget::Name("worker".into()),
-            limits(200, 10_000, None),
+            limits(20_000, 10_000, None),
         )
         .await
         .expect("a name trace always runs");
     assert_eq!(report.ended, TraceEnd::Calls);
-    assert_eq!(report.events.len(), 200);
+    assert_eq!(report.events.len(), 20_000);
     assert!(report.events.iter().any(|e| e.pid == first));
     assert!(report.events.iter().any(|e| e.pid == second));
     // Rate.
